@@ -1,0 +1,77 @@
+"""The resolution cache: merged path -> Node (or a negative entry), with explicit invalidation.
+
+Validity rules, all enforced by the callers in union.py through two calls:
+
+* ``forget(path)``: the resolution of one path changed (created, removed, copied up, its markers
+  changed);
+* ``forget_tree(path)``: a directory moved or was removed: the path and everything cached below it.
+
+Every change made through the mount is followed by one of these *after* the change is on disk.
+A lookup that raced with a change must not re-insert what it read before the change: ``put`` carries
+the generation read before the lookup started and is dropped if any invalidation happened since.
+
+Memory is bounded by ``max_entries``; past it the cache starts over (an O(1) decision on the hot
+path; a refill costs one walk per path). Changes made to the layer directories behind the mount's
+back are not seen until the entry is dropped: like the kernel, unionfs requires the layers to change
+only through the mount while it is mounted.
+"""
+import threading
+
+NEGATIVE = object()
+
+
+class ResolutionCache:
+    def __init__(self, max_entries=200_000):
+        self.max_entries = max_entries
+        self._map = {}
+        self._kids = {}
+        self._lock = threading.Lock()
+        self.generation = 0
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self):
+        return len(self._map)
+
+    def get(self, path):
+        v = self._map.get(path)
+        if v is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+        return v
+
+    def put(self, path, value, generation):
+        with self._lock:
+            if generation != self.generation:
+                return
+            if len(self._map) >= self.max_entries:
+                self._map.clear()
+                self._kids.clear()
+            self._map[path] = value
+            if path != "/":
+                parent, _, name = path.rpartition("/")
+                self._kids.setdefault(parent or "/", set()).add(name)
+
+    def forget(self, path):
+        with self._lock:
+            self.generation += 1
+            self._map.pop(path, None)
+
+    def forget_tree(self, path):
+        with self._lock:
+            self.generation += 1
+            stack = [path]
+            while stack:
+                p = stack.pop()
+                self._map.pop(p, None)
+                kids = self._kids.pop(p, None)
+                if kids:
+                    base = "" if p == "/" else p
+                    stack.extend(base + "/" + k for k in kids)
+
+    def clear(self):
+        with self._lock:
+            self.generation += 1
+            self._map.clear()
+            self._kids.clear()

@@ -1,0 +1,130 @@
+"""Command line: argparse subcommands, no filesystem logic. Errors are one line and exit 1."""
+import argparse
+import os
+import sys
+
+from . import __version__
+from .spec import MountSpec, SpecError, load_spec_file, parse_options, split_escaped, validate
+
+MOUNT_HELP = """\
+Mount lower layers (read-only, top first) under an optional writable upper directory.
+
+Options for -o (comma separated; the kernel's overlayfs option names work too):
+  lowerdir=L1:L2,upperdir=U,workdir=W   the layers, as for mount -t overlay ('\\:' escapes ':')
+  redirect_dir=on|off      on (default): renaming a lower directory records a redirect, as the
+                           kernel does; off: such a rename fails with EXDEV
+  volatile                 do not fsync copied-up data (faster; not crash safe)
+  ro                       read-only mount even if an upper is given
+  allow_other, allow_root  let other users see the mount (needs user_allow_other for non-root)
+  dev, suid                allow device files / setuid bits to take effect. The defaults are
+                           nodev and nosuid: a layer from an image cannot plant a working device
+                           node or setuid binary
+  noatime, exec, noexec, sync, dirsync, max_read=N, entry_timeout=S, attr_timeout=S,
+  negative_timeout=S, kernel_cache, auto_cache, fsname=NAME, subtype=NAME: passed to FUSE
+  context=, fscontext=, xino=, index=, metacopy=, x-*: accepted and ignored (container tools
+                           pass them)
+Permission checks are always done by the kernel (default_permissions), as for overlayfs.
+"""
+
+
+def _add_mount_args(p):
+    p.add_argument("--lower", help="lower layers, top first, ':'-separated ('\\:' escapes ':')")
+    p.add_argument("--upper", help="writable upper directory (omit for a read-only mount)")
+    p.add_argument("--work", help="work directory on the same filesystem as --upper")
+    p.add_argument("--spec", help="TOML mount spec (lower, upper, work, options)")
+    p.add_argument("-o", dest="options", action="append", default=[], metavar="OPTS",
+                   help="mount options, see above")
+    p.add_argument("-f", dest="foreground", action="store_true", help="stay in the foreground")
+    p.add_argument("-d", dest="debug", action="store_true",
+                   help="log every FUSE operation to stderr (implies -f)")
+    p.add_argument("mountpoint")
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="unionfs", description="A userspace union filesystem with the kernel's overlayfs format.",
+        epilog="Also: unionfs -o lowerdir=...,upperdir=...,workdir=... MOUNTPOINT (mount helper form)")
+    parser.add_argument("--version", action="version", version="unionfs " + __version__)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    m = sub.add_parser("mount", help="mount a union", description=MOUNT_HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_mount_args(m)
+    u = sub.add_parser("umount", help="unmount a union", aliases=["unmount"])
+    u.add_argument("mountpoint")
+    d = sub.add_parser("_daemon")
+    d.add_argument("--ready-fd", type=int)
+    d.add_argument("-o", dest="options", action="append", default=[])
+    d.add_argument("-f", dest="foreground", action="store_true")
+    d.add_argument("-d", dest="debug", action="store_true")
+    d.add_argument("mountpoint")
+    return parser
+
+
+def spec_from_args(args):
+    spec = MountSpec(lowers=[], mountpoint=args.mountpoint)
+    if getattr(args, "spec", None):
+        f = load_spec_file(args.spec)
+        spec.lowers, spec.upper, spec.work = f["lower"], f.get("upper"), f.get("work")
+        parse_options([",".join(f["options"])], spec)
+    parse_options(args.options, spec)
+    if getattr(args, "lower", None):
+        spec.lowers = split_escaped(args.lower, ":")
+    if getattr(args, "upper", None):
+        spec.upper = args.upper
+    if getattr(args, "work", None):
+        spec.work = args.work
+    spec.foreground = args.foreground
+    spec.debug = args.debug
+    return spec
+
+
+def helper_form(argv):
+    """`unionfs [SOURCE] MOUNTPOINT -o OPTS`, as mount(8) and container storage call it."""
+    p = argparse.ArgumentParser(prog="unionfs")
+    p.add_argument("-o", dest="options", action="append", default=[])
+    p.add_argument("-f", dest="foreground", action="store_true")
+    p.add_argument("-d", dest="debug", action="store_true")
+    p.add_argument("paths", nargs="+")
+    args = p.parse_args(argv)
+    if len(args.paths) > 2:
+        p.error("expected [SOURCE] MOUNTPOINT")
+    args.mountpoint = args.paths[-1]
+    return args
+
+
+def main(argv=None):
+    from . import mount as mountmod
+
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    known = {"mount", "umount", "unmount", "_daemon", "-h", "--help", "--version"}
+    try:
+        if argv and argv[0] not in known:
+            spec = validate(spec_from_args(helper_form(argv)))
+            mountmod.mount(spec)
+            return 0
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help()
+            return 2
+        if args.command == "mount":
+            mountmod.mount(validate(spec_from_args(args)))
+        elif args.command in ("umount", "unmount"):
+            mountmod.umount(args.mountpoint)
+        elif args.command == "_daemon":
+            spec = validate(spec_from_args(args))
+            mountmod.run_daemon(spec, args.ready_fd)
+        return 0
+    except SpecError as e:
+        print("unionfs: %s" % e, file=sys.stderr)
+        return 1
+    except OSError as e:
+        where = " %s" % e.filename if e.filename else ""
+        print("unionfs:%s: %s" % (where, e.strerror or e), file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""Atomic copy-up of one entry into the upper layer, through the work directory.
+
+Order (that of the kernel's fs/overlayfs/copy_up.c, adapted to what userspace can do):
+a temporary entry is made in ``WORK/work``; file data is copied (holes stay holes:
+SEEK_DATA/SEEK_HOLE, then copy_file_range, then read/write); owner, then mode (a chown from
+userspace clears setuid bits and file capabilities, so it must come first); then every xattr
+(``security.capability`` after the data and the chown, which would drop it); the original inode
+number for a stable ``st_ino``; then times; the data is fsync'd; one ``rename`` publishes the
+complete entry. A daemon killed at any point leaves either the lower version visible or the whole
+copy; leftovers in ``WORK/work`` are removed at the next mount (``clean``).
+
+The caller copies parents first and holds the union's write lock.
+"""
+import errno
+import itertools
+import os
+import shutil
+import stat
+
+from . import whiteout as wo
+
+_CHUNK = 1 << 20
+_FALLBACK = (errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EBADF)
+
+
+def _copy_range(src, dst, off, length):
+    end = off + length
+    use_cfr = True
+    while off < end:
+        n = 0
+        if use_cfr:
+            try:
+                n = os.copy_file_range(src, dst, min(end - off, 1 << 30), off, off)
+            except OSError as e:
+                if e.errno not in _FALLBACK:
+                    raise
+                use_cfr = False
+                continue
+        else:
+            buf = os.pread(src, min(_CHUNK, end - off), off)
+            if buf:
+                n = os.pwrite(dst, buf, off)
+        if n <= 0:
+            break  # the source shrank under us; the final ftruncate sets the size
+        off += n
+
+
+def copy_data(src, dst, size):
+    """Copy `size` bytes from fd src to fd dst, skipping holes."""
+    off = 0
+    while off < size:
+        try:
+            data = os.lseek(src, off, os.SEEK_DATA)
+        except OSError as e:
+            if e.errno == errno.ENXIO:
+                break
+            if e.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
+                raise
+            data, hole = off, size
+        else:
+            hole = os.lseek(src, data, os.SEEK_HOLE)
+        if data >= size:
+            break
+        _copy_range(src, dst, data, min(hole, size) - data)
+        off = hole
+    os.ftruncate(dst, size)
+
+
+def copy_xattrs(src, dst, skip=wo.READ_PREFIXES):
+    """Copy every xattr except overlay-private ones; a namespace the target refuses is skipped."""
+    try:
+        names = os.listxattr(src, follow_symlinks=False)
+    except OSError as e:
+        if e.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
+            return
+        raise
+    for name in names:
+        if name.startswith(skip):
+            continue
+        try:
+            value = os.getxattr(src, name, follow_symlinks=False)
+            os.setxattr(dst, name, value, follow_symlinks=False)
+        except OSError as e:
+            # user.* is not allowed on symlinks and special files; an upper without a namespace
+            if e.errno in (errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM, errno.ENODATA):
+                continue
+            raise
+
+
+class Copier:
+    """Makes entries in the work dir and publishes them into the upper layer."""
+
+    def __init__(self, workdir, writer, sync=True):
+        self.workdir = workdir
+        self.writer = writer
+        self.sync = sync
+        self._seq = itertools.count()
+        self._tag = "#unionfs.%x." % os.getpid()
+
+    def temp(self):
+        return "%s/%s%x" % (self.workdir, self._tag, next(self._seq))
+
+    def clean(self):
+        """Remove what an interrupted copy-up, rename or rmdir left in the work dir."""
+        os.makedirs(self.workdir, mode=0o700, exist_ok=True)
+        for name in os.listdir(self.workdir):
+            discard(self.workdir + "/" + name)
+
+    def copy(self, src, st, dst, data=True, origin_ino=None):
+        """Copy the entry at real path src (lstat st) to real path dst, atomically."""
+        tmp = self.temp()
+        try:
+            self._make(src, st, tmp, data)
+            copy_xattrs(src, tmp)
+            if origin_ino is not None:
+                self.writer.set_origin_ino(tmp, origin_ino)
+            os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+            os.rename(tmp, dst)
+        except BaseException:
+            discard(tmp)
+            raise
+
+    def _make(self, src, st, tmp, data):
+        mode = st.st_mode
+        perm = stat.S_IMODE(mode)
+        if stat.S_ISREG(mode):
+            sfd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC) if data else -1
+            try:
+                dfd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+                try:
+                    if data:
+                        copy_data(sfd, dfd, st.st_size)
+                    os.fchown(dfd, st.st_uid, st.st_gid)
+                    os.fchmod(dfd, perm)
+                    if self.sync and data:
+                        os.fsync(dfd)
+                finally:
+                    os.close(dfd)
+            finally:
+                if sfd >= 0:
+                    os.close(sfd)
+        elif stat.S_ISDIR(mode):
+            os.mkdir(tmp, 0o700)
+            os.chown(tmp, st.st_uid, st.st_gid)
+            os.chmod(tmp, perm)
+        elif stat.S_ISLNK(mode):
+            os.symlink(os.readlink(src), tmp)
+            os.chown(tmp, st.st_uid, st.st_gid, follow_symlinks=False)
+        else:
+            os.mknod(tmp, mode, st.st_rdev)
+            os.chown(tmp, st.st_uid, st.st_gid)
+            os.chmod(tmp, perm)
+
+
+def discard(path):
+    """Remove a work-dir entry of any type, quietly."""
+    try:
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            os.unlink(path)
+    except FileNotFoundError:
+        pass

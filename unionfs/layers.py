@@ -1,0 +1,214 @@
+"""The narrow interface every layer is read through: find one name, walk a path, list a directory.
+
+A layer is a real directory. Paths inside it are relative ('' is its root) and are only ever built
+from components that this module has seen as real directories (``lstat``, never following a
+symlink), so nothing a layer contains can send the daemon outside its layer directories.
+
+Lower layers are read-only by contract (as for the kernel's overlayfs, changing them under a live
+mount is undefined), so their directory listings and markers are read once and kept, in a bounded
+cache: one ``scandir`` replaces a ``stat`` per name per layer on the lookup path. The upper layer is
+read live.
+"""
+import errno
+import os
+import stat
+import threading
+
+from . import whiteout as wo
+
+_ABSENT = (errno.ENOENT, errno.ENOTDIR, errno.ENAMETOOLONG)
+WH = -1  # listing code for a whiteout
+
+
+class Hit:
+    """What one layer holds at one name: its lstat and, for directories, the overlay markers."""
+    __slots__ = ("st", "is_dir", "opaque", "redirect")
+
+    def __init__(self, st, opaque=False, redirect=None):
+        self.st = st
+        self.is_dir = stat.S_ISDIR(st.st_mode)
+        self.opaque = opaque
+        self.redirect = redirect
+
+
+WHITEOUT = object()
+
+
+def join(rel, name):
+    return rel + "/" + name if rel else name
+
+
+def _code(entry, xwh_dir):
+    """Listing code of a DirEntry: its S_IFMT, or WH for a whiteout."""
+    if entry.is_dir(follow_symlinks=False):
+        return stat.S_IFDIR
+    if entry.is_symlink():
+        return stat.S_IFLNK
+    if entry.is_file(follow_symlinks=False) and not xwh_dir:
+        return stat.S_IFREG
+    st = entry.stat(follow_symlinks=False)
+    if wo.is_whiteout_stat(st):
+        return WH
+    if xwh_dir and wo.is_xattr_whiteout(entry.path, st):
+        return WH
+    return stat.S_IFMT(st.st_mode)
+
+
+class Layer:
+    """A writable layer (the upper): everything is read from disk on each call."""
+    writable = True
+
+    def __init__(self, root, index, prefixes=(wo.TRUSTED,)):
+        self.root = root
+        self.index = index
+        self.prefixes = prefixes
+        st = os.stat(root)
+        self.dev = st.st_dev
+
+    def __repr__(self):
+        return "<%s %d %s>" % (type(self).__name__, self.index, self.root)
+
+    def real(self, rel):
+        return self.root + "/" + rel if rel else self.root
+
+    def lstat(self, rel):
+        return os.lstat(self.real(rel))
+
+    def find(self, dir_rel, name):
+        """Hit, WHITEOUT or None for one name in one directory of this layer."""
+        path = self.real(join(dir_rel, name))
+        try:
+            st = os.lstat(path)
+        except OSError as e:
+            if e.errno in _ABSENT:
+                return None
+            raise
+        if stat.S_ISDIR(st.st_mode):
+            opaque, redirect, _ = wo.dir_markers(path, self.prefixes)
+            return Hit(st, opaque, redirect)
+        if wo.is_whiteout_stat(st):
+            return WHITEOUT
+        return Hit(st)
+
+    def walk(self, rel):
+        """Look a multi-component path up in this layer alone (for absolute redirects).
+
+        Returns (hit, stop): stop is True when an intermediate component is a whiteout, a
+        non-directory or an opaque directory, so lower layers must not be searched at this path.
+        """
+        parts = [p for p in rel.split("/") if p]
+        cur = ""
+        stop = False
+        for i, name in enumerate(parts):
+            hit = self.find(cur, name)
+            if hit is None:
+                return None, stop
+            if hit is WHITEOUT:
+                return None, True
+            if i == len(parts) - 1:
+                return hit, stop
+            if not hit.is_dir:
+                return None, True
+            if hit.opaque:
+                stop = True
+            cur = join(cur, name)
+        return None, stop
+
+    def list(self, rel):
+        """[(name, code)] of one directory, code an S_IFMT value or WH; '.wh.' names never appear."""
+        out = []
+        with os.scandir(self.real(rel)) as it:
+            for e in it:
+                out.append((e.name, _code(e, False)))
+        return out
+
+
+class _DirInfo:
+    __slots__ = ("names",)
+
+    def __init__(self, names):
+        self.names = names
+
+
+class LowerLayer(Layer):
+    """A read-only layer: listings and markers are read once, understood in every format."""
+    writable = False
+
+    def __init__(self, root, index, max_entries=500_000):
+        super().__init__(root, index, wo.READ_PREFIXES)
+        self._dirs = {}
+        self._markers = {}
+        self._entries = 0
+        self._max = max_entries
+        self._lock = threading.Lock()
+
+    def markers(self, rel):
+        """(opaque, redirect, xattr_whiteouts) of a directory of this layer, cached."""
+        m = self._markers.get(rel)
+        if m is None:
+            path = self.real(rel)
+            opaque, redirect, xwh = wo.dir_markers(path, self.prefixes)
+            if not opaque and os.path.lexists(path + "/" + wo.WH_OPAQUE):
+                opaque = True
+            m = (opaque, redirect, xwh)
+            self._markers[rel] = m
+        return m
+
+    def _dir(self, rel):
+        info = self._dirs.get(rel)
+        if info is not None:
+            return info
+        xwh = self.markers(rel)[2]
+        names = {}
+        hidden = []
+        try:
+            with os.scandir(self.real(rel)) as it:
+                for e in it:
+                    n = e.name
+                    target = wo.oci_whiteout_target(n)
+                    if target is not None:
+                        if target:
+                            hidden.append(target)
+                        continue
+                    names[n] = _code(e, xwh)
+        except OSError as e:
+            if e.errno in _ABSENT:
+                return None
+            raise
+        for n in hidden:
+            names.setdefault(n, WH)
+        info = _DirInfo(names)
+        with self._lock:
+            if self._entries + len(names) > self._max:
+                # Bounded memory: start over rather than track recency on the hot path.
+                self._dirs.clear()
+                self._markers.clear()
+                self._entries = 0
+            self._dirs[rel] = info
+            self._entries += len(names)
+        return info
+
+    def find(self, dir_rel, name):
+        info = self._dir(dir_rel)
+        if info is None:
+            return None
+        code = info.names.get(name)
+        if code is None:
+            return None
+        if code == WH:
+            return WHITEOUT
+        rel = join(dir_rel, name)
+        try:
+            st = os.lstat(self.real(rel))
+        except OSError as e:
+            if e.errno in _ABSENT:
+                return None
+            raise
+        if code == stat.S_IFDIR:
+            opaque, redirect, _ = self.markers(rel)
+            return Hit(st, opaque, redirect)
+        return Hit(st)
+
+    def list(self, rel):
+        info = self._dir(rel)
+        return list(info.names.items()) if info is not None else []

@@ -1,0 +1,120 @@
+"""The top-down walk: which layers hold a merged name, as one resolution record (a Node).
+
+Rules (those of the kernel's fs/overlayfs/namei.c):
+
+* layers are searched top-down; the first that holds the name decides its type;
+* a whiteout stops the search: the name does not exist below it;
+* a non-directory is served alone: it is not merged with anything below, and a non-directory
+  found below a directory stops the merge;
+* a directory merges with the directories of the same name below it until one is opaque;
+* a directory carrying a redirect is continued in lower layers at the redirected path: a relative
+  redirect is a name in the parent's lower directories, an absolute one a path from each lower
+  layer's root.
+"""
+import errno
+import os
+
+from .layers import WHITEOUT, Hit, join
+
+NAME_MAX = 255
+
+
+class Node:
+    """A resolved merged path: the (layer, relpath, hit) components that make it, top first."""
+    __slots__ = ("comps", "is_dir", "ino", "_map")
+
+    def __init__(self, comps):
+        self.comps = comps
+        self.is_dir = comps[0][2].is_dir
+        self.ino = None
+        self._map = None
+
+    @property
+    def top(self):
+        return self.comps[0]
+
+    @property
+    def in_upper(self):
+        return self.comps[0][0].writable
+
+    @property
+    def has_lower(self):
+        return any(not c[0].writable for c in self.comps)
+
+    def first_lower(self):
+        for c in self.comps:
+            if not c[0].writable:
+                return c
+        return None
+
+    def rel_in(self, index):
+        """This directory's relative path in layer `index`, or None if the layer is not merged."""
+        m = self._map
+        if m is None:
+            m = self._map = {c[0].index: c[1] for c in self.comps}
+        return m.get(index)
+
+
+def check_name(name):
+    if len(os.fsencode(name)) > NAME_MAX:
+        raise OSError(errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG), name)
+
+
+def resolve_root(layers):
+    """The root merges every layer (opaque markers on layer roots are ignored, as the kernel does)."""
+    comps = []
+    for layer in layers:
+        st = layer.lstat("")
+        comps.append((layer, "", Hit(st)))
+    return Node(comps)
+
+
+def resolve_child(layers, parent, name):
+    """Node for `name` in the merged directory `parent`, or None when no layer has it."""
+    comps = []
+    cur_name = name
+    abs_path = None
+    first = parent.comps[0][0].index
+    for layer in layers[first:]:
+        stop = False
+        if abs_path is None:
+            prel = parent.rel_in(layer.index)
+            if prel is None:
+                continue
+            rel = join(prel, cur_name)
+            hit = layer.find(prel, cur_name)
+        else:
+            rel = abs_path
+            hit, stop = layer.walk(abs_path)
+        if hit is None:
+            if stop:
+                break
+            continue
+        if hit is WHITEOUT:
+            break
+        if not hit.is_dir:
+            if not comps:
+                comps.append((layer, rel, hit))
+            break
+        comps.append((layer, rel, hit))
+        if hit.opaque or stop:
+            break
+        if hit.redirect:
+            r = hit.redirect
+            if r.startswith("/"):
+                abs_path = r.strip("/")
+            elif "/" not in r:
+                cur_name = r
+    return Node(comps) if comps else None
+
+
+def lower_positive(layers, parent, name):
+    """Does a lower layer (below the upper) of `parent` still show `name`? Decides whiteouts."""
+    for layer, prel, _hit in parent.comps:
+        if layer.writable:
+            continue
+        hit = layer.find(prel, name)
+        if hit is None:
+            continue
+        return hit is not WHITEOUT
+    return False

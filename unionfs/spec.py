@@ -1,0 +1,226 @@
+"""Mount options and spec files: declared once, parsed and validated before anything is mounted.
+
+Every problem is reported as a SpecError whose message is one line naming the bad path or option.
+"""
+import os
+import tomllib
+from dataclasses import dataclass, field
+
+# FUSE/mount options passed to libfuse as they are (name -> takes a value)
+FUSE_OPTIONS = {
+    "allow_other": False, "allow_root": False, "default_permissions": False,
+    "dev": False, "nodev": False, "suid": False, "nosuid": False, "exec": False, "noexec": False,
+    "atime": False, "noatime": False, "relatime": False, "norelatime": False,
+    "strictatime": False, "nostrictatime": False, "sync": False, "async": False,
+    "dirsync": False, "max_read": True, "fsname": True, "subtype": True,
+    "entry_timeout": True, "attr_timeout": True, "negative_timeout": True,
+    "kernel_cache": False, "auto_cache": False, "max_idle_threads": True,
+}
+# accepted for compatibility with the kernel's and container tools' option strings, no effect
+IGNORED_OPTIONS = {
+    "rw", "context", "fscontext", "defcontext", "rootcontext", "xino", "index", "metacopy",
+    "nfs_export", "_netdev", "nofail", "auto", "noauto", "user", "nouser", "users", "default",
+}
+SAFE_DEFAULTS = ("nodev", "nosuid")
+
+
+class SpecError(Exception):
+    """A one-line, user-facing error about the mount request."""
+
+
+@dataclass
+class MountSpec:
+    lowers: list
+    mountpoint: str
+    upper: str = None
+    work: str = None
+    redirect_dir: bool = True
+    sync: bool = True
+    read_only: bool = False
+    fuse: dict = field(default_factory=dict)
+    foreground: bool = False
+    debug: bool = False
+
+    def to_argv(self):
+        """Arguments that re-create this spec in the daemon process."""
+        opts = ["lowerdir=" + ":".join(escape_colon(l) for l in self.lowers)]
+        if self.upper:
+            opts += ["upperdir=" + escape_colon(self.upper), "workdir=" + escape_colon(self.work)]
+        opts.append("redirect_dir=" + ("on" if self.redirect_dir else "off"))
+        if not self.sync:
+            opts.append("volatile")
+        if self.read_only:
+            opts.append("ro")
+        for k, v in self.fuse.items():
+            opts.append(k if v is True else "%s=%s" % (k, v))
+        return ["-o", ",".join(opts), self.mountpoint]
+
+
+def escape_colon(path):
+    return path.replace("\\", "\\\\").replace(":", "\\:").replace(",", "\\,")
+
+
+def split_escaped(s, sep):
+    """Split on sep, honouring backslash escapes (the kernel's lowerdir syntax: '\\:' is ':')."""
+    parts, cur, i = [], [], 0
+    while i < len(s):
+        c = s[i]
+        if c == "\\" and i + 1 < len(s):
+            cur.append(s[i + 1])
+            i += 2
+            continue
+        if c == sep:
+            parts.append("".join(cur))
+            cur = []
+        else:
+            cur.append(c)
+        i += 1
+    parts.append("".join(cur))
+    return parts
+
+
+def parse_options(optstrings, spec):
+    """Apply -o option strings (comma separated, possibly repeated) to spec."""
+    for optstring in optstrings:
+        for opt in split_escaped_keep(optstring, ","):
+            if not opt:
+                continue
+            name, eq, value = opt.partition("=")
+            if name == "lowerdir":
+                spec.lowers = [p for p in split_escaped(value, ":")]
+                if any(not p for p in spec.lowers):
+                    raise SpecError("lowerdir has an empty layer path: %r" % value)
+            elif name == "upperdir":
+                spec.upper = unescape(value)
+            elif name == "workdir":
+                spec.work = unescape(value)
+            elif name == "redirect_dir":
+                if value not in ("on", "off", "follow", "nofollow"):
+                    raise SpecError("redirect_dir must be on, off, follow or nofollow, not %r" % value)
+                spec.redirect_dir = value in ("on", "follow")
+            elif name == "volatile":
+                spec.sync = False
+            elif name == "ro":
+                spec.read_only = True
+            elif name in FUSE_OPTIONS:
+                if FUSE_OPTIONS[name] and not eq:
+                    raise SpecError("option %s needs a value (%s=...)" % (name, name))
+                spec.fuse[name] = value if eq else True
+            elif name in IGNORED_OPTIONS or name.startswith("x-"):
+                continue
+            else:
+                raise SpecError("unknown mount option: %s" % name)
+
+
+def split_escaped_keep(s, sep):
+    """Split on unescaped sep, keeping escapes in place for a second, per-field split."""
+    parts, cur, i = [], [], 0
+    while i < len(s):
+        c = s[i]
+        if c == "\\" and i + 1 < len(s):
+            cur.append(s[i:i + 2])
+            i += 2
+            continue
+        if c == sep:
+            parts.append("".join(cur))
+            cur = []
+        else:
+            cur.append(c)
+        i += 1
+    parts.append("".join(cur))
+    return parts
+
+
+def unescape(s):
+    return split_escaped(s, "\0")[0]
+
+
+def load_spec_file(path):
+    """Read a TOML mount spec: lower (list, top first), upper, work, options. Paths are relative
+    to the spec file's directory."""
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise SpecError("spec file %s: no such file" % path)
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise SpecError("spec file %s: %s" % (path, str(e).splitlines()[0]))
+    base = os.path.dirname(os.path.abspath(path))
+    known = {"lower", "upper", "work", "options"}
+    extra = set(data) - known
+    if extra:
+        raise SpecError("spec file %s: unknown key %s" % (path, sorted(extra)[0]))
+    lower = data.get("lower")
+    if isinstance(lower, str):
+        lower = [lower]
+    if not lower or not all(isinstance(l, str) for l in lower):
+        raise SpecError("spec file %s: 'lower' must be a non-empty list of paths" % path)
+    out = {"lower": [os.path.join(base, l) for l in lower]}
+    for key in ("upper", "work"):
+        if key in data:
+            out[key] = os.path.join(base, data[key])
+    opts = data.get("options", [])
+    if isinstance(opts, str):
+        opts = [opts]
+    out["options"] = list(opts)
+    return out
+
+
+def _inside(a, b):
+    """a is b or below b (both real paths)."""
+    return a == b or a.startswith(b.rstrip("/") + "/")
+
+
+def _dir(kind, path):
+    if not os.path.lexists(path):
+        raise SpecError("%s %s: no such directory" % (kind, path))
+    if not os.path.isdir(path):
+        raise SpecError("%s %s: not a directory" % (kind, path))
+    return os.path.realpath(path)
+
+
+def mounted_paths():
+    out = set()
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            out.add(line.split()[4].encode().decode("unicode_escape"))
+    return out
+
+
+def validate(spec, check_mountpoint=True):
+    """Check every path and their relations; make paths absolute. Raises SpecError."""
+    if not spec.lowers:
+        raise SpecError("no lower layer given (--lower or -o lowerdir=)")
+    if spec.upper is not None and spec.work is None:
+        raise SpecError("upper dir %s given without a work dir (--work)" % spec.upper)
+    if spec.work is not None and spec.upper is None:
+        raise SpecError("work dir %s given without an upper dir (--upper)" % spec.work)
+    lowers = [_dir("lower layer", l) for l in spec.lowers]
+    layers = [("lower layer", l) for l in lowers]
+    if spec.read_only:
+        spec.upper = spec.work = None
+    if spec.upper is not None:
+        upper = _dir("upper dir", spec.upper)
+        work = _dir("work dir", spec.work)
+        for _, l in layers:
+            if _inside(upper, l) or _inside(l, upper):
+                raise SpecError("upper dir %s and lower layer %s overlap" % (upper, l))
+            if _inside(work, l) or _inside(l, work):
+                raise SpecError("work dir %s and lower layer %s overlap" % (work, l))
+        if _inside(work, upper) or _inside(upper, work):
+            raise SpecError("work dir %s and upper dir %s overlap" % (work, upper))
+        if os.stat(work).st_dev != os.stat(upper).st_dev:
+            raise SpecError("work dir %s is not on the upper dir's filesystem (%s)" % (work, upper))
+        if not os.access(upper, os.W_OK) or not os.access(work, os.W_OK):
+            raise SpecError("upper dir %s or work dir %s is not writable" % (upper, work))
+        spec.upper, spec.work = upper, work
+        layers += [("upper dir", upper), ("work dir", work)]
+    spec.lowers = lowers
+    mnt = _dir("mountpoint", spec.mountpoint)
+    for kind, p in layers:
+        if _inside(p, mnt) or _inside(mnt, p):
+            raise SpecError("mountpoint %s and %s %s overlap" % (mnt, kind, p))
+    if check_mountpoint and mnt in mounted_paths():
+        raise SpecError("mountpoint %s is already mounted" % mnt)
+    spec.mountpoint = mnt
+    return spec

@@ -1,0 +1,541 @@
+"""The union: every operation on merged paths, FUSE-free. Owns locking and cache invalidation.
+
+Merged paths are absolute strings ('/' is the root). Errors are raised as OSError(errno), exactly
+as the kernel's overlayfs would return them. Any change of the namespace or of an entry's layer
+runs under one write lock (copy-ups included, so two writers of one lower file cause one copy-up);
+reads run without it, through the resolution cache.
+"""
+import errno
+import os
+import stat
+import threading
+
+from . import readdir
+from . import whiteout as wo
+from .cache import NEGATIVE, ResolutionCache
+from .copyup import Copier, discard
+from .layers import Layer, LowerLayer
+from .lookup import check_name, lower_positive, resolve_child, resolve_root
+from .sysutil import RENAME_EXCHANGE, RENAME_NOREPLACE, RENAME_WHITEOUT, fallocate, renameat2
+
+_INO_BITS = 48
+
+
+def _err(code, path=None):
+    return OSError(code, os.strerror(code), path)
+
+
+def split(path):
+    parent, _, name = path.rpartition("/")
+    return parent or "/", name
+
+
+class Handle:
+    """An open file: the real fd, the merged inode number, and whether it still reads a lower."""
+    __slots__ = ("fd", "ino", "path", "lower")
+
+    def __init__(self, fd, ino, path, lower):
+        self.fd = fd
+        self.ino = ino
+        self.path = path
+        self.lower = lower
+
+
+class Union:
+    def __init__(self, lowers, upper=None, work=None, redirect_dir=True, sync=True,
+                 cache_entries=200_000):
+        layers = []
+        if upper is not None:
+            layers.append(Layer(upper, 0))
+        for root in lowers:
+            layers.append(LowerLayer(root, len(layers)))
+        self.layers = layers
+        self.upper = layers[0] if upper is not None else None
+        self.redirect_dir = redirect_dir
+        self.writer = wo.Writer(wo.TRUSTED)
+        self.copier = Copier(os.path.join(work, "work"), self.writer, sync) if upper else None
+        self.cache = ResolutionCache(cache_entries)
+        self.wlock = threading.RLock()
+        self._devs = {}
+        for layer in layers:
+            self._devs.setdefault(layer.dev, len(self._devs))
+        self._lower_handles = {}
+        self.root = resolve_root(layers)
+        self.stats = {"copyups": 0, "copyup_bytes": 0, "whiteouts": 0}
+
+    # ---- resolution -------------------------------------------------------------------------
+
+    def lookup(self, path):
+        """Node for a merged path, or None. Raises ENOTDIR/ENAMETOOLONG as the kernel would."""
+        if path == "/":
+            return self.root
+        v = self.cache.get(path)
+        if v is not None:
+            return None if v is NEGATIVE else v
+        gen = self.cache.generation
+        parent_path, name = split(path)
+        parent = self.lookup(parent_path)
+        if parent is None:
+            raise _err(errno.ENOENT, path)
+        if not parent.is_dir:
+            raise _err(errno.ENOTDIR, path)
+        check_name(name)
+        node = resolve_child(self.layers, parent, name)
+        self.cache.put(path, NEGATIVE if node is None else node, gen)
+        return node
+
+    def resolve(self, path):
+        node = self.lookup(path)
+        if node is None:
+            raise _err(errno.ENOENT, path)
+        return node
+
+    def _map_ino(self, st):
+        idx = self._devs.get(st.st_dev)
+        if idx is None:
+            with self.wlock:
+                idx = self._devs.setdefault(st.st_dev, len(self._devs))
+        if len(self._devs) == 1:
+            return st.st_ino
+        return (idx << _INO_BITS) | (st.st_ino & ((1 << _INO_BITS) - 1))
+
+    def ino_of(self, node):
+        """st_ino of a merged entry: stable across copy-up (origin) and remounts, unique in the mount."""
+        if node.ino is None:
+            layer, rel, hit = node.comps[0]
+            if node.is_dir:
+                node.ino = self._map_ino((node.first_lower() or node.comps[0])[2].st)
+            elif layer.writable:
+                origin = self.writer.get_origin_ino(layer.real(rel))
+                node.ino = origin if origin is not None else self._map_ino(hit.st)
+            else:
+                node.ino = self._map_ino(hit.st)
+        return node.ino
+
+    def real(self, node):
+        layer, rel, _ = node.comps[0]
+        return layer.real(rel)
+
+    # ---- reading ----------------------------------------------------------------------------
+
+    def getattr(self, path):
+        """(stat_result of the serving entry, st_ino, st_nlink) for a merged path."""
+        node = self.resolve(path)
+        layer, rel, hit = node.comps[0]
+        st = layer.lstat(rel) if layer.writable else hit.st
+        # the kernel reports nlink 1 for merged directories: their subdir count is unknown
+        nlink = 1 if node.is_dir and len(node.comps) > 1 else st.st_nlink
+        return st, self.ino_of(node), nlink
+
+    def fgetattr(self, handle):
+        st = os.fstat(handle.fd)
+        return st, handle.ino, st.st_nlink
+
+    def readlink(self, path):
+        node = self.resolve(path)
+        return os.readlink(self.real(node))
+
+    def listdir(self, path):
+        """[(name, S_IFMT, st_ino)] of a merged directory, '.' and '..' first."""
+        node = self.resolve(path)
+        if not node.is_dir:
+            raise _err(errno.ENOTDIR, path)
+        parent = self.lookup(split(path)[0]) if path != "/" else node
+        out = [(".", stat.S_IFDIR, self.ino_of(node)), ("..", stat.S_IFDIR, self.ino_of(parent))]
+        base = "" if path == "/" else path
+        for name, code in readdir.merged_entries(node):
+            child = self.lookup(base + "/" + name)
+            if child is not None:  # d_ino must equal st_ino: resolve each entry (this warms the cache)
+                out.append((name, code, self.ino_of(child)))
+        return out
+
+    def statfs(self):
+        return os.statvfs(self.layers[0].root)
+
+    def getxattr(self, path, name):
+        if wo.is_private_xattr(name):
+            raise _err(errno.EOPNOTSUPP, path)
+        return os.getxattr(self.real(self.resolve(path)), name, follow_symlinks=False)
+
+    def listxattr(self, path):
+        names = os.listxattr(self.real(self.resolve(path)), follow_symlinks=False)
+        return [n for n in names if not wo.is_private_xattr(n)]
+
+    # ---- files ------------------------------------------------------------------------------
+
+    def open(self, path, flags):
+        node = self.resolve(path)
+        write = (flags & os.O_ACCMODE) != os.O_RDONLY or flags & os.O_TRUNC
+        if write:
+            self._writable(path)
+            if not node.in_upper:
+                node = self.copy_up(path, data=not flags & os.O_TRUNC)
+        fd = os.open(self.real(node), (flags & ~(os.O_CREAT | os.O_EXCL | os.O_NOCTTY))
+                     | os.O_NOFOLLOW | os.O_CLOEXEC)
+        handle = Handle(fd, self.ino_of(node), path, lower=not node.in_upper)
+        if handle.lower and self.upper is not None:
+            with self.wlock:
+                self._lower_handles.setdefault(path, set()).add(handle)
+        return handle
+
+    def create(self, path, mode, flags, owner):
+        """Create and open a regular file (O_CREAT)."""
+        node = self.lookup(path)
+        if node is not None:
+            if flags & os.O_EXCL:
+                raise _err(errno.EEXIST, path)
+            return self.open(path, flags & ~os.O_CREAT)
+        oflags = ((flags & ~(os.O_CREAT | os.O_EXCL | os.O_TRUNC | os.O_NOCTTY))
+                  | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = self._make(path, stat.S_IFREG, owner, lambda p: os.open(p, oflags, stat.S_IMODE(mode)))
+        return Handle(fd, self.ino_of(self.resolve(path)), path, lower=False)
+
+    def release(self, handle):
+        if handle.lower:
+            with self.wlock:
+                s = self._lower_handles.get(handle.path)
+                if s is not None:
+                    s.discard(handle)
+                    if not s:
+                        del self._lower_handles[handle.path]
+        os.close(handle.fd)
+
+    @staticmethod
+    def read(handle, size, offset):
+        return os.pread(handle.fd, size, offset)
+
+    @staticmethod
+    def write(handle, data, offset):
+        return os.pwrite(handle.fd, data, offset)
+
+    @staticmethod
+    def fsync(handle, datasync):
+        (os.fdatasync if datasync else os.fsync)(handle.fd)
+
+    @staticmethod
+    def fallocate(handle, mode, offset, length):
+        fallocate(handle.fd, mode, offset, length)
+
+    @staticmethod
+    def ftruncate(handle, length):
+        os.ftruncate(handle.fd, length)
+
+    # ---- attributes (copy-up first) ---------------------------------------------------------
+
+    def chmod(self, path, mode):
+        node = self._copied_up(path)
+        if stat.S_ISLNK(node.comps[0][2].st.st_mode):
+            raise _err(errno.EOPNOTSUPP, path)
+        os.chmod(self.real(node), stat.S_IMODE(mode))
+
+    def chown(self, path, uid, gid):
+        os.chown(self.real(self._copied_up(path)), uid, gid, follow_symlinks=False)
+
+    def truncate(self, path, length):
+        node = self.resolve(path)
+        if node.is_dir:
+            raise _err(errno.EISDIR, path)
+        if not node.in_upper:
+            self._writable(path)
+            node = self.copy_up(path, data=length > 0)
+        fd = os.open(self.real(node), os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            os.ftruncate(fd, length)
+        finally:
+            os.close(fd)
+
+    def utimens(self, path, atime_ns, mtime_ns):
+        """Set times; None leaves that time as it is (UTIME_OMIT)."""
+        real = self.real(self._copied_up(path))
+        if atime_ns is None or mtime_ns is None:
+            st = os.lstat(real)
+            atime_ns = st.st_atime_ns if atime_ns is None else atime_ns
+            mtime_ns = st.st_mtime_ns if mtime_ns is None else mtime_ns
+        os.utime(real, ns=(atime_ns, mtime_ns), follow_symlinks=False)
+
+    def setxattr(self, path, name, value, flags):
+        if wo.is_private_xattr(name):
+            raise _err(errno.EOPNOTSUPP, path)
+        os.setxattr(self.real(self._copied_up(path)), name, value, flags, follow_symlinks=False)
+
+    def removexattr(self, path, name):
+        if wo.is_private_xattr(name):
+            raise _err(errno.EOPNOTSUPP, path)
+        node = self.resolve(path)
+        if not node.in_upper:
+            # as the kernel: removing an absent name fails without copying up
+            os.getxattr(self.real(node), name, follow_symlinks=False)
+        os.removexattr(self.real(self._copied_up(path)), name, follow_symlinks=False)
+
+    # ---- namespace --------------------------------------------------------------------------
+
+    def mkdir(self, path, mode, owner):
+        self._make(path, stat.S_IFDIR, owner, lambda p: os.mkdir(p, stat.S_IMODE(mode)))
+
+    def mknod(self, path, mode, rdev, owner):
+        self._make(path, stat.S_IFMT(mode), owner, lambda p: os.mknod(p, mode, rdev))
+
+    def symlink(self, path, target, owner):
+        self._make(path, stat.S_IFLNK, owner, lambda p: os.symlink(target, p))
+
+    def link(self, existing, path):
+        self._writable(path)
+        with self.wlock:
+            src = self.resolve(existing)
+            if src.is_dir:
+                raise _err(errno.EPERM, existing)
+            src = self._copied_up(existing)
+            self._make(path, None, None, lambda p: os.link(self.real(src), p))
+            self.cache.forget(existing)
+
+    def unlink(self, path):
+        self._writable(path)
+        with self.wlock:
+            node = self.resolve(path)
+            if node.is_dir:
+                raise _err(errno.EISDIR, path)
+            self._remove(path, node)
+
+    def rmdir(self, path):
+        self._writable(path)
+        if path == "/":
+            raise _err(errno.EBUSY, path)
+        with self.wlock:
+            node = self.resolve(path)
+            if not node.is_dir:
+                raise _err(errno.ENOTDIR, path)
+            if not readdir.is_empty(node):
+                raise _err(errno.ENOTEMPTY, path)
+            self._remove(path, node)
+
+    def rename(self, old, new, flags=0):
+        if flags & ~RENAME_NOREPLACE:
+            raise _err(errno.EINVAL, old)
+        self._writable(new)
+        with self.wlock:
+            onode = self.resolve(old)
+            if old == "/" or new == "/":
+                raise _err(errno.EBUSY, old)
+            if new.startswith(old + "/"):
+                raise _err(errno.EINVAL, new)
+            nparent, nname = split(new)
+            check_name(nname)
+            self._check_new_name(nname)
+            nnode = self.lookup(new)
+            if old == new:
+                return
+            if nnode is not None:
+                if flags & RENAME_NOREPLACE:
+                    raise _err(errno.EEXIST, new)
+                if onode.is_dir and not nnode.is_dir:
+                    raise _err(errno.ENOTDIR, new)
+                if not onode.is_dir and nnode.is_dir:
+                    raise _err(errno.EISDIR, new)
+                if nnode.is_dir and not readdir.is_empty(nnode):
+                    raise _err(errno.ENOTEMPTY, new)
+                if onode.in_upper and nnode.in_upper and os.path.samestat(
+                        os.lstat(self.real(onode)), os.lstat(self.real(nnode))):
+                    return  # two names of one inode: rename(2) does nothing
+            oparent, oname = split(old)
+            opnode = self._upper_dir(oparent)
+            npnode = self._upper_dir(nparent)
+            need_whiteout = lower_positive(self.layers, opnode, oname)
+            if onode.is_dir:
+                if onode.has_lower:
+                    if not self.redirect_dir:
+                        raise _err(errno.EXDEV, old)
+                    onode = self._copied_up(old)
+                    self._set_redirect(old, onode, samedir=oparent == nparent)
+                elif lower_positive(self.layers, npnode, nname):
+                    # a pure upper directory landing on a name lower layers still have
+                    self.writer.set_opaque(self.real(onode))
+            else:
+                onode = self._copied_up(old)
+            src = self.upper.real(old[1:])
+            dst = self.upper.real(new[1:])
+            dst_whiteout = self._clear_target(dst)
+            if need_whiteout:
+                if dst_whiteout:
+                    renameat2(src, dst, RENAME_EXCHANGE)  # the whiteout lands where old was
+                else:
+                    self._rename_whiteout(src, dst)
+                self.stats["whiteouts"] += 1
+            elif dst_whiteout and onode.is_dir:
+                renameat2(src, dst, RENAME_EXCHANGE)
+                os.unlink(src)
+            else:
+                os.rename(src, dst)
+            self._move_handles(old, new)
+            self.cache.forget_tree(old)
+            self.cache.forget_tree(new)
+
+    # ---- copy-up ----------------------------------------------------------------------------
+
+    def copy_up(self, path, data=True):
+        """Copy a merged entry (parents first) into the upper layer; returns its new Node."""
+        self._writable(path)
+        with self.wlock:
+            node = self.resolve(path)
+            if node.in_upper:
+                return node
+            parent = split(path)[0]
+            self._upper_dir(parent)
+            layer, rel, hit = node.comps[0]
+            origin = None if node.is_dir else self.ino_of(node)
+            self.copier.copy(layer.real(rel), hit.st, self.upper.real(path[1:]), data, origin)
+            self.stats["copyups"] += 1
+            if data and stat.S_ISREG(hit.st.st_mode):
+                self.stats["copyup_bytes"] += hit.st.st_size
+            self.cache.forget(path)
+            new = self.resolve(path)
+            new.ino = node.ino
+            self._reopen_handles(path, new)
+            return new
+
+    def _copied_up(self, path):
+        self._writable(path)
+        node = self.resolve(path)
+        return node if node.in_upper else self.copy_up(path)
+
+    def _upper_dir(self, path):
+        node = self.resolve(path)
+        if not node.is_dir:
+            raise _err(errno.ENOTDIR, path)
+        return node if node.in_upper else self.copy_up(path)
+
+    def _reopen_handles(self, path, node):
+        """Readers that opened the lower file now read the upper copy, as on the kernel."""
+        handles = self._lower_handles.pop(path, ())
+        for h in handles:
+            fd = os.open(self.real(node), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            os.dup2(fd, h.fd)
+            os.close(fd)
+            h.lower = False
+
+    def _move_handles(self, old, new):
+        handles = self._lower_handles.pop(old, None)
+        if handles:
+            for h in handles:
+                h.path = new
+            self._lower_handles[new] = handles
+
+    # ---- helpers ----------------------------------------------------------------------------
+
+    def _writable(self, path):
+        if self.upper is None:
+            raise _err(errno.EROFS, path)
+
+    @staticmethod
+    def _check_new_name(name):
+        if wo.is_reserved_name(name):
+            raise _err(errno.EINVAL, name)
+
+    def _owner(self, parent_node, owner, ftype):
+        """(uid, gid, extra mode bits) for a new entry: setgid directories pass their group on."""
+        uid, gid = owner
+        layer, rel, _ = parent_node.comps[0]
+        pst = layer.lstat(rel)
+        if pst.st_mode & stat.S_ISGID:
+            return uid, pst.st_gid, stat.S_ISGID if ftype == stat.S_IFDIR else 0
+        return uid, gid, 0
+
+    def _make(self, path, ftype, owner, make):
+        """Create one entry in the upper; over a whiteout, build it in the work dir and swap it in."""
+        self._writable(path)
+        parent, name = split(path)
+        check_name(name)
+        self._check_new_name(name)
+        with self.wlock:
+            if self.lookup(path) is not None:
+                raise _err(errno.EEXIST, path)
+            pnode = self._upper_dir(parent)
+            real = self.upper.real(path[1:])
+            try:
+                over_whiteout = wo.is_whiteout_stat(os.lstat(real))
+            except FileNotFoundError:
+                over_whiteout = False
+            target = self.copier.temp() if over_whiteout else real
+            result = make(target)
+            try:
+                if owner is not None:
+                    uid, gid, extra = self._owner(pnode, owner, ftype)
+                    os.chown(target, uid, gid, follow_symlinks=False)
+                    if extra:
+                        os.chmod(target, stat.S_IMODE(os.lstat(target).st_mode) | extra)
+                if over_whiteout:
+                    if ftype == stat.S_IFDIR:
+                        self.writer.set_opaque(target)
+                        renameat2(target, real, RENAME_EXCHANGE)
+                        os.unlink(target)
+                    else:
+                        os.rename(target, real)
+            except BaseException:
+                if isinstance(result, int):
+                    os.close(result)
+                discard(target)
+                raise
+            self.cache.forget_tree(path)
+            return result
+
+    def _remove(self, path, node):
+        """Remove an entry (an emptied directory included), leaving a whiteout where lowers have it."""
+        parent, name = split(path)
+        pnode = self.lookup(parent)
+        need_whiteout = lower_positive(self.layers, pnode, name)
+        real = self.upper.real(path[1:])
+        if need_whiteout:
+            self._upper_dir(parent)
+            if node.in_upper:
+                tmp = self.copier.temp()
+                self.writer.make_whiteout(tmp)
+                if node.is_dir:
+                    renameat2(tmp, real, RENAME_EXCHANGE)
+                    discard(tmp)
+                else:
+                    os.rename(tmp, real)
+            else:
+                self.writer.make_whiteout(real)
+            self.stats["whiteouts"] += 1
+        elif node.in_upper:
+            if node.is_dir:
+                for wh in readdir.upper_leftovers(self.upper, path[1:]):
+                    os.unlink(real + "/" + wh)
+                os.rmdir(real)
+            else:
+                os.unlink(real)
+        self.cache.forget_tree(path)
+
+    def _clear_target(self, dst):
+        """Prepare the upper entry a rename will replace. Returns True if it is a whiteout."""
+        try:
+            st = os.lstat(dst)
+        except FileNotFoundError:
+            return False
+        if wo.is_whiteout_stat(st):
+            return True
+        if stat.S_ISDIR(st.st_mode):
+            # an emptied merged directory: only whiteouts remain, and the moved entry replaces it
+            for name in os.listdir(dst):
+                os.unlink(dst + "/" + name)
+        return False
+
+    def _rename_whiteout(self, src, dst):
+        try:
+            renameat2(src, dst, RENAME_WHITEOUT)
+        except OSError as e:
+            if e.errno not in (errno.EINVAL, errno.ENOSYS, errno.EPERM, errno.EOPNOTSUPP):
+                raise
+            os.rename(src, dst)
+            self.writer.make_whiteout(src)
+
+    def _set_redirect(self, path, node, samedir):
+        """Record where a renamed directory's lower content lives (the kernel's redirect_dir=on)."""
+        real = self.real(node)
+        current = self.writer.get_redirect(real)
+        if current and (samedir or current.startswith("/")):
+            return
+        if samedir:
+            value = split(path)[1]
+        else:
+            value = "/" + node.first_lower()[1]
+        self.writer.set_redirect(real, value)
