@@ -5,6 +5,7 @@ mfusepy (fusepy's maintained fork, libfuse 3): it gives fallocate and names that
 (surrogateescape). `_FUSE` passes three things mfusepy's wrappers drop: rename flags, the raw
 utimens timespecs (UTIME_NOW / UTIME_OMIT) and the file handle of ftruncate.
 """
+import ctypes
 import errno
 import itertools
 import os
@@ -70,6 +71,15 @@ class FuseOps:
 
     # -- lifecycle
     def init(self, path):
+        fuse_ptr = ctypes.c_void_p(mfusepy._libfuse.fuse_get_context().contents.fuse)
+        invalidate = mfusepy._libfuse.fuse_invalidate_path
+        invalidate.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+
+        def drop_kernel_cache(paths):
+            for p in paths:
+                invalidate(fuse_ptr, os.fsencode(p))
+
+        self.union.on_invalidate = drop_kernel_cache
         if self.on_ready:
             self.on_ready()
 

@@ -32,13 +32,14 @@ def split(path):
 
 class Handle:
     """An open file: the real fd, the merged inode number, and whether it still reads a lower."""
-    __slots__ = ("fd", "ino", "path", "lower")
+    __slots__ = ("fd", "ino", "path", "lower", "written")
 
     def __init__(self, fd, ino, path, lower):
         self.fd = fd
         self.ino = ino
         self.path = path
         self.lower = lower
+        self.written = False
 
 
 class Union:
@@ -60,6 +61,11 @@ class Union:
         for layer in layers:
             self._devs.setdefault(layer.dev, len(self._devs))
         self._lower_handles = {}
+        # Hard links: libfuse's path API gives every name its own kernel inode, so after a change
+        # through one name the others' cached attributes and pages are dropped through this
+        # callback (set by the FUSE adapter). Keyed by the upper inode; only for nlink > 1.
+        self.on_invalidate = None
+        self._aliases = {}
         self.root = resolve_root(layers)
         self.stats = {"copyups": 0, "copyup_bytes": 0, "whiteouts": 0}
 
@@ -123,6 +129,8 @@ class Union:
         node = self.resolve(path)
         layer, rel, hit = node.comps[0]
         st = layer.lstat(rel) if layer.writable else hit.st
+        if st.st_nlink > 1 and layer.writable and not node.is_dir:
+            self._aliases.setdefault((st.st_dev, st.st_ino), set()).add(path)
         # the kernel reports nlink 1 for merged directories: their subdir count is unknown
         nlink = 1 if node.is_dir and len(node.comps) > 1 else st.st_nlink
         return st, self.ino_of(node), nlink
@@ -191,6 +199,8 @@ class Union:
         return Handle(fd, self.ino_of(self.resolve(path)), path, lower=False)
 
     def release(self, handle):
+        if handle.written:
+            self._changed(handle.path, os.fstat(handle.fd))
         if handle.lower:
             with self.wlock:
                 s = self._lower_handles.get(handle.path)
@@ -206,6 +216,7 @@ class Union:
 
     @staticmethod
     def write(handle, data, offset):
+        handle.written = True
         return os.pwrite(handle.fd, data, offset)
 
     @staticmethod
@@ -227,9 +238,11 @@ class Union:
         if stat.S_ISLNK(node.comps[0][2].st.st_mode):
             raise _err(errno.EOPNOTSUPP, path)
         os.chmod(self.real(node), stat.S_IMODE(mode))
+        self._changed(path)
 
     def chown(self, path, uid, gid):
         os.chown(self.real(self._copied_up(path)), uid, gid, follow_symlinks=False)
+        self._changed(path)
 
     def truncate(self, path, length):
         node = self.resolve(path)
@@ -243,6 +256,7 @@ class Union:
             os.ftruncate(fd, length)
         finally:
             os.close(fd)
+        self._changed(path)
 
     def utimens(self, path, atime_ns, mtime_ns):
         """Set times; None leaves that time as it is (UTIME_OMIT)."""
@@ -252,6 +266,7 @@ class Union:
             atime_ns = st.st_atime_ns if atime_ns is None else atime_ns
             mtime_ns = st.st_mtime_ns if mtime_ns is None else mtime_ns
         os.utime(real, ns=(atime_ns, mtime_ns), follow_symlinks=False)
+        self._changed(path)
 
     def setxattr(self, path, name, value, flags):
         if wo.is_private_xattr(name):
@@ -287,6 +302,9 @@ class Union:
             src = self._copied_up(existing)
             self._make(path, None, None, lambda p: os.link(self.real(src), p))
             self.cache.forget(existing)
+            st = os.lstat(self.real(src))
+            self._aliases.setdefault((st.st_dev, st.st_ino), set()).update((existing, path))
+            self._changed(path, st)
 
     def unlink(self, path):
         self._writable(path)
@@ -294,7 +312,11 @@ class Union:
             node = self.resolve(path)
             if node.is_dir:
                 raise _err(errno.EISDIR, path)
+            st = os.lstat(self.real(node)) if node.in_upper else None
             self._remove(path, node)
+            if st is not None and st.st_nlink > 1:
+                self._changed(path, st)
+                self._aliases.get((st.st_dev, st.st_ino), set()).discard(path)
 
     def rmdir(self, path):
         self._writable(path)
@@ -331,7 +353,8 @@ class Union:
                     raise _err(errno.ENOTDIR, new)
                 if not onode.is_dir and nnode.is_dir:
                     raise _err(errno.EISDIR, new)
-                if nnode.is_dir and not readdir.is_empty(nnode):
+                if nnode.is_dir and nnode.has_lower and not readdir.is_empty(nnode):
+                    # a pure upper target is left to rename(2) itself, as the kernel does
                     raise _err(errno.ENOTEMPTY, new)
                 if onode.in_upper and nnode.in_upper and os.path.samestat(
                         os.lstat(self.real(onode)), os.lstat(self.real(nnode))):
@@ -421,6 +444,21 @@ class Union:
 
     # ---- helpers ----------------------------------------------------------------------------
 
+    def _changed(self, path, st=None):
+        """After a change through `path`, drop cached state of the inode's other names."""
+        if self.on_invalidate is None:
+            return
+        if st is None:
+            node = self.lookup(path)
+            if node is None or node.is_dir or not node.in_upper:
+                return
+            st = os.lstat(self.real(node))
+        if st.st_nlink < 2 and (st.st_dev, st.st_ino) not in self._aliases:
+            return
+        others = self._aliases.get((st.st_dev, st.st_ino), set()) - {path}
+        if others:
+            self.on_invalidate(sorted(others))
+
     def _writable(self, path):
         if self.upper is None:
             raise _err(errno.EROFS, path)
@@ -462,9 +500,12 @@ class Union:
                     os.chown(target, uid, gid, follow_symlinks=False)
                     if extra:
                         os.chmod(target, stat.S_IMODE(os.lstat(target).st_mode) | extra)
+                if ftype == stat.S_IFDIR and (over_whiteout or pnode.has_lower):
+                    # over a whiteout: lower content must stay hidden. In a merged parent the
+                    # kernel marks it too, so later lookups need not search the lower layers.
+                    self.writer.set_opaque(target)
                 if over_whiteout:
                     if ftype == stat.S_IFDIR:
-                        self.writer.set_opaque(target)
                         renameat2(target, real, RENAME_EXCHANGE)
                         os.unlink(target)
                     else:
@@ -514,8 +555,9 @@ class Union:
         if wo.is_whiteout_stat(st):
             return True
         if stat.S_ISDIR(st.st_mode):
-            # an emptied merged directory: only whiteouts remain, and the moved entry replaces it
-            for name in os.listdir(dst):
+            # an emptied merged directory keeps whiteouts; the moved entry replaces it (anything
+            # else left makes rename(2) fail with ENOTEMPTY, as it should)
+            for name in readdir.upper_leftovers(self.upper, dst[len(self.upper.root) + 1:]):
                 os.unlink(dst + "/" + name)
         return False
 

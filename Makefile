@@ -1,0 +1,77 @@
+# unionfs — build, test and demo entry points.
+#
+#   make test    install what is missing, then run the test suite (what CI runs, via .ci/run)
+#   make demo    install what is missing, then mount the sample stack in mounts/ and walk through it
+#   make clean   remove the virtualenv and caches
+#
+# Everything the project needs is installed from here: nothing is expected to be set up by hand.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := test
+
+PYTHON ?= python3
+VENV   := .venv
+STAMP  := $(VENV)/.installed
+# Whole-suite wall-clock budget (seconds). On expiry pytest gets SIGINT, so its fixtures still
+# unmount what they mounted, and the run fails. Each single test is capped at 120 s as well.
+TEST_BUDGET ?= 600
+PYTEST_ARGS ?=
+
+# System packages: FUSE 3 (fusermount3, libfuse3.so.3), attr (getfattr/setfattr) and a static
+# busybox, which the tests use.
+APT_PACKAGES := fuse3 libfuse3-3 attr busybox-static
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+LDCONFIG := $(shell command -v ldconfig 2>/dev/null || echo /sbin/ldconfig)
+
+.PHONY: all deps venv test demo clean
+
+all: test
+
+# deps: install the system packages with apt, but only when something is missing (fast path:
+# nothing to do, no network).
+deps:
+	@if command -v fusermount3 >/dev/null 2>&1 \
+	   && $(LDCONFIG) -p | grep -q 'libfuse3\.so\.3' \
+	   && command -v setfattr >/dev/null 2>&1 \
+	   && { command -v busybox >/dev/null 2>&1 || [ -x /bin/busybox ]; }; then \
+	    echo "deps: fuse3, libfuse3, attr, busybox already installed"; \
+	else \
+	    echo "deps: installing $(APT_PACKAGES) with apt-get"; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    $(SUDO) apt-get update -qq \
+	    && $(SUDO) apt-get install -y -qq --no-install-recommends $(APT_PACKAGES) </dev/null; \
+	fi
+
+# venv: a virtualenv with unionfs installed editable plus the test extras. Redone when the
+# package metadata changes (or when the package directory first appears).
+venv: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml $(wildcard unionfs/__init__.py)
+	@echo "venv: creating $(VENV) and installing unionfs[test]"
+	@[ -x $(VENV)/bin/python ] || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check -e '.[test]'
+	@touch $@
+
+# test: the whole suite. Fails on any test failure, on a run that collects no test at all
+# (pytest exit 5) and on overrunning TEST_BUDGET.
+test: deps venv
+	@rc=0; \
+	timeout -s INT -k 60 $(TEST_BUDGET) \
+	    $(VENV)/bin/python -m pytest -q -p no:cacheprovider --timeout=120 $(PYTEST_ARGS) tests \
+	    || rc=$$?; \
+	case $$rc in \
+	    0) ;; \
+	    5) echo "make test: FAILED: pytest collected no tests" >&2; exit 1 ;; \
+	    124|137) echo "make test: FAILED: suite exceeded $(TEST_BUDGET)s" >&2; exit 1 ;; \
+	    *) echo "make test: FAILED (pytest exit $$rc)" >&2; exit $$rc ;; \
+	esac
+
+# demo: mount the sample layer stack (mounts/demo.toml) and show reads, copy-up, whiteouts and
+# an opaque directory, step by step.
+demo: deps venv
+	scripts/demo.sh
+
+# clean: remove the virtualenv, build output and caches.
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .hypothesis
+	find . -name __pycache__ -type d -not -path './.git/*' -prune -exec rm -rf {} +
