@@ -102,7 +102,16 @@ class Copier:
 
     def clean(self):
         """Remove what an interrupted copy-up, rename or rmdir left in the work dir."""
-        os.makedirs(self.workdir, mode=0o700, exist_ok=True)
+        try:
+            st = os.lstat(self.workdir)
+        except FileNotFoundError:
+            st = None
+        if st is not None and not stat.S_ISDIR(st.st_mode):
+            # never follow a planted symlink (or use a file) where the work dir belongs
+            os.unlink(self.workdir)
+            st = None
+        if st is None:
+            os.mkdir(self.workdir, 0o700)
         for name in os.listdir(self.workdir):
             discard(self.workdir + "/" + name)
 
@@ -155,8 +164,8 @@ class Copier:
 def discard(path):
     """Remove a work-dir entry of any type, quietly."""
     try:
-        if os.path.isdir(path) and not os.path.islink(path):
-            shutil.rmtree(path, ignore_errors=True)
+        if stat.S_ISDIR(os.lstat(path).st_mode):
+            shutil.rmtree(path, ignore_errors=True)  # rmtree never follows symlinks inside
         else:
             os.unlink(path)
     except FileNotFoundError:
