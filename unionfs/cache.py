@@ -45,13 +45,18 @@ class ResolutionCache:
         with self._lock:
             if generation != self.generation:
                 return
+            parent, _, name = path.rpartition("/")
+            parent = parent or "/"
+            if parent != "/" and parent not in self._map:
+                # forget_tree finds entries through their parents: never cache an orphan
+                return
             if len(self._map) >= self.max_entries:
                 self._map.clear()
                 self._kids.clear()
+                if parent != "/":
+                    return
             self._map[path] = value
-            if path != "/":
-                parent, _, name = path.rpartition("/")
-                self._kids.setdefault(parent or "/", set()).add(name)
+            self._kids.setdefault(parent, set()).add(name)
 
     def forget(self, path):
         with self._lock:

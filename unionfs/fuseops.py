@@ -2,13 +2,22 @@
 
 Errors are the Union's OSErrors, returned to the kernel as -errno by the binding. The binding is
 mfusepy (fusepy's maintained fork, libfuse 3): it gives fallocate and names that are not UTF-8
-(surrogateescape). `_FUSE` passes three things mfusepy's wrappers drop: rename flags, the raw
-utimens timespecs (UTIME_NOW / UTIME_OMIT) and the file handle of ftruncate.
+(surrogateescape). `_FUSE` passes what mfusepy's wrappers drop: rename flags, raw utimens
+timespecs (UTIME_NOW / UTIME_OMIT), the file handle of ftruncate/fchmod/fchown/futimens, and lseek.
+
+libfuse's high-level API names every file by its path. Two consequences handled here:
+* a file unlinked while open is renamed by libfuse to `.fuse_hidden<16 hex>` and unlinked on
+  its last close; that rename becomes `Union.detach` (the name goes exactly as on unlink) and
+  libfuse's own nlink adjustment for hidden files is compensated;
+* each hard-link name is a separate kernel inode, so the Union asks (`on_invalidate`) for the
+  kernel's cached attributes and pages of the other names to be dropped after a change.
 """
 import ctypes
 import errno
 import itertools
 import os
+import re
+import stat
 import time
 
 # libfuse 3 (mfusepy would take libfuse 2 first when both are installed)
@@ -18,10 +27,16 @@ import mfusepy  # noqa: E402
 _UTIME_NOW = (1 << 30) - 1
 _UTIME_OMIT = (1 << 30) - 2
 _DIR_BASE = 1 << 40  # directory handles live above any fd number
+# the name libfuse gives a file unlinked while open (fuse.c: hidden_name)
+_HIDDEN = re.compile(r"\.fuse_hidden[0-9a-f]{16}\Z")
 
 
 def _decode(fuse, path):
     return None if path is None else path.decode(fuse.encoding, fuse.errors)
+
+
+def _fh(fip):
+    return fip.contents.fh if fip else None
 
 
 def _ts(ts):
@@ -38,11 +53,21 @@ class _FUSE(mfusepy.FUSE):
 
     def utimens_fuse_3(self, path, buf, fip):
         times = None if not buf else (_ts(buf.contents.actime), _ts(buf.contents.modtime))
-        return self.operations.utimens(_decode(self, path), times)
+        return self.operations.utimens(_decode(self, path), times, _fh(fip))
 
     def truncate_fuse_3(self, path, length, fip):
-        fh = fip.contents.fh if fip else None
-        return self.operations.truncate(_decode(self, path), length, fh)
+        return self.operations.truncate(_decode(self, path), length, _fh(fip))
+
+    def chmod_fuse_3(self, path, mode, fip):
+        return self.operations.chmod(_decode(self, path), mode, _fh(fip))
+
+    def chown_fuse_3(self, path, uid, gid, fip):
+        uid = -1 if uid == 0xFFFFFFFF else uid
+        gid = -1 if gid == 0xFFFFFFFF else gid
+        return self.operations.chown(_decode(self, path), uid, gid, _fh(fip))
+
+    def lseek(self, path, offset, whence, fip):
+        return self.operations.lseek(_decode(self, path), offset, whence, _fh(fip))
 
 
 def attrs(st, ino, nlink):
@@ -52,6 +77,10 @@ def attrs(st, ino, nlink):
         "st_blocks": st.st_blocks, "st_blksize": st.st_blksize,
         "st_atime": st.st_atime_ns, "st_mtime": st.st_mtime_ns, "st_ctime": st.st_ctime_ns,
     }
+
+
+def _hidden(path):
+    return path is not None and _HIDDEN.match(path.rpartition("/")[2]) is not None
 
 
 class FuseOps:
@@ -68,6 +97,10 @@ class FuseOps:
     def _owner():
         uid, gid, _pid = mfusepy.fuse_get_context()
         return uid, gid
+
+    def _orphan(self, path, fh):
+        """The handle of a file libfuse has no path for (unlinked while open)."""
+        return self.files.get(fh) if path is None and fh is not None else None
 
     # -- lifecycle
     def init(self, path):
@@ -91,13 +124,26 @@ class FuseOps:
     # -- attributes
     def getattr(self, path, fh=None):
         h = self.files.get(fh) if fh is not None else None
-        return attrs(*(self.union.fgetattr(h) if h else self.union.getattr(path)))
+        if h is not None:
+            return attrs(*self.union.fgetattr(h))
+        st, ino, nlink = self.union.getattr(path)
+        if _hidden(path):
+            nlink += 1  # libfuse subtracts one for the hidden name it made
+        return attrs(st, ino, nlink)
 
-    def chmod(self, path, mode):
-        self.union.chmod(path, mode)
+    def chmod(self, path, mode, fh=None):
+        h = self._orphan(path, fh)
+        if h is not None:
+            self.union.fchange(h, os.fchmod, stat.S_IMODE(mode))
+        else:
+            self.union.chmod(path, mode)
 
-    def chown(self, path, uid, gid):
-        self.union.chown(path, uid, gid)
+    def chown(self, path, uid, gid, fh=None):
+        h = self._orphan(path, fh)
+        if h is not None:
+            self.union.fchange(h, os.fchown, uid, gid)
+        else:
+            self.union.chown(path, uid, gid)
 
     def truncate(self, path, length, fh=None):
         h = self.files.get(fh) if fh is not None else None
@@ -106,10 +152,17 @@ class FuseOps:
         else:
             self.union.truncate(path, length)
 
-    def utimens(self, path, times=None):
+    def utimens(self, path, times=None, fh=None):
         now = time.time_ns()
         atime, mtime = times if times is not None else (now, now)
-        self.union.utimens(path, atime, mtime)
+        h = self._orphan(path, fh)
+        if h is not None:
+            st = os.fstat(h.fd)
+            self.union.fchange(h, lambda fd, a, m: os.utime(fd, ns=(a, m)),
+                               st.st_atime_ns if atime is None else atime,
+                               st.st_mtime_ns if mtime is None else mtime)
+        else:
+            self.union.utimens(path, atime, mtime)
 
     def readlink(self, path):
         return self.union.readlink(path)
@@ -153,7 +206,10 @@ class FuseOps:
         self.union.rmdir(path)
 
     def rename(self, old, new, flags=0):
-        self.union.rename(old, new, flags)
+        if not flags and _hidden(new):
+            self.union.detach(old, new)  # libfuse hiding a file unlinked while open
+        else:
+            self.union.rename(old, new, flags)
 
     # -- directories
     def opendir(self, path):
@@ -204,3 +260,6 @@ class FuseOps:
 
     def fallocate(self, path, mode, offset, size, fh):
         self.union.fallocate(self.files[fh], mode, offset, size)
+
+    def lseek(self, path, offset, whence, fh):
+        return self.union.lseek(self.files[fh], offset, whence)

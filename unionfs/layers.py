@@ -15,8 +15,11 @@ import stat
 import threading
 
 from . import whiteout as wo
+from .sysutil import O_PATH, open_beneath
 
 _ABSENT = (errno.ENOENT, errno.ENOTDIR, errno.ENAMETOOLONG)
+# what open_beneath says of a path with a symlink (ELOOP) or a way out (EXDEV) in it: not here
+_NOT_BENEATH = _ABSENT + (errno.ELOOP, errno.EXDEV)
 WH = -1  # listing code for a whiteout
 
 
@@ -55,7 +58,9 @@ def _code(entry, xwh_dir):
 
 
 class Layer:
-    """A writable layer (the upper): everything is read from disk on each call."""
+    """A writable layer (the upper): read live from disk, every directory reached through
+    openat2(RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS) from the layer's root, so that even an upper
+    changed behind the mount's back cannot lead a lookup through a symlink."""
     writable = True
 
     def __init__(self, root, index, prefixes=(wo.TRUSTED,)):
@@ -64,6 +69,7 @@ class Layer:
         self.prefixes = prefixes
         st = os.stat(root)
         self.dev = st.st_dev
+        self._rootfd = os.open(root, O_PATH | os.O_DIRECTORY | os.O_CLOEXEC) if self.writable else -1
 
     def __repr__(self):
         return "<%s %d %s>" % (type(self).__name__, self.index, self.root)
@@ -74,17 +80,30 @@ class Layer:
     def lstat(self, rel):
         return os.lstat(self.real(rel))
 
+    def _open_dir(self, rel, flags=O_PATH):
+        """fd of directory rel, or None if it is absent or not reachable without a symlink."""
+        try:
+            return open_beneath(self._rootfd, rel or ".", flags | os.O_DIRECTORY)
+        except OSError as e:
+            if e.errno in _NOT_BENEATH:
+                return None
+            raise
+
     def find(self, dir_rel, name):
         """Hit, WHITEOUT or None for one name in one directory of this layer."""
-        path = self.real(join(dir_rel, name))
+        dfd = self._open_dir(dir_rel)
+        if dfd is None:
+            return None
         try:
-            st = os.lstat(path)
+            st = os.lstat(name, dir_fd=dfd)
         except OSError as e:
             if e.errno in _ABSENT:
                 return None
             raise
+        finally:
+            os.close(dfd)
         if stat.S_ISDIR(st.st_mode):
-            opaque, redirect, _ = wo.dir_markers(path, self.prefixes)
+            opaque, redirect, _ = wo.dir_markers(self.real(join(dir_rel, name)), self.prefixes)
             return Hit(st, opaque, redirect)
         if wo.is_whiteout_stat(st):
             return WHITEOUT
@@ -116,11 +135,14 @@ class Layer:
 
     def list(self, rel):
         """[(name, code)] of one directory, code an S_IFMT value or WH; '.wh.' names never appear."""
-        out = []
-        with os.scandir(self.real(rel)) as it:
-            for e in it:
-                out.append((e.name, _code(e, False)))
-        return out
+        fd = self._open_dir(rel, os.O_RDONLY)
+        if fd is None:
+            return []
+        try:
+            with os.scandir(fd) as it:
+                return [(e.name, _code(e, False)) for e in it]
+        finally:
+            os.close(fd)
 
 
 class _DirInfo:
@@ -155,9 +177,18 @@ class LowerLayer(Layer):
         return m
 
     def _dir(self, rel):
+        """The cached listing of directory rel, or None if rel is not a directory of this layer.
+
+        A listing is only read once its parent's listing has shown rel as a real directory, so
+        no symlink can lead a read out of the layer."""
         info = self._dirs.get(rel)
         if info is not None:
             return info
+        if rel:
+            parent, _, name = rel.rpartition("/")
+            pinfo = self._dir(parent)
+            if pinfo is None or pinfo.names.get(name) != stat.S_IFDIR:
+                return None
         xwh = self.markers(rel)[2]
         names = {}
         hidden = []

@@ -104,7 +104,10 @@ def resolve_child(layers, parent, name):
             if r.startswith("/"):
                 abs_path = r.strip("/")
             elif "/" not in r:
-                cur_name = r
+                if abs_path is None:
+                    cur_name = r
+                else:  # relative to where the absolute redirect led (ovl_check_redirect)
+                    abs_path = join(abs_path.rpartition("/")[0], r)
     return Node(comps) if comps else None
 
 

@@ -27,7 +27,7 @@ def _fusermount():
 
 def fuse_kwargs(spec):
     kw = {"fsname": "unionfs", "subtype": "unionfs", "default_permissions": True,
-          "use_ino": True, "hard_remove": True}
+          "use_ino": True}
     for opt in ("nodev", "nosuid"):
         if opt[2:] not in spec.fuse:
             kw[opt] = True
@@ -48,8 +48,6 @@ def run_daemon(spec, ready_fd=None):
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     union = Union(spec.lowers, spec.upper, spec.work, redirect_dir=spec.redirect_dir,
                   sync=spec.sync)
-    if union.copier is not None:
-        union.copier.clean()
 
     def ready():
         if ready_fd is not None:

@@ -14,8 +14,8 @@ from . import readdir
 from . import whiteout as wo
 from .cache import NEGATIVE, ResolutionCache
 from .copyup import Copier, discard
-from .layers import Layer, LowerLayer
-from .lookup import check_name, lower_positive, resolve_child, resolve_root
+from .layers import Hit, Layer, LowerLayer
+from .lookup import Node, check_name, lower_positive, resolve_child, resolve_root
 from .sysutil import RENAME_EXCHANGE, RENAME_NOREPLACE, RENAME_WHITEOUT, fallocate, renameat2
 
 _INO_BITS = 48
@@ -66,6 +66,12 @@ class Union:
         # callback (set by the FUSE adapter). Keyed by the upper inode; only for nlink > 1.
         self.on_invalidate = None
         self._aliases = {}
+        # Files unlinked while open: alias -> Node. The name is gone from the namespace, but the
+        # open file must still answer fstat/fchmod/ftruncate under the alias libfuse gives it.
+        self._orphans = {}
+        if self.copier is not None:
+            self.copier.clean()  # what a crash left in WORK/work goes before anything is served
+        self._work_layer = Layer(self.copier.workdir, -1) if self.copier else None
         self.root = resolve_root(layers)
         self.stats = {"copyups": 0, "copyup_bytes": 0, "whiteouts": 0}
 
@@ -75,6 +81,10 @@ class Union:
         """Node for a merged path, or None. Raises ENOTDIR/ENAMETOOLONG as the kernel would."""
         if path == "/":
             return self.root
+        if self._orphans:
+            orphan = self._orphans.get(path)
+            if orphan is not None:
+                return orphan
         v = self.cache.get(path)
         if v is not None:
             return None if v is NEGATIVE else v
@@ -133,6 +143,8 @@ class Union:
             self._aliases.setdefault((st.st_dev, st.st_ino), set()).add(path)
         # the kernel reports nlink 1 for merged directories: their subdir count is unknown
         nlink = 1 if node.is_dir and len(node.comps) > 1 else st.st_nlink
+        if layer is self._work_layer:
+            nlink -= 1  # an unlinked open file: its work-dir name is not a name users see
         return st, self.ino_of(node), nlink
 
     def fgetattr(self, handle):
@@ -195,7 +207,8 @@ class Union:
             return self.open(path, flags & ~os.O_CREAT)
         oflags = ((flags & ~(os.O_CREAT | os.O_EXCL | os.O_TRUNC | os.O_NOCTTY))
                   | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC)
-        fd = self._make(path, stat.S_IFREG, owner, lambda p: os.open(p, oflags, stat.S_IMODE(mode)))
+        fd = self._make(path, stat.S_IFREG, owner, lambda p: os.open(p, oflags, stat.S_IMODE(mode)),
+                        mode)
         return Handle(fd, self.ino_of(self.resolve(path)), path, lower=False)
 
     def release(self, handle):
@@ -230,6 +243,17 @@ class Union:
     @staticmethod
     def ftruncate(handle, length):
         os.ftruncate(handle.fd, length)
+
+    @staticmethod
+    def lseek(handle, offset, whence):
+        """SEEK_DATA / SEEK_HOLE answered by the real file (the fd's position is not used)."""
+        return os.lseek(handle.fd, offset, whence)
+
+    def fchange(self, handle, fn, *args):
+        """chmod/chown/utime through an open handle whose name is gone (unlinked while open)."""
+        if handle.lower:
+            raise _err(errno.ESTALE)
+        fn(handle.fd, *args)
 
     # ---- attributes (copy-up first) ---------------------------------------------------------
 
@@ -285,10 +309,10 @@ class Union:
     # ---- namespace --------------------------------------------------------------------------
 
     def mkdir(self, path, mode, owner):
-        self._make(path, stat.S_IFDIR, owner, lambda p: os.mkdir(p, stat.S_IMODE(mode)))
+        self._make(path, stat.S_IFDIR, owner, lambda p: os.mkdir(p, stat.S_IMODE(mode)), mode)
 
     def mknod(self, path, mode, rdev, owner):
-        self._make(path, stat.S_IFMT(mode), owner, lambda p: os.mknod(p, mode, rdev))
+        self._make(path, stat.S_IFMT(mode), owner, lambda p: os.mknod(p, mode, rdev), mode)
 
     def symlink(self, path, target, owner):
         self._make(path, stat.S_IFLNK, owner, lambda p: os.symlink(target, p))
@@ -309,6 +333,12 @@ class Union:
     def unlink(self, path):
         self._writable(path)
         with self.wlock:
+            orphan = self._orphans.pop(path, None)
+            if orphan is not None:
+                layer, rel, _ = orphan.comps[0]
+                if layer is self._work_layer:
+                    os.unlink(layer.real(rel))
+                return
             node = self.resolve(path)
             if node.is_dir:
                 raise _err(errno.EISDIR, path)
@@ -317,6 +347,36 @@ class Union:
             if st is not None and st.st_nlink > 1:
                 self._changed(path, st)
                 self._aliases.get((st.st_dev, st.st_ino), set()).discard(path)
+
+    def detach(self, path, alias):
+        """Unlink a file that is still open, keeping it reachable as `alias` until it is closed
+        (libfuse renames such a file to a hidden name and unlinks that name on the last close).
+        The name goes exactly as with unlink; an upper file moves into the work dir."""
+        self._writable(path)
+        with self.wlock:
+            node = self.resolve(path)
+            if node.is_dir:
+                raise _err(errno.EISDIR, path)
+            orphan_ino = self.ino_of(node)
+            if node.in_upper:
+                parent, name = split(path)
+                tmp = self.copier.temp()
+                if lower_positive(self.layers, self.lookup(parent), name):
+                    self._rename_whiteout(self.real(node), tmp)
+                else:
+                    os.rename(self.real(node), tmp)
+                rel = os.path.basename(tmp)
+                orphan = Node([(self._work_layer, rel, Hit(os.lstat(tmp)))])
+            else:
+                self._remove(path, node)
+                orphan = Node(node.comps)
+                # the lower file keeps its link count (the kernel's FUSE client drops it to 0
+                # in its cache on unlink): have the kernel ask again
+                if self.on_invalidate is not None:
+                    self.on_invalidate([path])
+            orphan.ino = orphan_ino
+            self._orphans[alias] = orphan
+            self.cache.forget_tree(path)
 
     def rmdir(self, path):
         self._writable(path)
@@ -331,6 +391,10 @@ class Union:
             self._remove(path, node)
 
     def rename(self, old, new, flags=0):
+        if flags & RENAME_EXCHANGE:
+            if flags & ~RENAME_EXCHANGE:
+                raise _err(errno.EINVAL, old)
+            return self._exchange(old, new)
         if flags & ~RENAME_NOREPLACE:
             raise _err(errno.EINVAL, old)
         self._writable(new)
@@ -363,17 +427,7 @@ class Union:
             opnode = self._upper_dir(oparent)
             npnode = self._upper_dir(nparent)
             need_whiteout = lower_positive(self.layers, opnode, oname)
-            if onode.is_dir:
-                if onode.has_lower:
-                    if not self.redirect_dir:
-                        raise _err(errno.EXDEV, old)
-                    onode = self._copied_up(old)
-                    self._set_redirect(old, onode, samedir=oparent == nparent)
-                elif lower_positive(self.layers, npnode, nname):
-                    # a pure upper directory landing on a name lower layers still have
-                    self.writer.set_opaque(self.real(onode))
-            else:
-                onode = self._copied_up(old)
+            onode = self._prepare_move(old, onode, npnode, nname, oparent == nparent)
             src = self.upper.real(old[1:])
             dst = self.upper.real(new[1:])
             dst_whiteout = self._clear_target(dst)
@@ -392,6 +446,47 @@ class Union:
             self.cache.forget_tree(old)
             self.cache.forget_tree(new)
 
+    def _exchange(self, a, b):
+        """renameat2(RENAME_EXCHANGE): both names stay, so no whiteout is needed."""
+        self._writable(a)
+        with self.wlock:
+            anode = self.resolve(a)
+            bnode = self.resolve(b)
+            if "/" in (a, b):
+                raise _err(errno.EBUSY, a)
+            if b.startswith(a + "/") or a.startswith(b + "/"):
+                raise _err(errno.EINVAL, b)
+            if a == b:
+                return
+            (aparent, aname), (bparent, bname) = split(a), split(b)
+            apnode = self._upper_dir(aparent)
+            bpnode = self._upper_dir(bparent)
+            samedir = aparent == bparent
+            self._prepare_move(a, anode, bpnode, bname, samedir)
+            self._prepare_move(b, bnode, apnode, aname, samedir)
+            renameat2(self.upper.real(a[1:]), self.upper.real(b[1:]), RENAME_EXCHANGE)
+            for path in (a, b):
+                self._lower_handles.pop(path, None)
+                self.cache.forget_tree(path)
+
+    def _prepare_move(self, path, node, to_parent, to_name, samedir):
+        """Get an entry ready to move to to_parent/to_name; returns its (upper) node.
+
+        Files are copied up. A directory with lower content is copied up (itself only) and told
+        where that content lives (a redirect); a pure upper directory landing on a name lower
+        layers still have is made opaque so it does not merge with them.
+        """
+        if not node.is_dir:
+            return self._copied_up(path)
+        if node.has_lower:
+            if not self.redirect_dir:
+                raise _err(errno.EXDEV, path)
+            node = self._copied_up(path)
+            self._set_redirect(path, node, samedir)
+        elif lower_positive(self.layers, to_parent, to_name):
+            self.writer.set_opaque(self.real(node))
+        return node
+
     # ---- copy-up ----------------------------------------------------------------------------
 
     def copy_up(self, path, data=True):
@@ -401,6 +496,8 @@ class Union:
             node = self.resolve(path)
             if node.in_upper:
                 return node
+            if path in self._orphans:
+                raise _err(errno.ESTALE, path)  # a lower file unlinked while open has no name
             parent = split(path)[0]
             self._upper_dir(parent)
             layer, rel, hit = node.comps[0]
@@ -477,7 +574,7 @@ class Union:
             return uid, pst.st_gid, stat.S_ISGID if ftype == stat.S_IFDIR else 0
         return uid, gid, 0
 
-    def _make(self, path, ftype, owner, make):
+    def _make(self, path, ftype, owner, make, mode=0):
         """Create one entry in the upper; over a whiteout, build it in the work dir and swap it in."""
         self._writable(path)
         parent, name = split(path)
@@ -498,8 +595,9 @@ class Union:
                 if owner is not None:
                     uid, gid, extra = self._owner(pnode, owner, ftype)
                     os.chown(target, uid, gid, follow_symlinks=False)
-                    if extra:
-                        os.chmod(target, stat.S_IMODE(os.lstat(target).st_mode) | extra)
+                    if extra or mode & (stat.S_ISUID | stat.S_ISGID):
+                        # chown clears setuid/setgid: set the requested mode again
+                        os.chmod(target, stat.S_IMODE(mode) | extra)
                 if ftype == stat.S_IFDIR and (over_whiteout or pnode.has_lower):
                     # over a whiteout: lower content must stay hidden. In a merged parent the
                     # kernel marks it too, so later lookups need not search the lower layers.

@@ -1,0 +1,158 @@
+"""Concurrency through a real mount: racing copy-ups and directory listings under churn."""
+import multiprocessing
+import os
+import threading
+import time
+
+import psutil
+import pytest
+
+from tests.mountutil import is_mounted, requires_fuse
+from tests.integration.conftest import REFERENCE, Stack, daemon_pid
+
+pytestmark = requires_fuse
+
+BLOCK = 4096
+NPROC = 8
+
+
+def _writer(path, index, barrier, results):
+    try:
+        barrier.wait(timeout=30)
+        fd = os.open(path, os.O_WRONLY)  # every process triggers the copy-up at once
+        try:
+            data = bytes([0x41 + index]) * BLOCK
+            n = os.pwrite(fd, data, index * BLOCK)
+            assert n == BLOCK
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        results.put((index, None))
+    except BaseException as e:  # report everything to the parent
+        results.put((index, repr(e)))
+
+
+@pytest.mark.timeout(90)
+def test_simultaneous_copy_up_by_8_writers(tmp_path):
+    s = Stack(tmp_path)
+    nfiles = 3  # three rounds, three files: more chances to hit the race
+    lower_data = {}
+    for r in range(nfiles):
+        data = bytes([0x30 + r]) * (BLOCK * (NPROC + 4))  # 4 trailing blocks nobody writes
+        (s.lower / ("f%d" % r)).write_bytes(data)
+        lower_data[r] = data
+    ctx = multiprocessing.get_context("fork")
+    with s.mount():
+        for r in range(nfiles):
+            path = str(s.mnt / ("f%d" % r))
+            barrier = ctx.Barrier(NPROC)
+            results = ctx.Queue()
+            procs = [ctx.Process(target=_writer, args=(path, i, barrier, results))
+                     for i in range(NPROC)]
+            for p in procs:
+                p.start()
+            got = dict(results.get(timeout=60) for _ in procs)
+            for p in procs:
+                p.join(30)
+                assert p.exitcode == 0
+            assert got == {i: None for i in range(NPROC)}, got
+            expected = b"".join(bytes([0x41 + i]) * BLOCK for i in range(NPROC)) + \
+                lower_data[r][NPROC * BLOCK:]
+            with open(path, "rb") as f:
+                merged = f.read()
+            missing = [i for i in range(NPROC)
+                       if merged[i * BLOCK:(i + 1) * BLOCK] != bytes([0x41 + i]) * BLOCK]
+            assert not missing, "blocks lost (overwritten by a second copy-up): %r" % missing
+            assert merged == expected
+        assert sorted(os.listdir(s.mnt)) == ["f%d" % r for r in range(nfiles)]
+    # exactly one upper copy per file, nothing else in the upper
+    assert sorted(os.listdir(s.upper)) == ["f%d" % r for r in range(nfiles)]
+    for r in range(nfiles):
+        st = os.stat(s.upper / ("f%d" % r))
+        assert st.st_nlink == 1
+        assert st.st_size == len(lower_data[r])
+        assert (s.lower / ("f%d" % r)).read_bytes() == lower_data[r]
+
+
+@pytest.mark.timeout(60)
+def test_listing_while_creating_and_unlinking(tmp_path):
+    s = Stack(tmp_path)
+    stable = ["stable%02d" % i for i in range(30)]
+    churn_lower = ["churn%02d" % i for i in range(30)]
+    d = s.lower / "dir"
+    d.mkdir()
+    for n in stable + churn_lower:
+        (d / n).write_bytes(n.encode())
+    errors = []
+    stop = threading.Event()
+    with s.mount():
+        md = s.mnt / "dir"
+        pid = None if REFERENCE else daemon_pid(s.mnt)
+
+        def lister():
+            count = 0
+            while not stop.is_set():
+                try:
+                    names = os.listdir(md)
+                    lost = set(stable) - set(names)
+                    if lost:
+                        errors.append("listing lost stable entries %r" % sorted(lost))
+                    if len(names) != len(set(names)):
+                        errors.append("duplicate names in a listing")
+                    for e in os.scandir(md):
+                        try:
+                            e.stat(follow_symlinks=False)
+                        except FileNotFoundError:
+                            pass  # unlinked between readdir and stat: a legit race
+                    count += 1
+                except FileNotFoundError:
+                    pass
+                except Exception as e:  # noqa: BLE001 - anything else is a failure
+                    errors.append(repr(e))
+            return count
+
+        def churner():
+            i = 0
+            while not stop.is_set():
+                try:
+                    name = "new%03d" % (i % 50)
+                    p = md / name
+                    p.write_bytes(b"x")
+                    os.unlink(p)
+                    lower_name = churn_lower[i % len(churn_lower)]
+                    lp = md / lower_name
+                    if lp.exists():
+                        os.unlink(lp)  # whiteout
+                    else:
+                        lp.write_bytes(b"recreated")
+                    if i % 10 == 0:
+                        os.mkdir(md / "sub")
+                        os.rmdir(md / "sub")
+                except FileNotFoundError:
+                    pass
+                except Exception as e:  # noqa: BLE001
+                    errors.append("churner: " + repr(e))
+                i += 1
+
+        threads = [threading.Thread(target=lister) for _ in range(2)]
+        threads.append(threading.Thread(target=churner))
+        for t in threads:
+            t.start()
+        time.sleep(4)
+        stop.set()
+        for t in threads:
+            t.join(30)
+        assert not any(t.is_alive() for t in threads), "a thread hung on the mount"
+        assert not errors, errors[:10]
+        # the mount still answers and the daemon is alive
+        assert is_mounted(s.mnt)
+        names = set(os.listdir(md))
+        assert set(stable) <= names
+        assert not [n for n in names if n.startswith("new")]
+        assert "sub" not in names
+        for n in names:
+            os.stat(md / n)
+        if pid is not None:
+            assert psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"
+    for n in stable + churn_lower:
+        assert (d / n).read_bytes() == n.encode()

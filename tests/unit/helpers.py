@@ -1,0 +1,101 @@
+"""Small builders shared by the unit tests: real layer directories under tmp_path, no mounts."""
+import os
+import stat
+
+import pytest
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (mknod 0/0, trusted.* xattrs, chown)")
+
+OWNER = (0, 0)
+
+
+def write(path, data=b"", mode=None):
+    path = str(path)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(data)
+    if mode is not None:
+        os.chmod(path, mode)
+    return path
+
+
+def read(path):
+    with open(str(path), "rb") as f:
+        return f.read()
+
+
+def mkdir(path):
+    os.makedirs(str(path), exist_ok=True)
+    return str(path)
+
+
+def whiteout(path):
+    """A kernel whiteout (char 0/0)."""
+    path = str(path)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    os.mknod(path, stat.S_IFCHR | 0o000, os.makedev(0, 0))
+    return path
+
+
+def xset(path, name, value):
+    os.setxattr(str(path), name, value, follow_symlinks=False)
+
+
+def xget(path, name):
+    try:
+        return os.getxattr(str(path), name, follow_symlinks=False)
+    except OSError:
+        return None
+
+
+def is_wh(path):
+    try:
+        st = os.lstat(str(path))
+    except FileNotFoundError:
+        return False
+    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+
+
+def layers(tmp_path, n_lowers=1):
+    """(lowers, upper, work) directories, created empty."""
+    lowers = [mkdir(tmp_path / ("lower%d" % i)) for i in range(n_lowers)]
+    upper = mkdir(tmp_path / "upper")
+    work = mkdir(tmp_path / "work")
+    return lowers, upper, work
+
+
+def make_union(lowers, upper, work, **kw):
+    from unionfs.union import Union
+    u = Union(lowers, upper, work, sync=False, **kw)
+    if u.copier is not None:
+        u.copier.clean()
+    return u
+
+
+def names(union, path):
+    return sorted(n for n, _c, _i in union.listdir(path) if n not in (".", ".."))
+
+
+def uread(union, path, size=1 << 20):
+    h = union.open(path, os.O_RDONLY)
+    try:
+        return union.read(h, size, 0)
+    finally:
+        union.release(h)
+
+
+def uwrite(union, path, data, flags=os.O_WRONLY):
+    h = union.open(path, flags)
+    try:
+        union.write(h, data, 0)
+    finally:
+        union.release(h)
+
+
+def ucreate(union, path, data=b"", mode=0o644):
+    h = union.create(path, stat.S_IFREG | mode, os.O_WRONLY | os.O_CREAT, OWNER)
+    try:
+        if data:
+            union.write(h, data, 0)
+    finally:
+        union.release(h)
