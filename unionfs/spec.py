@@ -60,13 +60,15 @@ def escape_colon(path):
     return path.replace("\\", "\\\\").replace(":", "\\:").replace(",", "\\,")
 
 
-def split_escaped(s, sep):
-    """Split on sep, honouring backslash escapes (the kernel's lowerdir syntax: '\\:' is ':')."""
+def split_escaped(s, sep, keep_escapes=False):
+    """Split on sep, honouring backslash escapes (the kernel's lowerdir syntax: '\\:' is ':').
+
+    With keep_escapes the escapes stay in each field, for a second, per-field split."""
     parts, cur, i = [], [], 0
     while i < len(s):
         c = s[i]
         if c == "\\" and i + 1 < len(s):
-            cur.append(s[i + 1])
+            cur.append(s[i:i + 2] if keep_escapes else s[i + 1])
             i += 2
             continue
         if c == sep:
@@ -82,7 +84,7 @@ def split_escaped(s, sep):
 def parse_options(optstrings, spec):
     """Apply -o option strings (comma separated, possibly repeated) to spec."""
     for optstring in optstrings:
-        for opt in split_escaped_keep(optstring, ","):
+        for opt in split_escaped(optstring, ",", keep_escapes=True):
             if not opt:
                 continue
             name, eq, value = opt.partition("=")
@@ -110,25 +112,6 @@ def parse_options(optstrings, spec):
                 continue
             else:
                 raise SpecError("unknown mount option: %s" % name)
-
-
-def split_escaped_keep(s, sep):
-    """Split on unescaped sep, keeping escapes in place for a second, per-field split."""
-    parts, cur, i = [], [], 0
-    while i < len(s):
-        c = s[i]
-        if c == "\\" and i + 1 < len(s):
-            cur.append(s[i:i + 2])
-            i += 2
-            continue
-        if c == sep:
-            parts.append("".join(cur))
-            cur = []
-        else:
-            cur.append(c)
-        i += 1
-    parts.append("".join(cur))
-    return parts
 
 
 def unescape(s):
