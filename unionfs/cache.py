@@ -10,6 +10,9 @@ Every change made through the mount is followed by one of these *after* the chan
 A lookup that raced with a change must not re-insert what it read before the change: ``put`` carries
 the generation read before the lookup started and is dropped if any invalidation happened since.
 
+Merged directory listings are kept here too, under the same rules: a change to any entry drops its
+parent's listing, and a listing is only kept for a directory whose own resolution is cached.
+
 Memory is bounded by ``max_entries``; past it the cache starts over (an O(1) decision on the hot
 path; a refill costs one walk per path). Changes made to the layer directories behind the mount's
 back are not seen until the entry is dropped: like the kernel, unionfs requires the layers to change
@@ -25,6 +28,7 @@ class ResolutionCache:
         self.max_entries = max_entries
         self._map = {}
         self._kids = {}
+        self._listings = {}
         self._lock = threading.Lock()
         self.generation = 0
         self.hits = 0
@@ -53,23 +57,36 @@ class ResolutionCache:
             if len(self._map) >= self.max_entries:
                 self._map.clear()
                 self._kids.clear()
+                self._listings.clear()
                 if parent != "/":
                     return
             self._map[path] = value
             self._kids.setdefault(parent, set()).add(name)
 
+    def get_listing(self, path):
+        return self._listings.get(path)
+
+    def put_listing(self, path, entries, generation):
+        with self._lock:
+            if generation == self.generation and (path == "/" or path in self._map):
+                self._listings[path] = entries
+
     def forget(self, path):
         with self._lock:
             self.generation += 1
             self._map.pop(path, None)
+            self._listings.pop(path, None)
+            self._listings.pop(path.rpartition("/")[0] or "/", None)
 
     def forget_tree(self, path):
         with self._lock:
             self.generation += 1
+            self._listings.pop(path.rpartition("/")[0] or "/", None)
             stack = [path]
             while stack:
                 p = stack.pop()
                 self._map.pop(p, None)
+                self._listings.pop(p, None)
                 kids = self._kids.pop(p, None)
                 if kids:
                     base = "" if p == "/" else p
@@ -80,3 +97,4 @@ class ResolutionCache:
             self.generation += 1
             self._map.clear()
             self._kids.clear()
+            self._listings.clear()

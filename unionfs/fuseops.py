@@ -18,6 +18,7 @@ import itertools
 import os
 import re
 import stat
+import struct
 import time
 
 # libfuse 3 (mfusepy would take libfuse 2 first when both are installed)
@@ -26,6 +27,7 @@ import mfusepy  # noqa: E402
 
 _UTIME_NOW = (1 << 30) - 1
 _UTIME_OMIT = (1 << 30) - 2
+CACHE_TIMEOUT = 3600.0  # seconds the kernel may keep entries and attributes
 _DIR_BASE = 1 << 40  # directory handles live above any fd number
 # the name libfuse gives a file unlinked while open (fuse.c: hidden_name)
 _HIDDEN = re.compile(r"\.fuse_hidden[0-9a-f]{16}\Z")
@@ -69,6 +71,88 @@ class _FUSE(mfusepy.FUSE):
     def lseek(self, path, offset, whence, fip):
         return self.operations.lseek(_decode(self, path), offset, whence, _fh(fip))
 
+    # The hot paths below skip mfusepy's generic conversions (a dict per stat, a bytes copy
+    # per read and write): stat fields are filled directly, data moves in place.
+
+    def getattr_fuse_3(self, path, buf, fip):
+        ctypes.memset(buf, 0, _STAT_SIZE)
+        _fill(buf.contents, *self.operations.stat(_decode(self, path), _fh(fip)))
+        return 0
+
+    def readdir_fuse_3(self, path, buf, filler, offset, fip, flags):
+        # Offset mode (each entry's offset is its index + 1 in the handle's snapshot): libfuse
+        # passes readdirplus attributes to the kernel only in this mode.
+        plus = bool(flags & _READDIR_PLUS)
+        st = mfusepy.c_stat()
+        fill_flags = _FILL_DIR_PLUS if plus else 0
+        entries = self.operations.snapshot(_decode(self, path), _fh(fip), offset, plus)
+        for i in range(offset, len(entries)):
+            name, code, ino, full = entries[i]
+            ctypes.memset(ctypes.byref(st), 0, _STAT_SIZE)
+            if plus and full is not None:
+                _fill(st, *full)
+            else:
+                st.st_mode = code
+                st.st_ino = ino
+            if filler(buf, name.encode(self.encoding, self.errors), st, i + 1, fill_flags):
+                break
+        return 0
+
+    def opendir(self, path, fip):
+        fi = fip.contents
+        fi.fh = self.operations.opendir(_decode(self, path))
+        # the kernel keeps the listing until the directory changes through the mount
+        fi.keep_cache = 1
+        fi.cache_readdir = 1
+        return 0
+
+    def read(self, path, buf, size, offset, fip):
+        target = (ctypes.c_char * size).from_address(ctypes.addressof(buf.contents))
+        return self.operations.readinto(fip.contents.fh, target, offset)
+
+    def write(self, path, buf, size, offset, fip):
+        data = (ctypes.c_char * size).from_address(ctypes.addressof(buf.contents))
+        return self.operations.write(None, data, offset, fip.contents.fh)
+
+
+_STAT_SIZE = ctypes.sizeof(mfusepy.c_stat)
+_READDIR_PLUS = 1     # enum fuse_readdir_flags: FUSE_READDIR_PLUS
+_FILL_DIR_PLUS = 2    # enum fuse_fill_dir_flags: FUSE_FILL_DIR_PLUS
+
+
+# struct stat on x86_64 / aarch64 Linux, packed in one call: dev, ino, nlink, mode, uid, gid,
+# pad, rdev, size, blksize, blocks, atime, mtime, ctime (sec, nsec each)
+_STAT_LAYOUT = ((0, "st_dev"), (8, "st_ino"), (16, "st_nlink"), (24, "st_mode"), (28, "st_uid"),
+                (32, "st_gid"), (40, "st_rdev"), (48, "st_size"), (56, "st_blksize"),
+                (64, "st_blocks"), (72, "st_atimespec"), (88, "st_mtimespec"),
+                (104, "st_ctimespec"))
+_STAT_PACK = struct.Struct("=QQQIII4xQqqqqqqqqq").pack_into
+_PACKED = _STAT_SIZE == 144 and all(
+    getattr(mfusepy.c_stat, name).offset == off for off, name in _STAT_LAYOUT)
+
+
+def _fill(c, st, ino, nlink):
+    """os.stat_result -> struct stat, with the union's inode number and link count."""
+    if _PACKED:
+        a, m, t = st.st_atime_ns, st.st_mtime_ns, st.st_ctime_ns
+        _STAT_PACK(c, 0, 0, ino, nlink, st.st_mode, st.st_uid, st.st_gid, st.st_rdev,
+                   st.st_size, st.st_blksize, st.st_blocks, a // 1_000_000_000,
+                   a % 1_000_000_000, m // 1_000_000_000, m % 1_000_000_000,
+                   t // 1_000_000_000, t % 1_000_000_000)
+        return
+    c.st_mode = st.st_mode
+    c.st_ino = ino
+    c.st_nlink = nlink
+    c.st_uid = st.st_uid
+    c.st_gid = st.st_gid
+    c.st_size = st.st_size
+    c.st_rdev = st.st_rdev
+    c.st_blocks = st.st_blocks
+    c.st_blksize = st.st_blksize
+    c.st_atimespec.tv_sec, c.st_atimespec.tv_nsec = divmod(st.st_atime_ns, 1_000_000_000)
+    c.st_mtimespec.tv_sec, c.st_mtimespec.tv_nsec = divmod(st.st_mtime_ns, 1_000_000_000)
+    c.st_ctimespec.tv_sec, c.st_ctimespec.tv_nsec = divmod(st.st_ctime_ns, 1_000_000_000)
+
 
 def attrs(st, ino, nlink):
     return {
@@ -103,6 +187,21 @@ class FuseOps:
         return self.files.get(fh) if path is None and fh is not None else None
 
     # -- lifecycle
+    def init_with_config(self, conn, config):
+        """Kernel-side caching. Every change reaches the layers through this mount (changing
+        them behind its back is unsupported, as for the kernel's overlayfs), and the union
+        invalidates the kernel's copy of what changes under another name (hard links), so
+        entries, attributes and pages can be kept long."""
+        if config is not None:
+            for name in ("entry_timeout", "attr_timeout"):
+                if getattr(config, name) == 1.0:  # libfuse's default: not set by the user
+                    setattr(config, name, CACHE_TIMEOUT)
+            if config.negative_timeout == 0.0:
+                config.negative_timeout = CACHE_TIMEOUT
+            config.kernel_cache = 1
+            config.use_ino = 1
+        self.init("/")
+
     def init(self, path):
         fuse_ptr = ctypes.c_void_p(mfusepy._libfuse.fuse_get_context().contents.fuse)
         invalidate = mfusepy._libfuse.fuse_invalidate_path
@@ -122,14 +221,18 @@ class FuseOps:
         self.files.clear()
 
     # -- attributes
-    def getattr(self, path, fh=None):
+    def stat(self, path, fh=None):
+        """(stat_result, st_ino, st_nlink) of a path, or of an open file."""
         h = self.files.get(fh) if fh is not None else None
         if h is not None:
-            return attrs(*self.union.fgetattr(h))
+            return self.union.fgetattr(h)
         st, ino, nlink = self.union.getattr(path)
         if _hidden(path):
             nlink += 1  # libfuse subtracts one for the hidden name it made
-        return attrs(st, ino, nlink)
+        return st, ino, nlink
+
+    def getattr(self, path, fh=None):
+        return attrs(*self.stat(path, fh))
 
     def chmod(self, path, mode, fh=None):
         h = self._orphan(path, fh)
@@ -217,12 +320,23 @@ class FuseOps:
         if not node.is_dir:
             raise OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), path)
         fh = next(self._dir_ids)
-        self.dirs[fh] = path
+        self.dirs[fh] = [path, None, False]  # path, snapshot, snapshot has full stats
         return fh
+
+    def snapshot(self, path, fh, offset, plus):
+        """The listing a directory handle serves: taken whole at offset 0, so offsets stay
+        stable for telldir/seekdir and a reader may delete entries as it goes."""
+        d = self.dirs.get(fh)
+        if d is None:
+            return self.union.listdir(path, plus)
+        if offset == 0 or d[1] is None or (plus and not d[2]):
+            d[1] = self.union.listdir(d[0], plus)
+            d[2] = plus
+        return d[1]
 
     def readdir(self, path, fh):
         return [(name, {"st_mode": code, "st_ino": ino}, 0)
-                for name, code, ino in self.union.listdir(self.dirs.get(fh, path))]
+                for name, code, ino, _ in self.snapshot(path, fh, 0, False)]
 
     def releasedir(self, path, fh):
         self.dirs.pop(fh, None)
@@ -243,6 +357,9 @@ class FuseOps:
 
     def read(self, path, size, offset, fh):
         return self.union.read(self.files[fh], size, offset)
+
+    def readinto(self, fh, buf, offset):
+        return self.union.readinto(self.files[fh], buf, offset)
 
     def write(self, path, data, offset, fh):
         return self.union.write(self.files[fh], data, offset)

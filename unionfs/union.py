@@ -136,7 +136,9 @@ class Union:
 
     def getattr(self, path):
         """(stat_result of the serving entry, st_ino, st_nlink) for a merged path."""
-        node = self.resolve(path)
+        return self._stat(path, self.resolve(path))
+
+    def _stat(self, path, node):
         layer, rel, hit = node.comps[0]
         st = layer.lstat(rel) if layer.writable else hit.st
         if st.st_nlink > 1 and layer.writable and not node.is_dir:
@@ -155,18 +157,35 @@ class Union:
         node = self.resolve(path)
         return os.readlink(self.real(node))
 
-    def listdir(self, path):
-        """[(name, S_IFMT, st_ino)] of a merged directory, '.' and '..' first."""
+    def listdir(self, path, plus=False):
+        """[(name, S_IFMT, st_ino, full)] of a merged directory, '.' and '..' first; with plus,
+        full is what getattr would return for the entry (readdirplus), else None."""
         node = self.resolve(path)
         if not node.is_dir:
             raise _err(errno.ENOTDIR, path)
         parent = self.lookup(split(path)[0]) if path != "/" else node
-        out = [(".", stat.S_IFDIR, self.ino_of(node)), ("..", stat.S_IFDIR, self.ino_of(parent))]
+        out = [(".", stat.S_IFDIR, self.ino_of(node), None),
+               ("..", stat.S_IFDIR, self.ino_of(parent), None)]
         base = "" if path == "/" else path
-        for name, code in readdir.merged_entries(node):
-            child = self.lookup(base + "/" + name)
-            if child is not None:  # d_ino must equal st_ino: resolve each entry (this warms the cache)
-                out.append((name, code, self.ino_of(child)))
+        children = self.cache.get_listing(path)
+        if children is None:
+            gen = self.cache.generation
+            children = []
+            for name, code in readdir.merged_entries(node):
+                # d_ino must equal st_ino: resolve each entry (this also warms the cache)
+                child = self.lookup(base + "/" + name)
+                if child is not None:
+                    children.append((name, code, child))
+            self.cache.put_listing(path, children, gen)
+        for name, code, child in children:
+            child_path = base + "/" + name
+            full = None
+            if plus:
+                try:
+                    full = self._stat(child_path, child)
+                except FileNotFoundError:
+                    continue  # removed while we listed
+            out.append((name, code, self.ino_of(child), full))
         return out
 
     def statfs(self):
@@ -226,6 +245,10 @@ class Union:
     @staticmethod
     def read(handle, size, offset):
         return os.pread(handle.fd, size, offset)
+
+    @staticmethod
+    def readinto(handle, buf, offset):
+        return os.preadv(handle.fd, [buf], offset)
 
     @staticmethod
     def write(handle, data, offset):

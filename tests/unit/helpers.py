@@ -73,7 +73,7 @@ def make_union(lowers, upper, work, **kw):
 
 
 def names(union, path):
-    return sorted(n for n, _c, _i in union.listdir(path) if n not in (".", ".."))
+    return sorted(e[0] for e in union.listdir(path) if e[0] not in (".", ".."))
 
 
 def uread(union, path, size=1 << 20):
