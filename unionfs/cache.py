@@ -92,6 +92,12 @@ class ResolutionCache:
                     base = "" if p == "/" else p
                     stack.extend(base + "/" + k for k in kids)
 
+    def replace(self, path, value):
+        """forget_tree(path), then cache what the caller (holding the union's write lock)
+        has just made there."""
+        self.forget_tree(path)
+        self.put(path, value, self.generation)
+
     def clear(self):
         with self._lock:
             self.generation += 1

@@ -98,6 +98,12 @@ class _FUSE(mfusepy.FUSE):
                 break
         return 0
 
+    def create(self, path, mode, fip):
+        # mfusepy's wrapper inspects the method's signature on every call
+        fi = fip.contents
+        fi.fh = self.operations.create(_decode(self, path), mode, fi.flags)
+        return 0
+
     def opendir(self, path, fip):
         fi = fip.contents
         fi.fh = self.operations.opendir(_decode(self, path))

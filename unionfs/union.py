@@ -228,10 +228,10 @@ class Union:
                   | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC)
         fd = self._make(path, stat.S_IFREG, owner, lambda p: os.open(p, oflags, stat.S_IMODE(mode)),
                         mode)
-        return Handle(fd, self.ino_of(self.resolve(path)), path, lower=False)
+        return Handle(fd, self.ino_of(self.resolve(path)), path, lower=False)  # cached by _make
 
     def release(self, handle):
-        if handle.written:
+        if handle.written and self._aliases:
             self._changed(handle.path, os.fstat(handle.fd))
         if handle.lower:
             with self.wlock:
@@ -347,7 +347,8 @@ class Union:
             if src.is_dir:
                 raise _err(errno.EPERM, existing)
             src = self._copied_up(existing)
-            self._make(path, None, None, lambda p: os.link(self.real(src), p))
+            self._make(path, None, None, lambda p: os.link(self.real(src), p),
+                       ino=self.ino_of(src))
             self.cache.forget(existing)
             st = os.lstat(self.real(src))
             self._aliases.setdefault((st.st_dev, st.st_ino), set()).update((existing, path))
@@ -365,7 +366,7 @@ class Union:
             node = self.resolve(path)
             if node.is_dir:
                 raise _err(errno.EISDIR, path)
-            st = os.lstat(self.real(node)) if node.in_upper else None
+            st = os.lstat(self.real(node)) if node.in_upper and self._aliases else None
             self._remove(path, node)
             if st is not None and st.st_nlink > 1:
                 self._changed(path, st)
@@ -566,7 +567,7 @@ class Union:
 
     def _changed(self, path, st=None):
         """After a change through `path`, drop cached state of the inode's other names."""
-        if self.on_invalidate is None:
+        if self.on_invalidate is None or not self._aliases:
             return
         if st is None:
             node = self.lookup(path)
@@ -597,7 +598,7 @@ class Union:
             return uid, pst.st_gid, stat.S_ISGID if ftype == stat.S_IFDIR else 0
         return uid, gid, 0
 
-    def _make(self, path, ftype, owner, make, mode=0):
+    def _make(self, path, ftype, owner, make, mode=0, ino=None):
         """Create one entry in the upper; over a whiteout, build it in the work dir and swap it in."""
         self._writable(path)
         parent, name = split(path)
@@ -621,7 +622,8 @@ class Union:
                     if extra or mode & (stat.S_ISUID | stat.S_ISGID):
                         # chown clears setuid/setgid: set the requested mode again
                         os.chmod(target, stat.S_IMODE(mode) | extra)
-                if ftype == stat.S_IFDIR and (over_whiteout or pnode.has_lower):
+                opaque = ftype == stat.S_IFDIR and (over_whiteout or pnode.has_lower)
+                if opaque:
                     # over a whiteout: lower content must stay hidden. In a merged parent the
                     # kernel marks it too, so later lookups need not search the lower layers.
                     self.writer.set_opaque(target)
@@ -636,7 +638,11 @@ class Union:
                     os.close(result)
                 discard(target)
                 raise
-            self.cache.forget_tree(path)
+            # the new entry is exactly this upper entry (a new directory is opaque or has
+            # nothing below it to merge with): cache it rather than search every layer again
+            node = Node([(self.upper, path[1:], Hit(os.lstat(real), opaque=opaque))])
+            node.ino = ino if ino is not None else self._map_ino(node.comps[0][2].st)
+            self.cache.replace(path, node)
             return result
 
     def _remove(self, path, node):
