@@ -4,6 +4,7 @@ import os
 import sys
 
 from . import __version__
+from .image import commands as image_commands
 from .spec import MountSpec, SpecError, load_spec_file, parse_options, split_escaped, validate
 
 MOUNT_HELP = """\
@@ -57,6 +58,7 @@ def build_parser():
     d.add_argument("-f", dest="foreground", action="store_true")
     d.add_argument("-d", dest="debug", action="store_true")
     d.add_argument("mountpoint")
+    image_commands.register(sub)
     return parser
 
 
@@ -98,6 +100,7 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
     known = {"mount", "umount", "unmount", "_daemon", "-h", "--help", "--version"}
+    known |= image_commands.COMMANDS
     try:
         if argv and argv[0] not in known:
             spec = validate(spec_from_args(helper_form(argv)))
@@ -107,6 +110,8 @@ def main(argv=None):
         if args.command is None:
             parser.print_help()
             return 2
+        if args.command in image_commands.COMMANDS:
+            return image_commands.run(args)
         if args.command == "mount":
             mountmod.mount(validate(spec_from_args(args)))
         elif args.command in ("umount", "unmount"):

@@ -1,0 +1,75 @@
+"""image save: archives that import back to the same image, layer for layer, tags included."""
+import importlib.util
+import json
+import os
+import tarfile
+
+import pytest
+
+from unionfs.image.errors import ImageError
+from unionfs.image.importer import import_archive
+from unionfs.image.save import save
+from unionfs.image.store import Store
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _fx():
+    spec = importlib.util.spec_from_file_location(
+        "build_image_fixtures", os.path.join(REPO, "scripts", "build_image_fixtures.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+fx = _fx()
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store(str(tmp_path / "a"))
+    other = fx.Img([fx.layer_tar([fx.E("x", data=b"x")])], "gzip", tags=["docker.io/library/other:3"])
+    import_archive(s, fx.docker_archive(str(tmp_path / "in.tar"),
+                                        [fx.sample_image("gzip", devices=os.geteuid() == 0), other], "new"))
+    return s
+
+
+@pytest.mark.parametrize("fmt", ["docker", "oci"])
+def test_round_trip(store, tmp_path, fmt):
+    out = str(tmp_path / ("out-%s.tar" % fmt))
+    save(store, ["sample:1.0", "other:3"], out, fmt)
+    names = tarfile.open(out).getnames()
+    if fmt == "docker":
+        assert "manifest.json" in names and "repositories" in names
+        man = json.load(tarfile.open(out).extractfile("manifest.json"))
+        assert [m["RepoTags"] for m in man] == [["localhost/sample:1.0"], ["docker.io/library/other:3"]]
+    else:
+        assert "oci-layout" in names and "index.json" in names
+    b = Store(str(tmp_path / "b"))
+    got = import_archive(b, out)
+    assert sorted(t for _, ts in got for t in ts) == ["docker.io/library/other:3",
+                                                     "localhost/sample:1.0"]
+    for ref in ("sample:1.0", "other:3"):
+        ia, ib = store.get(ref), b.get(ref)
+        assert ia.id == ib.id and ia.layers == ib.layers
+        for d in ia.layers:
+            assert open(store.layer_tar(d), "rb").read() == open(b.layer_tar(d), "rb").read()
+
+
+def test_save_by_id_is_untagged_and_atomic(store, tmp_path):
+    img = store.get("sample:1.0")
+    out = str(tmp_path / "x.tar")
+    save(store, [img.hex[:12]], out, "docker")
+    man = json.load(tarfile.open(out).extractfile("manifest.json"))
+    assert man[0]["RepoTags"] is None
+    with pytest.raises(ImageError, match="no such image"):
+        save(store, ["nope"], str(tmp_path / "y.tar"))
+    assert not os.path.exists(str(tmp_path / "y.tar"))
+    assert [n for n in os.listdir(tmp_path) if n.startswith(".")] == []
+
+
+def test_saving_twice_gives_the_same_bytes(store, tmp_path):
+    a, b = str(tmp_path / "1.tar"), str(tmp_path / "2.tar")
+    save(store, ["sample:1.0"], a, "oci")
+    save(store, ["sample:1.0"], b, "oci")
+    assert open(a, "rb").read() == open(b, "rb").read()

@@ -1,0 +1,568 @@
+"""The CLI verbs for images: ``unionfs image ...``, ``unionfs diff`` and ``unionfs commit``.
+
+cli.py calls ``register(subparsers)`` and hands the parsed arguments of any command in COMMANDS to
+``run(args)``. Every failure is one line on stderr and exit status 1.
+"""
+import argparse
+import datetime
+import json
+import os
+import signal
+import sys
+import uuid
+
+from .. import mount as mountmod
+from ..spec import MountSpec, SpecError, mounted_paths, parse_options, split_escaped, validate
+from . import digest
+from .errors import ImageError
+from .progress import human
+from .store import Store, default_root, rmtree
+
+COMMANDS = {"image", "diff", "commit"}
+_IMAGE_PARSER = None
+
+IMAGE_HELP = """\
+Container images: import docker/OCI archives into a store, mount them, save them.
+
+The store is --store DIR, else $UNIONFS_STORE, else /var/lib/unionfs (root) or
+~/.local/share/unionfs (other users). Images are named NAME[:TAG] (TAG defaults to 'latest';
+'x' also finds 'localhost/x' and 'docker.io/library/x'), by image id or by a unique id prefix.
+
+Each layer is stored once, by DiffID, as the directory its tar extracts to, OCI whiteouts
+(.wh.NAME, .wh..wh..opq) kept as they are: unionfs reads them natively in lower layers.
+"""
+
+
+def _store_arg(p):
+    p.add_argument("--store", metavar="DIR",
+                   help="image store (default: $UNIONFS_STORE, else %s)" % default_root())
+
+
+def register(sub):
+    img = sub.add_parser("image", help="import, list, mount and save container images",
+                         description=IMAGE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    isub = img.add_subparsers(dest="image_command", metavar="VERB")
+
+    p = isub.add_parser("import", help="import a docker-save archive or an OCI layout (dir or tar)")
+    p.add_argument("archive")
+    p.add_argument("-t", "--tag", action="append", default=[], metavar="NAME[:TAG]",
+                   help="also tag the imported image (archive with one image)")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the image ids")
+    _store_arg(p)
+
+    p = isub.add_parser("ls", help="list images", aliases=["list"])
+    p.add_argument("-q", "--quiet", action="store_true", help="only image ids")
+    p.add_argument("--no-trunc", action="store_true", help="full image ids")
+    _store_arg(p)
+
+    p = isub.add_parser("history", help="the layers of an image, newest first")
+    p.add_argument("image")
+    p.add_argument("--no-trunc", action="store_true", help="do not truncate 'created by'")
+    _store_arg(p)
+
+    p = isub.add_parser("inspect", help="an image's config and layers as JSON")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    _store_arg(p)
+
+    p = isub.add_parser("tag", help="give an image another name")
+    p.add_argument("image")
+    p.add_argument("name", metavar="NAME[:TAG]")
+    _store_arg(p)
+
+    p = isub.add_parser("rm", help="untag images; layers no image uses are removed",
+                        aliases=["rmi"])
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("-f", "--force", action="store_true",
+                   help="remove an image by id even if it has several tags")
+    _store_arg(p)
+
+    p = isub.add_parser("prune", help="remove untagged unused images, unused layers, debris")
+    _store_arg(p)
+
+    p = isub.add_parser("mount", help="mount an image (read-only, or --rw with a stored upper)")
+    p.add_argument("image")
+    p.add_argument("mountpoint")
+    p.add_argument("--rw", action="store_true",
+                   help="add a writable upper layer kept in the store (its name is printed)")
+    p.add_argument("--upper", metavar="NAME",
+                   help="the upper layer's name (implies --rw; reused if it exists)")
+    p.add_argument("-o", dest="options", action="append", default=[], metavar="OPTS",
+                   help="mount options, as for 'unionfs mount'")
+    _store_arg(p)
+
+    p = isub.add_parser("umount", help="unmount an image mount", aliases=["unmount"])
+    p.add_argument("mountpoint")
+    _store_arg(p)
+
+    p = isub.add_parser("uppers", help="list writable upper layers")
+    _store_arg(p)
+
+    p = isub.add_parser("rm-upper", help="remove writable upper layers")
+    p.add_argument("names", nargs="+", metavar="NAME")
+    _store_arg(p)
+
+    p = isub.add_parser("save", help="write images to a docker or OCI archive")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("-o", "--output", required=True, metavar="FILE")
+    p.add_argument("--format", choices=("docker", "oci"), default="docker",
+                   help="docker-archive (default; docker load, podman load) or oci-archive")
+    _store_arg(p)
+
+    p = sub.add_parser("diff", help="list what an image mount or upper dir changed (A/C/D)",
+                       description="Print one line per change, as 'docker diff' does: "
+                       "A added, C changed, D deleted. TARGET is an image mount, a stored "
+                       "upper's name, or an upper directory in the kernel's overlay format.")
+    p.add_argument("target", metavar="MNT|UPPER")
+    p.add_argument("--lower", help="for a bare upper dir: its lower layers, top first, ':'-separated")
+    p.add_argument("--image", help="for a bare upper dir: the image it was made over")
+    _store_arg(p)
+
+    p = sub.add_parser("commit", help="store what an image mount or upper changed as a new image",
+                       description="Write the changes as an OCI layer over the base image and "
+                       "register the result as NAME[:TAG].")
+    p.add_argument("target", metavar="MNT|UPPER")
+    p.add_argument("name", metavar="NAME[:TAG]")
+    p.add_argument("-m", "--message", help="commit message (history comment)")
+    p.add_argument("-a", "--author", help="author")
+    p.add_argument("--image", help="for a bare upper dir: the image it was made over")
+    _store_arg(p)
+    global _IMAGE_PARSER
+    _IMAGE_PARSER = img
+    return img
+
+
+# ---- helpers --------------------------------------------------------------------------------------
+
+def _store(args):
+    return Store(args.store)
+
+
+def _when(s):
+    if not s:
+        return None
+    try:
+        s = s.rstrip("Z")
+        if "." in s:
+            head, frac = s.split(".", 1)
+            digits = "".join(c for c in frac if c.isdigit())[:6]
+            tz = frac[len("".join(c for c in frac if c.isdigit())):]
+            s = head + "." + digits + tz
+        t = datetime.datetime.fromisoformat(s)
+        if t.tzinfo is None:
+            t = t.replace(tzinfo=datetime.timezone.utc)
+        return t
+    except ValueError:
+        return None
+
+
+def ago(s):
+    t = _when(s)
+    if t is None:
+        return "N/A"
+    secs = (datetime.datetime.now(datetime.timezone.utc) - t).total_seconds()
+    for unit, n in (("year", 365 * 86400), ("month", 30 * 86400), ("week", 7 * 86400),
+                    ("day", 86400), ("hour", 3600), ("minute", 60)):
+        if secs >= n:
+            k = int(secs // n)
+            return "%d %s%s ago" % (k, unit, "s" if k > 1 else "")
+    return "Less than a minute ago" if secs >= 0 else "in the future"
+
+
+def _table(rows):
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("   ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())
+
+
+def _info(msg):
+    print(msg, file=sys.stderr)
+
+
+# ---- verbs ----------------------------------------------------------------------------------------
+
+def cmd_import(args):
+    from .importer import import_archive
+    store = _store(args)
+
+    def term(signum, frame):
+        raise KeyboardInterrupt
+    old = signal.signal(signal.SIGTERM, term)
+    try:
+        results = import_archive(store, args.archive, args.tag)
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    for image_id, names in results:
+        if args.quiet:
+            print(image_id)
+        else:
+            print("Loaded image: %s%s" % (image_id, (" (" + ", ".join(names) + ")") if names else ""))
+    return 0
+
+
+def cmd_ls(args):
+    store = _store(args)
+    images = store.images()
+    if args.quiet:
+        for img in images:
+            print(img.id if args.no_trunc else img.hex[:12])
+        return 0
+    rows = [("REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE")]
+    for img in sorted(images, key=lambda i: i.created or "", reverse=True):
+        iid = img.id if args.no_trunc else img.hex[:12]
+        tags = img.tags()
+        size = human(img.size())
+        if not tags:
+            rows.append(("<none>", "<none>", iid, ago(img.created), size))
+        for t in tags:
+            repo, _, tag = t.rpartition(":")
+            rows.append((repo, tag, iid, ago(img.created), size))
+    _table(rows)
+    return 0
+
+
+def history_rows(img):
+    """[(image, created, created_by, size, comment)] newest first."""
+    hist = img.config.get("history") or []
+    sizes = img.layer_sizes()
+    rows = []
+    li = 0
+    if not hist:
+        hist = [{} for _ in img.layers]
+    for h in hist:
+        empty = bool(h.get("empty_layer"))
+        size = 0
+        if not empty and li < len(sizes):
+            size = sizes[li]
+            li += 1
+        rows.append(["<missing>", h.get("created"), h.get("created_by", ""), size,
+                     h.get("comment", "")])
+    for s in sizes[li:]:  # layers the history does not describe
+        rows.append(["<missing>", None, "", s, ""])
+    rows.reverse()
+    if rows:
+        rows[0][0] = img.hex[:12]
+    return rows
+
+
+def cmd_history(args):
+    img = _store(args).get(args.image)
+    out = [("IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT")]
+    for iid, created, by, size, comment in history_rows(img):
+        by = " ".join(by.split())
+        if not args.no_trunc and len(by) > 45:
+            by = by[:44] + "…"
+        out.append((img.id if (args.no_trunc and iid != "<missing>") else iid,
+                    ago(created) if created else "N/A", by, human(size), comment))
+    _table(out)
+    return 0
+
+
+def inspect_obj(store, img):
+    cfg = img.config.get("config") or {}
+    return {
+        "Id": img.id,
+        "RepoTags": img.tags(),
+        "Created": img.created,
+        "Author": img.config.get("author", ""),
+        "Architecture": img.config.get("architecture", ""),
+        "Os": img.config.get("os", ""),
+        "Size": img.size(),
+        "Config": {
+            "Env": cfg.get("Env") or [],
+            "Entrypoint": cfg.get("Entrypoint"),
+            "Cmd": cfg.get("Cmd"),
+            "WorkingDir": cfg.get("WorkingDir", ""),
+            "User": cfg.get("User", ""),
+            "Labels": cfg.get("Labels") or {},
+            "ExposedPorts": cfg.get("ExposedPorts") or {},
+            "Volumes": cfg.get("Volumes") or {},
+            "StopSignal": cfg.get("StopSignal", ""),
+        },
+        "RootFS": {"Type": "layers", "Layers": img.layers},
+        "LayerDirs": [store.layer_root(d) for d in img.layers],
+        "History": img.config.get("history") or [],
+    }
+
+
+def cmd_inspect(args):
+    store = _store(args)
+    out = [inspect_obj(store, store.get(r)) for r in args.images]
+    print(json.dumps(out, indent=4, ensure_ascii=False))
+    return 0
+
+
+def cmd_tag(args):
+    store = _store(args)
+    with store.lock():
+        store.tag(args.name, store.resolve(args.image))
+    return 0
+
+
+def cmd_rm(args):
+    store = _store(args)
+    from .store import normalize_ref, SEARCH_PREFIXES
+    with store.lock():
+        for ref in args.images:
+            image_id = store.resolve(ref)
+            tags = store.tags()
+            mine = [t for t, i in tags.items() if i == image_id]
+            # which tag did the user name? (none: removed by id)
+            named = None
+            try:
+                full = normalize_ref(ref)
+                for cand in [full] + [p + full for p in SEARCH_PREFIXES]:
+                    if cand in mine:
+                        named = cand
+                        break
+                else:
+                    hits = [t for t in mine if t.endswith("/" + full)]
+                    named = hits[0] if len(hits) == 1 else None
+            except ImageError:
+                pass
+            if named is None and len(mine) > 1 and not args.force:
+                raise ImageError("image %s has several tags (%s): remove them by name, or use -f"
+                                 % (digest.short(image_id), ", ".join(sorted(mine))))
+            gone = [named] if named else mine
+            for t in gone:
+                del tags[t]
+                print("Untagged: %s" % t)
+            store.set_tags(tags)
+            if any(i == image_id for i in tags.values()):
+                continue
+            used = store.images_in_use().get(image_id)
+            if used:
+                _info("unionfs: image %s is %s: kept (untagged)" % (digest.short(image_id), used))
+                continue
+            store.remove_image(image_id)
+            print("Deleted: %s" % image_id)
+        for lid, size in store.gc_layers():
+            print("Deleted layer: %s (%s)" % (lid, human(size)))
+    return 0
+
+
+def cmd_prune(args):
+    store = _store(args)
+    with store.lock():
+        store.clean_tmp()
+        tagged = set(store.tags().values())
+        used = store.images_in_use()
+        for img in store.images():
+            if img.id not in tagged and img.id not in used:
+                store.remove_image(img.id)
+                print("Deleted: %s" % img.id)
+        total = 0
+        for lid, size in store.gc_layers():
+            print("Deleted layer: %s" % lid)
+            total += size
+        print("Total reclaimed space: %s" % human(total))
+    return 0
+
+
+def cmd_mount(args):
+    store = _store(args)
+    img = store.get(args.image)
+    lowers = img.lower_dirs()
+    if not lowers:
+        empty = store.path("empty")
+        os.makedirs(empty, exist_ok=True)
+        lowers = [empty]
+    spec = MountSpec(lowers=lowers, mountpoint=args.mountpoint)
+    parse_options(args.options, spec)
+    name = created = None
+    if args.rw or args.upper:
+        name = args.upper or "%s-%s" % (img.hex[:12], uuid.uuid4().hex[:8])
+        with store.lock():
+            d = store.upper_dir(name)
+            if os.path.isdir(d):
+                meta = store.uppers().get(name) or {}
+                if meta.get("image") != img.id:
+                    raise ImageError("upper %s belongs to image %s, not %s" % (
+                        name, digest.short(meta.get("image") or "?"), digest.short(img.id)))
+                for mnt, rec in store.live_mounts().items():
+                    if rec.get("upper") == name:
+                        raise ImageError("upper %s is already mounted on %s" % (name, mnt))
+            else:
+                store.create_upper(name, img.id)
+                created = d
+        spec.upper, spec.work = os.path.join(d, "upper"), os.path.join(d, "work")
+    try:
+        spec = validate(spec)
+        pid = mountmod.mount(spec)
+    except BaseException:
+        if created:   # an upper made for this mount only: not left behind by a failed mount
+            rmtree(created)
+        raise
+    with store.lock():
+        store.record_mount(spec.mountpoint, {"image": img.id, "upper": name, "pid": pid})
+    if name:
+        print(name)
+    return 0
+
+
+def cmd_umount(args):
+    store = _store(args)
+    mountmod.umount(args.mountpoint)
+    with store.lock():
+        store.forget_stale_mounts()
+    return 0
+
+
+def cmd_uppers(args):
+    store = _store(args)
+    live = {r.get("upper"): m for m, r in store.live_mounts().items() if r.get("upper")}
+    rows = [("NAME", "IMAGE", "CREATED", "MOUNTED ON")]
+    for name, meta in store.uppers().items():
+        tags = []
+        try:
+            tags = store.image(meta["image"]).tags()
+        except (ImageError, OSError, KeyError):
+            pass
+        rows.append((name, tags[0] if tags else digest.short(meta.get("image", "?")),
+                     ago(meta.get("created")), live.get(name, "")))
+    _table(rows)
+    return 0
+
+
+def cmd_rm_upper(args):
+    store = _store(args)
+    with store.lock():
+        live = {r.get("upper"): m for m, r in store.live_mounts().items()}
+        for name in args.names:
+            d = store.upper_dir(name)
+            if not os.path.isdir(d):
+                raise ImageError("no such upper: %s" % name)
+            if name in live:
+                raise ImageError("upper %s is mounted on %s: unmount it first" % (name, live[name]))
+            tmp = store.mkdtemp("rm-")
+            os.rename(d, os.path.join(tmp, "upper"))
+            rmtree(tmp)
+            print(name)
+    return 0
+
+
+def cmd_save(args):
+    from .save import save
+    store = _store(args)
+    images = save(store, args.images, args.output, args.format)
+    _info("saved %d image(s) to %s" % (len(images), args.output))
+    return 0
+
+
+# ---- diff / commit targets -------------------------------------------------------------------------
+
+def _daemon_spec(mnt):
+    """The spec of the unionfs daemon serving mnt (read from its command line), or None."""
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % pid, "rb") as f:
+                argv = [os.fsdecode(a) for a in f.read().split(b"\0") if a]
+        except OSError:
+            continue
+        if "_daemon" not in argv or not argv or argv[-1] != mnt:
+            continue
+        opts = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "-o"]
+        spec = MountSpec(lowers=[], mountpoint=mnt)
+        try:
+            parse_options(opts, spec)
+        except SpecError:
+            continue
+        return spec
+    return None
+
+
+class Target:
+    def __init__(self, upper, lowers, image=None, name=None):
+        self.upper, self.lowers, self.image, self.name = upper, lowers, image, name
+
+
+def resolve_target(store, arg, lower=None, image_ref=None):
+    """(upper dir, lower dirs top first, base Image or None) for MNT | upper NAME | UPPER dir."""
+    uppers = store.uppers()
+    real = os.path.realpath(arg) if os.path.exists(arg) else None
+
+    def from_upper(name):
+        meta = uppers[name]
+        img = store.image(meta["image"])
+        return Target(os.path.join(store.upper_dir(name), "upper"), img.lower_dirs(), img, name)
+
+    if real is not None and real in mounted_paths():
+        rec = store.live_mounts().get(real)
+        if rec is not None:
+            if not rec.get("upper"):
+                raise ImageError("%s is a read-only image mount: it has no changes" % real)
+            return from_upper(rec["upper"])
+        spec = _daemon_spec(real)
+        if spec is None:
+            raise ImageError("%s: not a unionfs mount this store or a daemon can describe" % real)
+        if spec.upper is None:
+            raise ImageError("%s is a read-only mount: it has no changes" % real)
+        img = store.get(image_ref) if image_ref else None
+        return Target(spec.upper, spec.lowers, img)
+    if real is None and "/" not in arg and arg in uppers:
+        return from_upper(arg)
+    if real is None or not os.path.isdir(real):
+        raise ImageError("%s: not a mountpoint, stored upper or directory" % arg)
+    for name in uppers:
+        d = os.path.realpath(store.upper_dir(name))
+        if real in (d, os.path.join(d, "upper")):
+            return from_upper(name)
+    img = store.get(image_ref) if image_ref else None
+    if lower:
+        lowers = split_escaped(lower, ":")
+    elif img is not None:
+        lowers = img.lower_dirs()
+    else:
+        lowers = []
+    return Target(real, lowers, img)
+
+
+def cmd_diff(args):
+    from .changes import Changes
+    store = _store(args)
+    t = resolve_target(store, args.target, args.lower, args.image)
+    for line in Changes(t.upper, t.lowers).diff_lines():
+        sys.stdout.write(line + "\n")
+    return 0
+
+
+def cmd_commit(args):
+    from .changes import Changes
+    from .commit import commit_image
+    store = _store(args)
+    t = resolve_target(store, args.target, None, args.image)
+    if t.image is None:
+        raise ImageError("%s: unknown base image: name it with --image" % args.target)
+    changes = Changes(t.upper, t.image.lower_dirs())
+    image_id, diff_id = commit_image(store, t.image, changes, args.name, args.message, args.author)
+    print(image_id)
+    return 0
+
+
+VERBS = {
+    "import": cmd_import, "ls": cmd_ls, "list": cmd_ls, "history": cmd_history,
+    "inspect": cmd_inspect, "tag": cmd_tag, "rm": cmd_rm, "rmi": cmd_rm, "prune": cmd_prune,
+    "mount": cmd_mount, "umount": cmd_umount, "unmount": cmd_umount, "uppers": cmd_uppers,
+    "rm-upper": cmd_rm_upper, "save": cmd_save,
+}
+
+
+def run(args):
+    """Run a parsed image/diff/commit command; returns the exit status."""
+    try:
+        if args.command == "diff":
+            return cmd_diff(args)
+        if args.command == "commit":
+            return cmd_commit(args)
+        verb = getattr(args, "image_command", None)
+        if verb is None:
+            if _IMAGE_PARSER is not None:
+                _IMAGE_PARSER.print_help()
+            return 2
+        return VERBS[verb](args)
+    except ImageError as e:
+        print("unionfs: %s" % e, file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        return 1

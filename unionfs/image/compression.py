@@ -1,0 +1,111 @@
+"""Layer compression, detected by magic bytes (never by media type): gzip, zstd, bzip2, xz or none.
+
+``decompress(src, dst)`` streams one blob into its uncompressed tar and reports a truncated or
+corrupt stream as a one-line ImageError. zstd needs the ``zstandard`` package, imported only when
+a zstd blob is met.
+"""
+import bz2
+import lzma
+import zlib
+
+from .errors import ImageError
+
+CHUNK = 1 << 20
+GZIP_MAGIC = b"\x1f\x8b"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+BZIP2_MAGIC = b"BZh"
+XZ_MAGIC = b"\xfd7zXZ\x00"
+
+
+def detect(head):
+    """'gzip', 'zstd', 'bzip2', 'xz' or None (uncompressed) from the first bytes of a blob."""
+    if head.startswith(GZIP_MAGIC):
+        return "gzip"
+    if head.startswith(ZSTD_MAGIC):
+        return "zstd"
+    if head.startswith(BZIP2_MAGIC):
+        return "bzip2"
+    if head.startswith(XZ_MAGIC):
+        return "xz"
+    return None
+
+
+def _zstd():
+    try:
+        import zstandard
+    except ImportError:
+        raise ImageError("a layer is zstd-compressed: install the 'zstandard' package")
+    return zstandard
+
+
+def _new(kind):
+    if kind == "gzip":
+        return zlib.decompressobj(16 + zlib.MAX_WBITS)
+    if kind == "zstd":
+        return _zstd().ZstdDecompressor().decompressobj()
+    if kind == "bzip2":
+        return bz2.BZ2Decompressor()
+    if kind == "xz":
+        return lzma.LZMADecompressor()
+    raise AssertionError(kind)
+
+
+def _errors():
+    errs = [zlib.error, OSError, EOFError, lzma.LZMAError, ValueError]
+    try:
+        import zstandard
+        errs.append(zstandard.ZstdError)
+    except ImportError:
+        pass
+    return tuple(errs)
+
+
+def decompress(src, dst, what="layer"):
+    """Copy the blob read from src into dst uncompressed. Concatenated streams (several gzip
+    members or zstd frames) are read in turn; zero padding after the last one is ignored."""
+    head = src.read(6)
+    kind = detect(head)
+    if kind is None:
+        dst.write(head)
+        while True:
+            chunk = src.read(CHUNK)
+            if not chunk:
+                return None
+            dst.write(chunk)
+    errors = _errors()
+    dec = _new(kind)
+    pending = head
+    try:
+        while True:
+            data = pending or src.read(CHUNK)
+            pending = b""
+            if not data:
+                break
+            while data:
+                out = dec.decompress(data)
+                if out:
+                    dst.write(out)
+                if not dec.eof:
+                    break
+                rest = dec.unused_data
+                if not rest.strip(b"\0"):
+                    # end of the last stream: anything after it must be padding
+                    tail = src.read(CHUNK)
+                    while tail:
+                        if tail.strip(b"\0"):
+                            raise ImageError("%s: data after the end of the %s stream" % (what, kind))
+                        tail = src.read(CHUNK)
+                    return kind
+                if len(rest) < 6:
+                    rest += src.read(6 - len(rest))
+                if detect(rest) != kind:
+                    raise ImageError("%s: data after the end of the %s stream" % (what, kind))
+                dec = _new(kind)
+                data = rest
+    except ImageError:
+        raise
+    except errors as e:
+        raise ImageError("%s: corrupt %s stream (%s)" % (what, kind, str(e).splitlines()[0] if str(e) else type(e).__name__))
+    if not dec.eof:
+        raise ImageError("%s: truncated %s stream" % (what, kind))
+    return kind

@@ -1,0 +1,5 @@
+"""The one error type of the image commands: a one-line, user-facing message."""
+
+
+class ImageError(Exception):
+    """A one-line error about an archive, an image reference or the store."""

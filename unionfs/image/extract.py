@@ -1,0 +1,379 @@
+"""Safe extraction of one layer tar into an empty directory (the layer's lower-layer tree).
+
+Safety: every path is built component by component from a directory fd opened with
+``O_NOFOLLOW``, and every file is created with ``O_EXCL|O_NOFOLLOW`` (or ``mkdirat``/``symlinkat``/
+``linkat``/``mknodat``, none of which follow a final symlink), so no entry can write through a
+symlink or a hard link that an earlier entry placed. Refused, with a one-line ImageError: absolute
+names and names with ``..``; a parent that is a symlink or a file; hard links to names outside the
+layer, to names not extracted earlier in this layer, or to directories; a second entry for a name
+(a directory entry may repeat: it only sets attributes); a bare ``.wh.``.
+
+Kept as they are (unionfs reads them natively): ``.wh.<name>`` whiteouts and ``.wh..wh..opq``
+opaque markers, extracted as empty regular files whatever type, size or link name their header
+carries (real tools write whiteouts with a stray link name and opaque markers with mode 0755).
+aufs metadata (``.wh..wh.plnk``, ``.wh..wh.aufs`` ...) is skipped, as docker does.
+
+Preserved: data (sparse files included), modes (setuid/setgid/sticky), ownership and device nodes
+(when running as root), symlinks, hard links, FIFOs, mtimes to the nanosecond when a PAX record
+gives them, and xattrs from ``SCHILY.xattr.*`` PAX records (``security.capability`` included).
+``trusted.overlay.*`` / ``user.overlay.*`` xattrs are dropped: in a lower layer they would be read
+as overlay markers (opaque, redirect), which an image layer must not be able to plant.
+"""
+import errno
+import os
+import stat
+import sys
+import tarfile
+
+from .errors import ImageError
+
+WH_PREFIX = ".wh."
+WH_OPAQUE = ".wh..wh..opq"
+WH_META = ".wh..wh."
+XATTR_PAX = "SCHILY.xattr."
+DROPPED_XATTRS = ("trusted.overlay.", "user.overlay.")
+DIRFLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+CHUNK = 1 << 20
+
+
+def normalize(name, what="entry"):
+    """Normalised relative name of a tar entry ('' for the root); refuses absolute paths and '..'."""
+    if "\0" in name:
+        raise ImageError("%s %r: NUL in name" % (what, name))
+    if name.startswith("/"):
+        raise ImageError("%s %s: absolute path" % (what, name))
+    parts = []
+    for p in name.split("/"):
+        if p in ("", "."):
+            continue
+        if p == "..":
+            raise ImageError("%s %s: '..' in path" % (what, name))
+        parts.append(p)
+    return "/".join(parts)
+
+
+def pax_ns(tarinfo, key):
+    """A PAX time record as integer nanoseconds, or None."""
+    v = tarinfo.pax_headers.get(key)
+    if not v:
+        return None
+    try:
+        neg = v.startswith("-")
+        sec, _, frac = v.lstrip("-").partition(".")
+        ns = int(sec or "0") * 1_000_000_000 + int((frac + "000000000")[:9] or "0")
+        return -ns if neg else ns
+    except ValueError:
+        return None
+
+
+def mtime_ns(tarinfo):
+    ns = pax_ns(tarinfo, "mtime")
+    if ns is not None:
+        return ns
+    return int(tarinfo.mtime) * 1_000_000_000
+
+
+def xattrs_of(tarinfo):
+    """{name: bytes} from SCHILY.xattr.* PAX records (binary values round-trip)."""
+    out = {}
+    for k, v in tarinfo.pax_headers.items():
+        if k.startswith(XATTR_PAX):
+            name = k[len(XATTR_PAX):]
+            if name:
+                out[name] = v.encode("utf-8", "surrogateescape") if isinstance(v, str) else v
+    return out
+
+
+class Result:
+    def __init__(self):
+        self.entries = 0
+        self.size = 0          # bytes of regular-file content
+        self.skipped_devices = 0
+        self.dropped_xattrs = 0
+        self.xattr_errors = 0
+
+
+class Extractor:
+    """Extract tar entries under root (an existing, empty directory)."""
+
+    def __init__(self, root, what="layer"):
+        self.root = root
+        self.what = what
+        self.rootfd = os.open(root, DIRFLAGS)
+        self.is_root = os.geteuid() == 0
+        self.seen = {}         # name -> 'dir' | 'implicit' | 'file' (non-dir)
+        self.dir_attrs = {}    # name -> tarinfo of explicit directory entries
+        self.result = Result()
+
+    def close(self):
+        os.close(self.rootfd)
+
+    def fail(self, name, msg):
+        raise ImageError("%s: entry %s: %s" % (self.what, name or ".", msg))
+
+    # ---- paths ----------------------------------------------------------------------------
+
+    def _open_parent(self, name, create=True):
+        """(fd of the parent directory, final component). Missing parents are created (0755)."""
+        parts = name.split("/")
+        fd = os.dup(self.rootfd)
+        cur = ""
+        try:
+            for comp in parts[:-1]:
+                cur = cur + "/" + comp if cur else comp
+                try:
+                    nfd = os.open(comp, DIRFLAGS, dir_fd=fd)
+                except FileNotFoundError:
+                    if not create:
+                        raise
+                    os.mkdir(comp, 0o755, dir_fd=fd)
+                    self.seen[cur] = "implicit"
+                    nfd = os.open(comp, DIRFLAGS, dir_fd=fd)
+                except OSError as e:
+                    if e.errno in (errno.ELOOP, errno.ENOTDIR):
+                        self.fail(name, "parent %s is not a directory (a symlink or file placed "
+                                        "by an earlier entry)" % cur)
+                    raise
+                os.close(fd)
+                fd = nfd
+            return fd, parts[-1]
+        except BaseException:
+            os.close(fd)
+            raise
+
+    # ---- entries ----------------------------------------------------------------------------
+
+    def add(self, tar, ti):
+        name = normalize(ti.name, "%s: entry" % self.what)
+        if name == "":
+            if not ti.isdir():
+                self.fail(name, "the layer root is not a directory")
+            self.dir_attrs[""] = ti
+            return
+        base = name.rpartition("/")[2]
+        if any(c.startswith(WH_META) and c != WH_OPAQUE for c in name.split("/")):
+            return  # aufs metadata (.wh..wh.plnk ...) and what is in it: meaningless here
+        if base == WH_PREFIX:
+            self.fail(name, "bare whiteout '.wh.' names nothing")
+        if any(c.startswith(WH_PREFIX) for c in name.split("/")[:-1]):
+            self.fail(name, "an entry inside a whiteout")
+        prev = self.seen.get(name)
+        if prev is not None:
+            if ti.isdir() and prev in ("dir", "implicit") and not base.startswith(WH_PREFIX):
+                self.dir_attrs[name] = ti
+                self.seen[name] = "dir"
+                return
+            self.fail(name, "duplicate entry")
+        self.result.entries += 1
+        pfd, leaf = self._open_parent(name)
+        try:
+            if base.startswith(WH_PREFIX):
+                self._whiteout(pfd, leaf, name, ti)
+            elif ti.isdir():
+                try:
+                    os.mkdir(leaf, 0o700, dir_fd=pfd)
+                except FileExistsError:
+                    self.fail(name, "duplicate entry")
+                self.seen[name] = "dir"
+                self.dir_attrs[name] = ti
+                self._xattrs(pfd, leaf, name, ti)
+            elif ti.islnk():
+                self._hardlink(pfd, leaf, name, ti)
+            elif ti.issym():
+                os.symlink(ti.linkname, leaf, dir_fd=pfd)
+                self.seen[name] = "file"
+                self._owner(pfd, leaf, ti)
+                self._xattrs(pfd, leaf, name, ti)
+                os.utime(leaf, ns=(mtime_ns(ti), mtime_ns(ti)), dir_fd=pfd, follow_symlinks=False)
+            elif ti.ischr() or ti.isblk():
+                self._device(pfd, leaf, name, ti)
+            elif ti.isfifo():
+                os.mkfifo(leaf, 0o600, dir_fd=pfd)
+                self.seen[name] = "file"
+                self._finish_special(pfd, leaf, name, ti)
+            elif ti.isreg():
+                self._regular(tar, pfd, leaf, name, ti)
+            else:
+                self.fail(name, "unsupported entry type %r" % ti.type)
+        except FileExistsError:
+            self.fail(name, "duplicate entry")
+        except OSError as e:
+            self.fail(name, e.strerror or str(e))
+        finally:
+            os.close(pfd)
+
+    def _whiteout(self, pfd, leaf, name, ti):
+        fd = os.open(leaf, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o600, dir_fd=pfd)
+        try:
+            self.seen[name] = "file"
+            if self.is_root:
+                os.fchown(fd, ti.uid, ti.gid)
+            os.fchmod(fd, stat.S_IMODE(ti.mode))
+            os.utime(fd, ns=(mtime_ns(ti), mtime_ns(ti)))
+        finally:
+            os.close(fd)
+
+    def _regular(self, tar, pfd, leaf, name, ti):
+        fd = os.open(leaf, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o600, dir_fd=pfd)
+        try:
+            self.seen[name] = "file"
+            src = tar.extractfile(ti)
+            sparse = ti.sparse is not None
+            left = ti.size
+            while left > 0:
+                chunk = src.read(min(CHUNK, left))
+                if not chunk:
+                    self.fail(name, "truncated file data")
+                left -= len(chunk)
+                if sparse and chunk.count(0) == len(chunk):
+                    os.lseek(fd, len(chunk), os.SEEK_CUR)  # keep holes as holes
+                else:
+                    _write_all(fd, chunk)
+            if sparse:
+                os.ftruncate(fd, ti.size)
+            self.result.size += ti.size
+            self._finish_fd(fd, name, ti)
+        finally:
+            os.close(fd)
+
+    def _finish_fd(self, fd, name, ti):
+        if self.is_root:
+            os.fchown(fd, ti.uid, ti.gid)
+        os.fchmod(fd, stat.S_IMODE(ti.mode))  # after chown, which clears setuid/setgid
+        for k, v in self._wanted_xattrs(ti):
+            self._setx(lambda: os.setxattr(fd, k, v), name, k)
+        t = mtime_ns(ti)
+        os.utime(fd, ns=(t, t))
+
+    def _finish_special(self, pfd, leaf, name, ti):
+        self._owner(pfd, leaf, ti)
+        self._chmod_at(pfd, leaf, ti)
+        self._xattrs(pfd, leaf, name, ti)
+        t = mtime_ns(ti)
+        os.utime(leaf, ns=(t, t), dir_fd=pfd, follow_symlinks=False)
+
+    @staticmethod
+    def _chmod_at(pfd, leaf, ti):
+        # the entry was just created by us and is not a symlink: chmod through an O_PATH fd
+        fd = os.open(leaf, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=pfd)
+        try:
+            os.chmod("/proc/self/fd/%d" % fd, stat.S_IMODE(ti.mode))
+        finally:
+            os.close(fd)
+
+    def _owner(self, pfd, leaf, ti):
+        if self.is_root:
+            os.chown(leaf, ti.uid, ti.gid, dir_fd=pfd, follow_symlinks=False)
+
+    def _wanted_xattrs(self, ti):
+        out = []
+        for k, v in sorted(xattrs_of(ti).items()):
+            if k.startswith(DROPPED_XATTRS):
+                self.result.dropped_xattrs += 1
+                continue
+            out.append((k, v))
+        return out
+
+    def _setx(self, fn, name, key):
+        try:
+            fn()
+        except OSError as e:
+            if e.errno in (errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM, errno.EACCES):
+                self.result.xattr_errors += 1
+                if self.result.xattr_errors == 1:
+                    print("unionfs: warning: %s: cannot set xattr %s on %s (%s); further such "
+                          "xattrs are skipped silently" % (self.what, key, name, e.strerror),
+                          file=sys.stderr)
+                return
+            raise
+
+    def _xattrs(self, pfd, leaf, name, ti):
+        wanted = self._wanted_xattrs(ti)
+        if not wanted:
+            return
+        path = "/proc/self/fd/%d/%s" % (pfd, leaf)
+        for k, v in wanted:
+            self._setx(lambda: os.setxattr(path, k, v, follow_symlinks=False), name, k)
+
+    def _device(self, pfd, leaf, name, ti):
+        if not self.is_root:
+            self.result.skipped_devices += 1
+            if self.result.skipped_devices == 1:
+                print("unionfs: warning: %s: not root, device nodes (%s ...) are skipped" % (
+                    self.what, name), file=sys.stderr)
+            return
+        kind = stat.S_IFCHR if ti.ischr() else stat.S_IFBLK
+        os.mknod(leaf, kind | 0o600, os.makedev(ti.devmajor, ti.devminor), dir_fd=pfd)
+        self.seen[name] = "file"
+        self._finish_special(pfd, leaf, name, ti)
+
+    def _hardlink(self, pfd, leaf, name, ti):
+        target = normalize(ti.linkname, "%s: hard link %s ->" % (self.what, name))
+        kind = self.seen.get(target)
+        if target == "" or kind in ("dir", "implicit"):
+            self.fail(name, "hard link to a directory (%s)" % (ti.linkname or "."))
+        if kind is None:
+            self.fail(name, "hard link to %s, which no earlier entry of the layer created"
+                      % ti.linkname)
+        tfd, tleaf = self._open_parent(target, create=False)
+        try:
+            os.link(tleaf, leaf, src_dir_fd=tfd, dst_dir_fd=pfd, follow_symlinks=False)
+        except FileNotFoundError:
+            self.fail(name, "hard link to %s, which no earlier entry of the layer created"
+                      % ti.linkname)
+        finally:
+            os.close(tfd)
+        self.seen[name] = "file"
+
+    def finish(self):
+        """Directory attributes last (deepest first), so their mtimes and modes stick."""
+        for name in sorted(self.dir_attrs, key=lambda n: -n.count("/") - (1 if n else 0)):
+            ti = self.dir_attrs[name]
+            if name == "":
+                fd = os.dup(self.rootfd)
+            else:
+                pfd, leaf = self._open_parent(name, create=False)
+                try:
+                    fd = os.open(leaf, DIRFLAGS, dir_fd=pfd)
+                finally:
+                    os.close(pfd)
+            try:
+                if name == "":
+                    for k, v in self._wanted_xattrs(ti):
+                        self._setx(lambda: os.setxattr(fd, k, v), name, k)
+                if self.is_root:
+                    os.fchown(fd, ti.uid, ti.gid)
+                os.fchmod(fd, stat.S_IMODE(ti.mode))
+                t = mtime_ns(ti)
+                os.utime(fd, ns=(t, t))
+            finally:
+                os.close(fd)
+
+
+def _write_all(fd, data):
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def extract_tar(tar_path, root, what="layer"):
+    """Extract the (uncompressed) tar at tar_path into the empty directory root. Returns Result."""
+    ex = Extractor(root, what)
+    try:
+        try:
+            tar = tarfile.open(tar_path, mode="r:", encoding="utf-8", errors="surrogateescape")
+        except (tarfile.TarError, EOFError) as e:
+            raise ImageError("%s: not a tar archive (%s)" % (what, e))
+        with tar:
+            try:
+                for ti in tar:
+                    ex.add(tar, ti)
+            except (tarfile.TarError, EOFError) as e:
+                raise ImageError("%s: corrupt tar (%s)" % (what, e))
+        ex.finish()
+        return ex.result
+    finally:
+        ex.close()

@@ -1,0 +1,147 @@
+"""Verified, atomic import of an image archive into the store.
+
+For every layer: the blob is read once, hashed as stored (checked against the manifest's digest and
+size when the archive gives them), decompressed by magic bytes into ``layer.tar`` while hashed again
+(checked against the config's DiffID), then extracted safely (extract.py). All of it happens in a
+private directory under ``STORE/tmp``; only when every layer of every image in the archive has
+passed are the new layers, then the images, then the tags renamed/written into place. A failure
+or an interrupt (Ctrl-C, SIGTERM) before that point leaves the store as it was; one during it
+undoes what it had added.
+"""
+import os
+
+from . import archive, compression, extract
+from .digest import HashingReader, HashingWriter
+from .errors import ImageError
+from .progress import Progress
+from .store import now_iso, normalize_ref, rmtree, write_json_atomic
+
+
+def _layer_name(rec_index, nrec, i, n, lref):
+    pre = "image %d: " % (rec_index + 1) if nrec > 1 else ""
+    return "%slayer %d/%d (%s)" % (pre, i + 1, n, lref.path)
+
+
+def _verify_blob(lref, hr, what):
+    if lref.blob_digest is not None and hr.digest() != lref.blob_digest:
+        raise ImageError("%s: blob digest mismatch: expected %s, got %s" % (
+            what, lref.blob_digest, hr.digest()))
+    if lref.size is not None and hr.n != lref.size:
+        raise ImageError("%s: blob size %d does not match the manifest's %d" % (what, hr.n, lref.size))
+
+
+def _drain(f):
+    while f.read(1 << 20):
+        pass
+
+
+def fetch_layer(lref, diff_id, dest, what, progress):
+    """Build dest/{layer.tar, root/, meta.json} for one layer, verifying everything."""
+    os.mkdir(dest, 0o700)
+    tar_path = os.path.join(dest, "layer.tar")
+    total = None
+    try:
+        total = lref.size if lref.size is not None else lref.blob_size()
+    except (OSError, ImageError):
+        pass
+    progress.start(what, total)
+    src = lref.open()
+    try:
+        hr = HashingReader(src, progress.add)
+        with open(tar_path, "wb") as out:
+            hw = HashingWriter(out)
+            try:
+                kind = compression.decompress(hr, hw, what=what)
+            except ImageError:
+                _drain(hr)          # a bad digest explains a corrupt stream better
+                _verify_blob(lref, hr, what)
+                raise
+            out.flush()
+            os.fsync(out.fileno())
+    finally:
+        src.close()
+    _verify_blob(lref, hr, what)
+    if hw.digest() != diff_id:
+        raise ImageError("%s: DiffID mismatch: the config says %s, the layer is %s" % (
+            what, diff_id, hw.digest()))
+    root = os.path.join(dest, "root")
+    os.mkdir(root, 0o755)
+    res = extract.extract_tar(tar_path, root, what=what)
+    write_json_atomic(os.path.join(dest, "meta.json"), {
+        "diff_id": diff_id, "size": res.size, "tar_size": hw.n, "entries": res.entries,
+        "compression": kind or "none", "blob_digest": hr.digest(), "added": now_iso()})
+    progress.done()
+    return res
+
+
+def verify_only(lref, what, progress):
+    """A layer the store already has: still check the archive's blob is what it claims."""
+    if lref.blob_digest is None and lref.size is None:
+        return
+    progress.start(what + " (already stored)")
+    src = lref.open()
+    try:
+        hr = HashingReader(src, progress.add)
+        _drain(hr)
+    finally:
+        src.close()
+    _verify_blob(lref, hr, what)
+    progress.done()
+
+
+def import_archive(store, path, tags=(), progress=None, log=None):
+    """Import every image in the archive at path. Returns [(image id, [tags])]."""
+    progress = progress or Progress()
+    extra_tags = [normalize_ref(t) for t in tags]
+    with store.lock():
+        store.clean_tmp()
+        work = store.mkdtemp("import-")
+        added = []   # what was renamed into place, for undo
+        try:
+            source = archive.open_source(path, scratch=work)
+            try:
+                records = archive.read_images(source)
+                if extra_tags and len(records) != 1:
+                    raise ImageError("--tag needs an archive with one image (%s has %d)" % (
+                        path, len(records)))
+                new_layers = {}
+                for ri, rec in enumerate(records):
+                    for i, (lref, diff_id) in enumerate(zip(rec.layers, rec.diff_ids)):
+                        what = _layer_name(ri, len(records), i, len(rec.layers), lref)
+                        if store.has_layer(diff_id) or diff_id in new_layers:
+                            verify_only(lref, what, progress)
+                            continue
+                        dest = os.path.join(work, "layer-" + diff_id[7:])
+                        fetch_layer(lref, diff_id, dest, what, progress)
+                        new_layers[diff_id] = dest
+            finally:
+                source.close()
+            # everything verified: put it in place
+            for diff_id, dest in new_layers.items():
+                final = store.layer_dir(diff_id)
+                os.rename(dest, final)
+                added.append(final)
+            results = []
+            tagmap = store.tags()
+            for rec in records:
+                existed = store.has_image(rec.config_digest)
+                image_id = store.add_image(rec.config_bytes)
+                if not existed:
+                    added.append(store.path("images", image_id[7:]))
+                names = [normalize_ref(t) for t in rec.tags] + extra_tags
+                for t in names:
+                    tagmap[t] = image_id
+                results.append((image_id, names))
+            store.set_tags(tagmap)
+            added = []
+            if log:
+                for image_id, names in results:
+                    log("imported %s%s" % (image_id, (" as " + ", ".join(names)) if names else ""))
+            return results
+        except BaseException:
+            progress.done()
+            for p in reversed(added):
+                rmtree(p)
+            raise
+        finally:
+            rmtree(work)
