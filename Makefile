@@ -1,8 +1,11 @@
 # unionfs — build, test and demo entry points.
 #
-#   make test    install what is missing, then run the test suite (what CI runs, via .ci/run)
-#   make demo    install what is missing, then mount the sample stack in mounts/ and walk through it
-#   make clean   remove the virtualenv and caches
+#   make test        install what is missing, then run the test suite (what CI runs, via .ci/run)
+#   make demo        install what is missing, then mount the sample stack in mounts/ and walk through it
+#   make demo-image  import the sample image archive, mount it, change it, diff, commit and save it
+#   make bench       compare unionfs with the kernel's overlayfs, fuse-overlayfs and unionfs-fuse
+#   make soak        long reliability runs (MINUTES=10 by default)
+#   make clean       remove the virtualenv and caches
 #
 # Everything the project needs is installed from here: nothing is expected to be set up by hand.
 
@@ -23,7 +26,7 @@ APT_PACKAGES := fuse3 libfuse3-3 attr busybox-static
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 LDCONFIG := $(shell command -v ldconfig 2>/dev/null || echo /sbin/ldconfig)
 
-.PHONY: all deps venv test demo clean
+.PHONY: all deps venv test demo demo-image bench soak clean
 
 all: test
 
@@ -70,6 +73,27 @@ test: deps venv
 # an opaque directory, step by step.
 demo: deps venv
 	scripts/demo.sh
+
+# demo-image: the image commands on mounts/images/sample-oci.tar, in a temporary store.
+demo-image: deps venv
+	mounts/images/demo.sh
+
+# bench: the benchmark of issue 4 (scripts/bench.py; BENCH_ARGS="--full" for the issue's sizes,
+# "--quick" for a smoke run). Installs the peers and matplotlib for the chart when missing.
+BENCH_ARGS ?=
+bench: deps venv
+	@command -v fuse-overlayfs >/dev/null 2>&1 && [ -x /usr/bin/unionfs ] || { \
+	    export DEBIAN_FRONTEND=noninteractive; $(SUDO) apt-get update -qq \
+	    && $(SUDO) apt-get install -y -qq --no-install-recommends fuse-overlayfs unionfs-fuse </dev/null; }
+	$(VENV)/bin/pip install -q --disable-pip-version-check -e '.[bench]'
+	$(VENV)/bin/python scripts/bench.py --python $(VENV)/bin/python $(BENCH_ARGS)
+
+# soak: the long reliability runs (random operations against the kernel's overlayfs, crash
+# loops, fsx, memory on a large walk) for MINUTES minutes; prints the seed of any mismatch.
+MINUTES ?= 10
+SOAK_ARGS ?=
+soak: deps venv
+	$(VENV)/bin/python scripts/soak.py --minutes $(MINUTES) $(SOAK_ARGS)
 
 # clean: remove the virtualenv, build output and caches.
 clean:
