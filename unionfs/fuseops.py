@@ -123,6 +123,8 @@ class _FUSE(mfusepy.FUSE):
 
 _STAT_SIZE = ctypes.sizeof(mfusepy.c_stat)
 _READDIR_PLUS = 1     # enum fuse_readdir_flags: FUSE_READDIR_PLUS
+_CAP_READDIRPLUS = 1 << 13       # fuse_common.h: FUSE_CAP_READDIRPLUS
+_CAP_READDIRPLUS_AUTO = 1 << 14  # fuse_common.h: FUSE_CAP_READDIRPLUS_AUTO
 _FILL_DIR_PLUS = 2    # enum fuse_fill_dir_flags: FUSE_FILL_DIR_PLUS
 
 
@@ -198,6 +200,10 @@ class FuseOps:
         them behind its back is unsupported, as for the kernel's overlayfs), and the union
         invalidates the kernel's copy of what changes under another name (hard links), so
         entries, attributes and pages can be kept long."""
+        if conn is not None and conn.capable & _CAP_READDIRPLUS:
+            # readdirplus for every chunk of a listing, not only the first (libfuse's "auto"
+            # mode): the attributes are at hand, and each one saves the kernel a LOOKUP
+            conn.want = (conn.want | _CAP_READDIRPLUS) & ~_CAP_READDIRPLUS_AUTO
         if config is not None:
             for name in ("entry_timeout", "attr_timeout"):
                 if getattr(config, name) == 1.0:  # libfuse's default: not set by the user

@@ -75,6 +75,15 @@ def dir_markers(path, prefixes=READ_PREFIXES):
     opaque = False
     redirect = None
     xwh = False
+    try:
+        # one listxattr answers "no markers" for almost every directory
+        present = os.listxattr(path, follow_symlinks=False)
+    except OSError as e:
+        if e.errno in _NOATTR:
+            return opaque, redirect, xwh
+        raise
+    if not any(name.startswith(prefixes) for name in present):
+        return opaque, redirect, xwh
     for ns in prefixes:
         v = _get(path, ns + "opaque")
         if v == b"y":
