@@ -3,6 +3,11 @@
 `mount()` returns once the kernel has initialised the FUSE connection: the daemon is a child in a
 new session that signals readiness through a pipe; if it dies first, its last error line becomes
 ours. SIGTERM/SIGINT/SIGHUP make libfuse leave its loop and unmount.
+
+A mountpoint whose daemon died (SIGKILL, OOM killer, crash) keeps a dead FUSE mount that answers
+every access with ENOTCONN ("Transport endpoint is not connected") until it is detached. `mount()`
+on such a mountpoint (found by `spec.validate`) detaches it first and says so in one line;
+`umount()` clears it too. A live mount is never touched.
 """
 import os
 import resource
@@ -11,7 +16,7 @@ import subprocess
 import sys
 import time
 
-from .spec import SpecError, mounted_paths
+from .spec import SpecError, dead_fuse_mount, is_unionfs_mount, mounted_paths
 
 READY_TIMEOUT = 60.0
 
@@ -62,8 +67,53 @@ def run_daemon(spec, ready_fd=None):
           nothreads=False, **fuse_kwargs(spec))
 
 
+def _detach(fm, mnt, lazy):
+    cmd = [fm, "-u", "-z", mnt] if lazy else [fm, "-u", mnt]
+    proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    return proc.returncode == 0, (proc.stderr.strip().splitlines() or ["fusermount failed"])[-1]
+
+
+def recover_dead_mount(mountpoint):
+    """Detach the dead unionfs mount(s) on mountpoint, then check it is a free directory again.
+
+    Only dead mounts are detached (a lazy unmount: a process still inside the dead mount cannot
+    block it); what is below them must be a plain directory, not another (live) mount."""
+    mnt = os.path.realpath(mountpoint)
+    fm = _fusermount()
+    if fm is None:
+        raise SpecError("mountpoint %s holds a dead mount and fusermount3 is missing: "
+                        "install fuse3" % mnt)
+    detached = 0
+    for _ in range(16):  # dead mounts stacked on one path
+        dead = dead_fuse_mount(mnt)
+        if dead is None:
+            break
+        if not is_unionfs_mount(*dead):
+            raise SpecError("mountpoint %s holds a dead %s mount (its daemon is gone), not a "
+                            "unionfs one: detach it with fusermount3 -u -z %s" % (mnt, dead[0], mnt))
+        ok, msg = _detach(fm, mnt, lazy=True)
+        if not ok:
+            raise SpecError("cannot detach the dead mount at %s: %s" % (mnt, msg))
+        detached += 1
+    else:
+        raise SpecError("cannot detach the dead mounts at %s" % mnt)
+    if detached:
+        print("unionfs: recovered dead mount at %s" % mnt, file=sys.stderr, flush=True)
+    if mnt in mounted_paths():
+        raise SpecError("mountpoint %s is already mounted" % mnt)
+    try:
+        if not os.path.isdir(mnt):
+            raise SpecError("mountpoint %s: not a directory" % mnt)
+    except OSError as e:
+        raise SpecError("mountpoint %s: %s" % (mnt, e.strerror))
+    return mnt
+
+
 def mount(spec):
     """Mount in the background and return once the mount answers; raises SpecError on failure."""
+    if spec.dead_mount:
+        spec.mountpoint = recover_dead_mount(spec.mountpoint)
+        spec.dead_mount = False
     if spec.foreground or spec.debug:
         run_daemon(spec)
         return None
@@ -107,7 +157,11 @@ def umount(mountpoint):
     fm = _fusermount()
     if fm is None:
         raise SpecError("fusermount3 not found: install fuse3")
-    proc = subprocess.run([fm, "-u", mnt], capture_output=True, text=True)
-    if proc.returncode != 0:
-        msg = (proc.stderr.strip().splitlines() or ["fusermount failed"])[-1]
+    dead = dead_fuse_mount(mnt) is not None
+    ok, msg = _detach(fm, mnt, lazy=False)
+    if not ok and dead:
+        # a dead mount (daemon gone) that something still uses: nothing can be lost by
+        # detaching it lazily, and it must not stay in the way
+        ok, msg = _detach(fm, mnt, lazy=True)
+    if not ok:
         raise SpecError("cannot unmount %s: %s" % (mnt, msg))

@@ -2,7 +2,9 @@
 
 Every problem is reported as a SpecError whose message is one line naming the bad path or option.
 """
+import errno
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 
@@ -40,6 +42,9 @@ class MountSpec:
     fuse: dict = field(default_factory=dict)
     foreground: bool = False
     debug: bool = False
+    # set by validate(): the mountpoint holds a dead unionfs FUSE mount (its daemon is gone) that
+    # mount() detaches before mounting again
+    dead_mount: bool = False
 
     def to_argv(self):
         """Arguments that re-create this spec in the daemon process."""
@@ -162,12 +167,60 @@ def _dir(kind, path):
     return os.path.realpath(path)
 
 
-def mounted_paths():
-    out = set()
-    with open("/proc/self/mountinfo") as f:
+_OCTAL = re.compile(rb"\\([0-7]{3})")
+# what stat(2) of a FUSE mount whose daemon is gone returns (ECONNABORTED after a sysfs abort)
+DEAD_ERRNOS = (errno.ENOTCONN, errno.ECONNABORTED)
+
+
+def _mountinfo_path(field):
+    """A path as /proc/self/mountinfo writes it (space, tab, newline, backslash as \\ooo)."""
+    return os.fsdecode(_OCTAL.sub(lambda m: bytes([int(m.group(1), 8)]), os.fsencode(field)))
+
+
+def mount_table():
+    """[(mountpoint, fstype, source)] in /proc/self/mountinfo order (a later mount on the same
+    path is stacked on the earlier one)."""
+    out = []
+    with open("/proc/self/mountinfo", "rb") as f:
         for line in f:
-            out.add(line.split()[4].encode().decode("unicode_escape"))
+            fields = line.split(b" ")
+            try:
+                sep = fields.index(b"-", 6)
+            except ValueError:
+                continue
+            out.append((_mountinfo_path(fields[4]), os.fsdecode(fields[sep + 1]),
+                        os.fsdecode(fields[sep + 2])))
     return out
+
+
+def mounted_paths():
+    return {mp for mp, _, _ in mount_table()}
+
+
+def is_unionfs_mount(fstype, source):
+    return fstype in ("fuse.unionfs", "fuseblk.unionfs") or (
+        fstype.startswith("fuse") and source == "unionfs")
+
+
+def dead_fuse_mount(path):
+    """(fstype, source) of the FUSE mount on `path` if it is dead (its daemon is gone: statfs or
+    stat fail with ENOTCONN), else None. Only a path that is itself a FUSE mountpoint is probed."""
+    mnt = os.path.realpath(path)  # a dead mount's own lstat fails; realpath keeps the name as is
+    top = None
+    for mp, fstype, source in mount_table():
+        if mp == mnt:
+            top = (fstype, source)  # the last mount on a path is the one on top
+    if top is None or not top[0].startswith("fuse"):
+        return None
+    # statfs always reaches the daemon; stat may be answered from the kernel's attribute cache
+    # for up to attr_timeout after the daemon died
+    for probe in (os.statvfs, os.stat):
+        try:
+            probe(mnt)
+        except OSError as e:
+            if e.errno in DEAD_ERRNOS:
+                return top
+    return None
 
 
 def validate(spec, check_mountpoint=True):
@@ -199,11 +252,21 @@ def validate(spec, check_mountpoint=True):
         spec.upper, spec.work = upper, work
         layers += [("upper dir", upper), ("work dir", work)]
     spec.lowers = lowers
-    mnt = _dir("mountpoint", spec.mountpoint)
+    dead = dead_fuse_mount(spec.mountpoint) if check_mountpoint else None
+    if dead is not None:
+        # stat of the mountpoint fails (ENOTCONN), so _dir() would call it missing: the dead
+        # mount is checked like any mountpoint here and detached by mount.mount()
+        mnt = os.path.realpath(spec.mountpoint)
+        if not is_unionfs_mount(*dead):
+            raise SpecError("mountpoint %s holds a dead %s mount (its daemon is gone), not a "
+                            "unionfs one: detach it with fusermount3 -u -z %s" % (mnt, dead[0], mnt))
+    else:
+        mnt = _dir("mountpoint", spec.mountpoint)
     for kind, p in layers:
         if _inside(p, mnt) or _inside(mnt, p):
             raise SpecError("mountpoint %s and %s %s overlap" % (mnt, kind, p))
-    if check_mountpoint and mnt in mounted_paths():
+    if check_mountpoint and dead is None and mnt in mounted_paths():
         raise SpecError("mountpoint %s is already mounted" % mnt)
+    spec.dead_mount = dead is not None
     spec.mountpoint = mnt
     return spec
