@@ -24,6 +24,21 @@ IGNORED_OPTIONS = {
     "nfs_export", "_netdev", "nofail", "auto", "noauto", "user", "nouser", "users", "default",
 }
 SAFE_DEFAULTS = ("nodev", "nosuid")
+# option -> (type, smallest value); libfuse would only reject these inside the daemon
+_NUMERIC_OPTIONS = {"max_read": (int, 0), "max_idle_threads": (int, 1),
+                    "entry_timeout": (float, 0), "attr_timeout": (float, 0),
+                    "negative_timeout": (float, 0)}
+
+
+def _check_number(name, value):
+    kind, least = _NUMERIC_OPTIONS[name]
+    try:
+        ok = kind(value) >= least
+    except ValueError:
+        ok = False
+    if not ok:
+        raise SpecError("option %s needs a %s of at least %s, not %r" % (
+            name, "whole number" if kind is int else "number", least, value))
 
 
 class SpecError(Exception):
@@ -112,6 +127,8 @@ def parse_options(optstrings, spec):
             elif name in FUSE_OPTIONS:
                 if FUSE_OPTIONS[name] and not eq:
                     raise SpecError("option %s needs a value (%s=...)" % (name, name))
+                if eq and name in _NUMERIC_OPTIONS:
+                    _check_number(name, value)
                 spec.fuse[name] = value if eq else True
             elif name in IGNORED_OPTIONS or name.startswith("x-"):
                 continue

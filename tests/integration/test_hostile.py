@@ -690,10 +690,6 @@ def test_cli_errors_are_one_line(tmp_path, case):
 
 
 @requires_daemon
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG (spec.py option parsing): values of max_read=, entry_timeout=, attr_timeout=, "
-    "negative_timeout=, max_idle_threads= are not checked up front; libfuse rejects them in "
-    "the daemon and the user gets 'unionfs: RuntimeError: 3', which names no option"))
 @pytest.mark.parametrize("opt", ["max_read=abc", "entry_timeout=x", "max_idle_threads=zz",
                                  "max_read=-5"])
 def test_cli_bad_option_value_names_the_option(tmp_path, opt):
