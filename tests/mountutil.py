@@ -16,6 +16,8 @@ import time
 
 import pytest
 
+from unionfs.spec import mounted_paths
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 UNIONFS = [sys.executable, "-m", "unionfs"]
 ENV = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
@@ -46,13 +48,7 @@ requires_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
 
 def is_mounted(mnt):
-    mnt = os.path.realpath(mnt)
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            fields = line.split()
-            if fields[4].encode().decode("unicode_escape") == mnt:
-                return True
-    return False
+    return os.path.realpath(mnt) in mounted_paths()
 
 
 def unmount(mnt, fuse=True):

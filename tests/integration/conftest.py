@@ -11,6 +11,7 @@ import subprocess
 import psutil
 import pytest
 
+from unionfs.spec import mount_table
 from tests.mountutil import (kernel_overlay_mount, have_kernel_overlay, is_mounted,
                              unionfs_mount, unmount)
 
@@ -23,12 +24,7 @@ requires_daemon = pytest.mark.skipif(
 def mount_count(mnt):
     """How many mounts are stacked on mnt (0 = not a mountpoint)."""
     mnt = os.path.realpath(mnt)
-    n = 0
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            if line.split()[4].encode().decode("unicode_escape") == mnt:
-                n += 1
-    return n
+    return sum(1 for mp, _fstype, _source in mount_table() if mp == mnt)
 
 
 def mount_options(mnt):
@@ -158,12 +154,7 @@ def _no_leftover_mounts(tmp_path_factory):
     of other, concurrent pytest sessions are none of our business)."""
     base = os.path.realpath(str(tmp_path_factory.getbasetemp())) + os.sep
     yield
-    left = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            mp = line.split()[4].encode().decode("unicode_escape")
-            if (mp + os.sep).startswith(base):
-                left.append(mp)
+    left = [mp for mp, _fstype, _source in mount_table() if (mp + os.sep).startswith(base)]
     for mp in reversed(left):
         unmount(mp, fuse=True)
         unmount(mp, fuse=False)
