@@ -454,7 +454,7 @@ class Union:
             onode = self._prepare_move(old, onode, npnode, nname, oparent == nparent)
             src = self.upper.real(old[1:])
             dst = self.upper.real(new[1:])
-            dst_whiteout = self._clear_target(dst)
+            dst_whiteout = self._clear_target(new[1:])
             if need_whiteout:
                 if dst_whiteout:
                     renameat2(src, dst, RENAME_EXCHANGE)  # the whiteout lands where old was
@@ -673,8 +673,9 @@ class Union:
                 os.unlink(real)
         self.cache.forget_tree(path)
 
-    def _clear_target(self, dst):
+    def _clear_target(self, rel):
         """Prepare the upper entry a rename will replace. Returns True if it is a whiteout."""
+        dst = self.upper.real(rel)
         try:
             st = os.lstat(dst)
         except FileNotFoundError:
@@ -684,7 +685,7 @@ class Union:
         if stat.S_ISDIR(st.st_mode):
             # an emptied merged directory keeps whiteouts; the moved entry replaces it (anything
             # else left makes rename(2) fail with ENOTEMPTY, as it should)
-            for name in readdir.upper_leftovers(self.upper, dst[len(self.upper.root) + 1:]):
+            for name in readdir.upper_leftovers(self.upper, rel):
                 os.unlink(dst + "/" + name)
         return False
 
