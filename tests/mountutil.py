@@ -1,12 +1,14 @@
 """Test harness: real mounts of unionfs and of the kernel's overlayfs, and tree snapshots.
 
-Every mount made here is unmounted in ``finally`` (``fusermount3 -u``, then ``-z``), so a failing
+It also imports the fixture builders in scripts/ (``load_script``). Every mount made here is
+unmounted in ``finally`` (``fusermount3 -u``, then ``-z``), so a failing
 test never leaves a mount behind. Snapshots describe a tree the way a user sees it (type, mode,
 owner, size, content hash, symlink target, device number, user-visible xattrs), so the same
 scenario on two filesystems can be compared with ``==``.
 """
 import contextlib
 import hashlib
+import importlib.util
 import os
 import shutil
 import stat
@@ -21,6 +23,14 @@ from unionfs.spec import mounted_paths
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 UNIONFS = [sys.executable, "-m", "unionfs"]
 ENV = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+
+
+def load_script(name):
+    """Import scripts/<name>.py (the fixture builders) as a module."""
+    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "scripts", name + ".py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def _fusermount():

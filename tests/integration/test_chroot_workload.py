@@ -2,7 +2,6 @@
 single lower layer. The same script runs on the kernel's overlayfs over the same lower; the two
 merged trees must be equal, and the lower must be byte-identical afterwards."""
 import hashlib
-import importlib.util
 import io
 import os
 import shutil
@@ -13,8 +12,8 @@ import tarfile
 
 import pytest
 
-from tests.mountutil import (REPO, have_kernel_overlay, kernel_overlay_mount, requires_fuse,
-                             requires_root, snapshot)
+from tests.mountutil import (REPO, have_kernel_overlay, kernel_overlay_mount, load_script,
+                             requires_fuse, requires_root, snapshot)
 from tests.integration.conftest import union
 
 requires_busybox = pytest.mark.skipif(
@@ -23,11 +22,7 @@ requires_busybox = pytest.mark.skipif(
 
 
 def _load_build_rootfs():
-    spec = importlib.util.spec_from_file_location(
-        "build_rootfs", os.path.join(REPO, "scripts", "build_rootfs.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.build_rootfs
+    return load_script("build_rootfs").build_rootfs
 
 
 TOOL = b"#!/bin/sh\necho pkg tool 1.0\n"

@@ -1,27 +1,18 @@
 """Images through real mounts: import every archive format, mount, and see exactly the tree the
 layers make; --rw, diff, commit, save, import elsewhere, mount again: the same changed tree."""
-import importlib.util
 import json
 import os
 import stat
 
 import pytest
 
-from tests.mountutil import REPO, is_mounted, requires_fuse, run_unionfs, snapshot, unmount
+from tests.mountutil import load_script, is_mounted, requires_fuse, run_unionfs, snapshot, unmount
 
 pytestmark = [requires_fuse, pytest.mark.fuse]
 ROOT = os.geteuid() == 0
 
 
-def _fx():
-    spec = importlib.util.spec_from_file_location(
-        "build_image_fixtures", os.path.join(REPO, "scripts", "build_image_fixtures.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-fx = _fx()
+fx = load_script("build_image_fixtures")
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,6 @@
 """Interoperability with podman (skipped where podman is not installed): images podman built and
 saved import and mount to exactly what ``podman export`` gives; what ``image save`` writes,
 ``podman load`` accepts with the same image id and tag, also after a commit."""
-import importlib.util
 import os
 import shutil
 import subprocess
@@ -10,7 +9,7 @@ import tempfile
 
 import pytest
 
-from tests.mountutil import REPO, requires_fuse, run_unionfs, snapshot, unmount
+from tests.mountutil import load_script, requires_fuse, run_unionfs, snapshot, unmount
 
 PODMAN = shutil.which("podman")
 pytestmark = [requires_fuse, pytest.mark.fuse,
@@ -33,13 +32,6 @@ RUN rm /etc/app.conf && mv /usr/share/doc /usr/share/doc2 && mkdir -p /srv/a/b &
 LABEL org.example.test=podman
 CMD ["/bin/sh"]
 """
-
-
-def _load(name, rel):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, rel))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 class Podman:
@@ -79,7 +71,7 @@ def podman(tmp_path_factory):
     base = str(tmp_path_factory.mktemp("podman"))
     pm = Podman(base)
     rootfs = os.path.join(base, "rootfs")
-    _load("build_rootfs", "scripts/build_rootfs.py").build_rootfs(rootfs)
+    load_script("build_rootfs").build_rootfs(rootfs)
     with tarfile.open(os.path.join(base, "rootfs.tar"), "w") as t:
         t.add(rootfs, arcname=".")
     r = pm("import", os.path.join(base, "rootfs.tar"), "localhost/base:1", check=False)

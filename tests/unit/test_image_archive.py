@@ -1,6 +1,5 @@
 """Archive readers and compression detection (no FUSE, no store)."""
 import gzip
-import importlib.util
 import json
 import os
 
@@ -8,19 +7,11 @@ import pytest
 
 from unionfs.image import archive, compression
 from unionfs.image.errors import ImageError
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def _fx():
-    spec = importlib.util.spec_from_file_location(
-        "build_image_fixtures", os.path.join(REPO, "scripts", "build_image_fixtures.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from tests.mountutil import load_script
 
 
-fx = _fx()
+
+fx = load_script("build_image_fixtures")
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 tar (OCI whiteouts, opaque markers, redirects written out), determinism, and the property that
 the committed layer over the image reads exactly like the upper over the image."""
 import hashlib
-import importlib.util
 import io
 import os
 import stat
@@ -16,20 +15,12 @@ from unionfs.image.importer import import_archive
 from unionfs.image.store import Store
 from unionfs.image.extract import extract_tar
 from unionfs.union import Union
+from tests.mountutil import load_script
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (char 0/0, trusted.* xattrs)")
 
 
-def _fx():
-    spec = importlib.util.spec_from_file_location(
-        "build_image_fixtures", os.path.join(REPO, "scripts", "build_image_fixtures.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-fx = _fx()
+fx = load_script("build_image_fixtures")
 T = 1_700_000_000_000_000_000
 
 

@@ -1,5 +1,4 @@
 """Safe layer extraction: what survives, and what a hostile layer cannot do (no FUSE)."""
-import importlib.util
 import os
 import stat
 
@@ -7,20 +6,12 @@ import pytest
 
 from unionfs.image.errors import ImageError
 from unionfs.image.extract import extract_tar
+from tests.mountutil import load_script
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (chown, mknod, security.*)")
 
 
-def _fx():
-    spec = importlib.util.spec_from_file_location(
-        "build_image_fixtures", os.path.join(REPO, "scripts", "build_image_fixtures.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-fx = _fx()
+fx = load_script("build_image_fixtures")
 E = fx.E
 
 

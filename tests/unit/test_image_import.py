@@ -1,5 +1,4 @@
 """Import into the store: verification, atomicity, dedupe, names, rm/prune (no FUSE)."""
-import importlib.util
 import json
 import os
 import stat
@@ -12,20 +11,12 @@ from unionfs.image import extract
 from unionfs.image.errors import ImageError
 from unionfs.image.importer import import_archive
 from unionfs.image.store import Store
+from tests.mountutil import REPO, load_script
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ENV = dict(os.environ, PYTHONPATH=REPO)
 
 
-def _fx():
-    spec = importlib.util.spec_from_file_location(
-        "build_image_fixtures", os.path.join(REPO, "scripts", "build_image_fixtures.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-fx = _fx()
+fx = load_script("build_image_fixtures")
 E = fx.E
 DEVICES = os.geteuid() == 0
 

@@ -1,5 +1,4 @@
 """image save: archives that import back to the same image, layer for layer, tags included."""
-import importlib.util
 import json
 import os
 import tarfile
@@ -10,19 +9,11 @@ from unionfs.image.errors import ImageError
 from unionfs.image.importer import import_archive
 from unionfs.image.save import save
 from unionfs.image.store import Store
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def _fx():
-    spec = importlib.util.spec_from_file_location(
-        "build_image_fixtures", os.path.join(REPO, "scripts", "build_image_fixtures.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from tests.mountutil import load_script
 
 
-fx = _fx()
+
+fx = load_script("build_image_fixtures")
 
 
 @pytest.fixture
