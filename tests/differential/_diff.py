@@ -162,6 +162,19 @@ def attempt(fn, *args, **kwargs):
         return errname(e)
 
 
+def rmtree_outcomes(p):
+    """Remove a tree bottom-up through the mount; return what happened to each entry."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(p, topdown=False):
+        for n in sorted(filenames):
+            out.append(attempt(os.unlink, os.path.join(dirpath, n)))
+        for n in sorted(dirnames):
+            q = os.path.join(dirpath, n)
+            out.append(attempt(os.unlink if os.path.islink(q) else os.rmdir, q))
+    out.append(attempt(os.rmdir, p))
+    return out
+
+
 def P(mnt, *parts):
     """A path under the mount; bytes if any part is bytes."""
     if any(isinstance(x, bytes) for x in parts):

@@ -9,7 +9,8 @@ import random
 import pytest
 
 from tests.differential._diff import (DIFFERENTIAL, Dir, File, Symlink, Whiteout, attempt,
-                                      build_layer, ls, P, read, run_differential, st, write)
+                                      build_layer, ls, P, read, rmtree_outcomes,
+                                      run_differential, st, write)
 
 pytestmark = DIFFERENTIAL
 
@@ -66,19 +67,6 @@ def _ops(rng, n):
     return ops
 
 
-def _rmtree(p):
-    """Remove a tree bottom-up through the mount; return what happened to each entry."""
-    out = []
-    for dirpath, dirnames, filenames in os.walk(p, topdown=False):
-        for n in sorted(filenames):
-            out.append(attempt(os.unlink, os.path.join(dirpath, n)))
-        for n in sorted(dirnames):
-            q = os.path.join(dirpath, n)
-            out.append(attempt(os.unlink if os.path.islink(q) else os.rmdir, q))
-    out.append(attempt(os.rmdir, p))
-    return out
-
-
 def _apply(mnt, op):
     kind, p, q, v = op
     a, b = P(mnt, p), P(mnt, q)
@@ -111,7 +99,7 @@ def _apply(mnt, op):
     if kind == "stat":
         return attempt(st, a)
     if kind == "rmtree":
-        return _rmtree(a) if os.path.isdir(a) and not os.path.islink(a) else attempt(os.unlink, a)
+        return rmtree_outcomes(a) if os.path.isdir(a) and not os.path.islink(a) else attempt(os.unlink, a)
     raise AssertionError(kind)
 
 

@@ -19,7 +19,7 @@ import subprocess
 import pytest
 
 from tests.differential._diff import (Dir, File, Symlink, attempt, build_layer, ls,
-                                      run_differential, write as dwrite)
+                                      rmtree_outcomes, run_differential, write as dwrite)
 from tests.integration.conftest import Stack, requires_daemon
 from tests.mountutil import (have_kernel_overlay, is_mounted, kernel_overlay_mount,
                              requires_fuse, requires_overlay, requires_root, run_unionfs,
@@ -192,18 +192,6 @@ def _walk_outcomes(mnt):
     return out
 
 
-def _rmtree(p):
-    out = []
-    for dirpath, dirnames, filenames in os.walk(p, topdown=False):
-        for n in sorted(filenames):
-            out.append(attempt(os.unlink, os.path.join(dirpath, n)))
-        for n in sorted(dirnames):
-            q = os.path.join(dirpath, n)
-            out.append(attempt(os.unlink if os.path.islink(q) else os.rmdir, q))
-    out.append(attempt(os.rmdir, p))
-    return out
-
-
 @pytest.mark.timeout(120)
 @requires_overlay
 @pytest.mark.overlay
@@ -239,7 +227,7 @@ def test_symlinks_out_of_the_layers_in_every_position(tmp_path, canary):
         out.append(attempt(dwrite, os.path.join(mnt, "everywhere", "added"), b"a"))
         out.append(attempt(ls, os.path.join(mnt, "everywhere")))
         for c in names[::3]:
-            out.append(_rmtree(os.path.join(mnt, c if not c.startswith("m") else c + "_r")))
+            out.append(rmtree_outcomes(os.path.join(mnt, c if not c.startswith("m") else c + "_r")))
         out.append(_walk_outcomes(mnt))
         _no_canary_names(mnt)
         canary.check()      # on each side, right after its scenario
