@@ -3,6 +3,7 @@
 #   make test        install what is missing, then run the test suite (what CI runs, via .ci/run)
 #   make demo        install what is missing, then mount the sample stack in mounts/ and walk through it
 #   make demo-image  import the sample image archive, mount it, change it, diff, commit and save it
+#   make demo-container  run a podman container on unionfs (its mount_program), as root
 #   make bench       compare unionfs with the kernel's overlayfs, fuse-overlayfs and unionfs-fuse
 #   make soak        long reliability runs (MINUTES=10 by default)
 #   make clean       remove the virtualenv and caches
@@ -26,7 +27,7 @@ APT_PACKAGES := fuse3 libfuse3-3 attr busybox-static
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 LDCONFIG := $(shell command -v ldconfig 2>/dev/null || echo /sbin/ldconfig)
 
-.PHONY: all deps venv test demo demo-image bench soak clean
+.PHONY: all deps venv test demo demo-image demo-container bench soak clean
 
 all: test
 
@@ -77,6 +78,15 @@ demo: deps venv
 # demo-image: the image commands on mounts/images/sample-oci.tar, in a temporary store.
 demo-image: deps venv
 	mounts/images/demo.sh
+
+# demo-container: podman with unionfs as containers-storage's mount_program, in a private
+# store in a temp dir: a container's root on unionfs, its upper dir's whiteouts, a commit.
+# Installs podman and runc when missing.
+demo-container: deps venv
+	@command -v podman >/dev/null 2>&1 && command -v runc >/dev/null 2>&1 || { \
+	    export DEBIAN_FRONTEND=noninteractive; $(SUDO) apt-get update -qq \
+	    && $(SUDO) apt-get install -y -qq --no-install-recommends podman runc </dev/null; }
+	scripts/demo_container.sh
 
 # bench: the benchmark of issue 4 (scripts/bench.py; BENCH_ARGS="--full" for the issue's sizes,
 # "--quick" for a smoke run). Installs the peers and matplotlib for the chart when missing.

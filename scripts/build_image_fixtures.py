@@ -17,7 +17,8 @@ non-ASCII names):
 
 From Python (tests import this module), the building blocks are public: ``layer_tar(entries)``,
 ``compress(data, kind)``, ``docker_archive(...)``, ``oci_layout(...)``, ``apply_layers(...)`` (a
-reference implementation of OCI layer semantics, the tests' oracle) and ``sample_layers()``.
+reference implementation of OCI layer semantics, the tests' oracle), ``sample_layers()`` and
+``inspect_images()`` (an image whose waste, history and diffs are known byte for byte).
 Everything is deterministic: two builds are byte-identical.
 """
 import gzip
@@ -381,6 +382,57 @@ def sample_layers(devices=True):
 def sample_image(compression=None, tags=("localhost/sample:1.0",), devices=True):
     layers = sample_layers(devices)
     return Img([layer_tar(l) for l in layers], compression, tags)
+
+
+# ---- the inspect image: known waste, history and diffs (tests/unit/test_inspect_*.py) -------------
+
+TOOL_V1 = bytes(range(64))
+TOOL_V2 = bytes(range(64, 128))
+
+
+def inspect_layers():
+    """Three layers, bottom first, whose waste is known byte for byte (see test_inspect_waste)."""
+    l1 = [
+        E("app", "dir"), E("app/big", data=b"a" * 1000), E("app/blob", data=bytes(5000)),
+        E("data", "dir"), E("data/tmp", data=b"t" * 300),
+        E("etc", "dir"), E("etc/config", data=b"a\nb\nc\n"), E("etc/motd", data=b"m" * 80),
+        E("cache", "dir"), E("cache/x", data=b"x" * 200), E("cache/y", data=b"y" * 100),
+        E("keep", data=b"k" * 700),
+        E("lib", "dir"), E("lib/a", data=b"l" * 400), E("lib/b", "hardlink", link="lib/a"),
+        E("bin", "dir"), E("bin/tool", data=TOOL_V1, mode=0o755),
+        E("evil", "symlink", link="/etc/passwd"), E("evildir", "symlink", link="/etc"),
+    ]
+    l2 = [
+        E("app", "dir"), E("app/big", data=b"b" * 1200),
+        E("app/blob", data=bytes(5000), mode=0o755),          # chmod only
+        E("data", "dir"), E("data/tmp", "whiteout"),
+        E("lib", "dir"), E("lib/a", data=b"0123456789"),
+        E("etc", "dir"), E("etc/motd", data=b"m" * 80),       # the very same file again
+    ]
+    l3 = [
+        E("etc", "dir"), E("etc/config", data=b"a\nB\nc\n"),
+        E("cache", "dir"), E("cache", "opaque"), E("cache/z", data=b"z" * 50),
+        E("app", "dir"), E("app/big", "whiteout"),
+        E("bin", "dir"), E("bin/tool", data=TOOL_V2, mode=0o755),
+    ]
+    return [l1, l2, l3]
+
+
+INSPECT_CREATED_BY = ["ADD base.tar /", "RUN build && chmod +x /app/blob",
+                      "RUN configure && rm -rf /cache/* /app/big"]
+
+
+def inspect_images():
+    """The inspect image (3 layers, tagged inspect:1) and its base alone (inspect:base)."""
+    tars = [layer_tar(l) for l in inspect_layers()]
+    hist = [{"created": "2020-09-13T12:26:40Z", "created_by": c} for c in INSPECT_CREATED_BY]
+    hist.insert(1, {"created": "2020-09-13T12:26:40Z", "created_by": "ENV A=1",
+                    "empty_layer": True})
+    full = Img(tars, None, ("localhost/inspect:1",),
+               make_config([sha(t) for t in tars], history=hist))
+    base = Img(tars[:1], None, ("localhost/inspect:base",),
+               make_config([sha(tars[0])], history=hist[:1]))
+    return [full, base]
 
 
 def build_all(out, devices=True):

@@ -5,6 +5,9 @@ import sys
 
 from . import __version__
 from .image import commands as image_commands
+from .inspect import commands as inspect_commands
+from .lab import commands as lab_commands
+from . import observe_cli
 from .spec import MountSpec, SpecError, load_spec_file, parse_options, split_escaped, validate
 
 MOUNT_HELP = """\
@@ -12,10 +15,22 @@ Mount lower layers (read-only, top first) under an optional writable upper direc
 
 Options for -o (comma separated; the kernel's overlayfs option names work too):
   lowerdir=L1:L2,upperdir=U,workdir=W   the layers, as for mount -t overlay ('\\:' escapes ':')
-  redirect_dir=on|off      on (default): renaming a lower directory records a redirect, as the
-                           kernel does; off: such a rename fails with EXDEV
-  volatile                 do not fsync copied-up data (faster; not crash safe)
+  redirect_dir=on|off      on (default for `unionfs mount`): renaming a lower directory records
+                           a redirect, as the kernel does; off (default for the helper form, the
+                           mount_program call): the directory's tree is copied up instead, so
+                           the upper describes the change without redirects
+  volatile, fsync=0        do not fsync copied-up data (faster; not crash safe)
   ro                       read-only mount even if an upper is given
+  userxattr                write overlay markers as user.overlay.* (the kernel's userxattr mode;
+                           chosen by itself when the daemon may not set trusted.*)
+  uidmapping=A:B:N[:...], gidmapping=A:B:N[:...]
+                           show on-disk id A+k as B+k (k < N) and store B+k as A+k, as
+                           fuse-overlayfs does; ids outside every range show as 65534
+  squash_to_root, squash_to_uid=N, squash_to_gid=N
+                           show every entry owned by 0 (or N)
+  xattr_permissions=0|1|2  keep owner and mode in user.containers.override_stat (2) or
+                           security.containers.override_stat (1) where the daemon may not chown;
+                           default 2 when not root, else 0
   allow_other, allow_root  let other users see the mount (needs user_allow_other for non-root)
   dev, suid                allow device files / setuid bits to take effect. The defaults are
                            nodev and nosuid: a layer from an image cannot plant a working device
@@ -59,11 +74,14 @@ def build_parser():
     d.add_argument("-d", dest="debug", action="store_true")
     d.add_argument("mountpoint")
     image_commands.register(sub)
+    inspect_commands.register(sub)
+    lab_commands.register(sub)
+    observe_cli.register(sub)
     return parser
 
 
-def spec_from_args(args):
-    spec = MountSpec(lowers=[], mountpoint=args.mountpoint)
+def spec_from_args(args, redirect_dir=True):
+    spec = MountSpec(lowers=[], mountpoint=args.mountpoint, redirect_dir=redirect_dir)
     if getattr(args, "spec", None):
         f = load_spec_file(args.spec)
         spec.lowers, spec.upper, spec.work = f["lower"], f.get("upper"), f.get("work")
@@ -100,10 +118,14 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
     known = {"mount", "umount", "unmount", "_daemon", "-h", "--help", "--version"}
-    known |= image_commands.COMMANDS
+    known |= image_commands.COMMANDS | inspect_commands.COMMANDS
+    known |= lab_commands.COMMANDS | observe_cli.COMMANDS
     try:
         if argv and argv[0] not in known:
-            spec = validate(spec_from_args(helper_form(argv)))
+            # the helper form is how container storage runs a mount_program: it builds layers
+            # from the upper and knows no redirects, so renamed directories are copied up whole
+            # unless redirect_dir=on is asked for (the kernel's default is off too)
+            spec = validate(spec_from_args(helper_form(argv), redirect_dir=False))
             mountmod.mount(spec)
             return 0
         args = parser.parse_args(argv)
@@ -112,6 +134,12 @@ def main(argv=None):
             return 2
         if args.command in image_commands.COMMANDS:
             return image_commands.run(args)
+        if args.command in inspect_commands.COMMANDS:
+            return inspect_commands.run(args)
+        if args.command in lab_commands.COMMANDS:
+            return lab_commands.run(args)
+        if args.command in observe_cli.COMMANDS:
+            return observe_cli.run(args)
         if args.command == "mount":
             mountmod.mount(validate(spec_from_args(args)))
         elif args.command in ("umount", "unmount"):

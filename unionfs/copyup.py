@@ -90,10 +90,11 @@ def copy_xattrs(src, dst, skip=wo.READ_PREFIXES):
 class Copier:
     """Makes entries in the work dir and publishes them into the upper layer."""
 
-    def __init__(self, workdir, writer, sync=True):
+    def __init__(self, workdir, writer, sync=True, ids=None):
         self.workdir = workdir
         self.writer = writer
         self.sync = sync
+        self.ids = ids
         self._seq = itertools.count()
         self._tag = "#unionfs.%x." % os.getpid()
 
@@ -139,8 +140,9 @@ class Copier:
                 try:
                     if data:
                         copy_data(sfd, dfd, st.st_size)
-                    os.fchown(dfd, st.st_uid, st.st_gid)
-                    os.fchmod(dfd, perm)
+                    if self.ids is None:
+                        os.fchown(dfd, st.st_uid, st.st_gid)
+                        os.fchmod(dfd, perm)
                     if self.sync and data:
                         os.fsync(dfd)
                 finally:
@@ -148,17 +150,30 @@ class Copier:
             finally:
                 if sfd >= 0:
                     os.close(sfd)
+            if self.ids is not None:
+                self._own(tmp, st)
         elif stat.S_ISDIR(mode):
             os.mkdir(tmp, 0o700)
-            os.chown(tmp, st.st_uid, st.st_gid)
-            os.chmod(tmp, perm)
+            self._own(tmp, st)
         elif stat.S_ISLNK(mode):
             os.symlink(os.readlink(src), tmp)
-            os.chown(tmp, st.st_uid, st.st_gid, follow_symlinks=False)
+            self._own(tmp, st)
         else:
             os.mknod(tmp, mode, st.st_rdev)
-            os.chown(tmp, st.st_uid, st.st_gid)
-            os.chmod(tmp, perm)
+            self._own(tmp, st)
+
+    def _own(self, tmp, st):
+        """Owner, then mode (a chown clears setuid bits). Where the daemon may not chown (not
+        root), the owner and mode are kept in the override xattr instead (ids.IdMapper)."""
+        if self.ids is None:
+            os.chown(tmp, st.st_uid, st.st_gid, follow_symlinks=False)
+        else:
+            self.ids.chown(tmp, st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode))
+        if not stat.S_ISLNK(st.st_mode):
+            if self.ids is None:
+                os.chmod(tmp, stat.S_IMODE(st.st_mode))
+            else:
+                self.ids.chmod(tmp, st.st_mode)
 
 
 def discard(path):

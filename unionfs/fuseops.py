@@ -25,6 +25,8 @@ import time
 os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")
 import mfusepy  # noqa: E402
 
+from . import control, observe, which  # noqa: E402
+
 _UTIME_NOW = (1 << 30) - 1
 _UTIME_OMIT = (1 << 30) - 2
 CACHE_TIMEOUT = 3600.0  # seconds the kernel may keep entries and attributes
@@ -49,7 +51,7 @@ def _ts(ts):
     return ts.tv_sec * 1_000_000_000 + ts.tv_nsec
 
 
-class _FUSE(mfusepy.FUSE):
+class _FUSE(observe.Timed, mfusepy.FUSE):
     def rename_fuse_3(self, old, new, flags):
         return self.operations.rename(_decode(self, old), _decode(self, new), flags)
 
@@ -70,6 +72,12 @@ class _FUSE(mfusepy.FUSE):
 
     def lseek(self, path, offset, whence, fip):
         return self.operations.lseek(_decode(self, path), offset, whence, _fh(fip))
+
+    def open(self, path, fip):
+        fi = fip.contents
+        fi.fh = self.operations.open(_decode(self, path), fi.flags)
+        fi.direct_io = fi.fh >= control.FH_BASE  # the control files: nothing cached, streams
+        return 0
 
     # The hot paths below skip mfusepy's generic conversions (a dict per stat, a bytes copy
     # per read and write): stat fields are filled directly, data moves in place.
@@ -184,11 +192,18 @@ class FuseOps:
         self.files = {}
         self.dirs = {}
         self._dir_ids = itertools.count(_DIR_BASE)
+        self.control = control.ControlDir(self)
 
     @staticmethod
     def _owner():
         uid, gid, _pid = mfusepy.fuse_get_context()
         return uid, gid
+
+    def _guard(self, *paths):
+        """The control directory cannot be changed."""
+        for p in paths:
+            if control.owns(p):
+                self.control.refuse(p)
 
     def _orphan(self, path, fh):
         """The handle of a file libfuse has no path for (unlinked while open)."""
@@ -224,6 +239,7 @@ class FuseOps:
                 invalidate(fuse_ptr, os.fsencode(p))
 
         self.union.on_invalidate = drop_kernel_cache
+        self.union.observer.context = lambda: mfusepy.fuse_get_context()[2]
         if self.on_ready:
             self.on_ready()
 
@@ -235,6 +251,8 @@ class FuseOps:
     # -- attributes
     def stat(self, path, fh=None):
         """(stat_result, st_ino, st_nlink) of a path, or of an open file."""
+        if control.owns(path):
+            return self.control.stat(path)
         h = self.files.get(fh) if fh is not None else None
         if h is not None:
             return self.union.fgetattr(h)
@@ -247,6 +265,7 @@ class FuseOps:
         return attrs(*self.stat(path, fh))
 
     def chmod(self, path, mode, fh=None):
+        self._guard(path)
         h = self._orphan(path, fh)
         if h is not None:
             self.union.fchange(h, os.fchmod, stat.S_IMODE(mode))
@@ -254,6 +273,7 @@ class FuseOps:
             self.union.chmod(path, mode)
 
     def chown(self, path, uid, gid, fh=None):
+        self._guard(path)
         h = self._orphan(path, fh)
         if h is not None:
             self.union.fchange(h, os.fchown, uid, gid)
@@ -261,6 +281,7 @@ class FuseOps:
             self.union.chown(path, uid, gid)
 
     def truncate(self, path, length, fh=None):
+        self._guard(path)
         h = self.files.get(fh) if fh is not None else None
         if h is not None:
             self.union.ftruncate(h, length)
@@ -268,6 +289,7 @@ class FuseOps:
             self.union.truncate(path, length)
 
     def utimens(self, path, times=None, fh=None):
+        self._guard(path)
         now = time.time_ns()
         atime, mtime = times if times is not None else (now, now)
         h = self._orphan(path, fh)
@@ -290,37 +312,52 @@ class FuseOps:
 
     # -- xattrs
     def getxattr(self, path, name, *args):
+        if control.owns(path) or name.startswith(which.XATTR_PREFIX):
+            return self.control.getxattr(path, name)
         return self.union.getxattr(path, name)
 
     def listxattr(self, path):
+        if control.owns(path):
+            return []
         return self.union.listxattr(path)
 
     def setxattr(self, path, name, value, options, *args):
+        if control.owns(path) or name.startswith(which.XATTR_PREFIX):
+            self.control.refuse(path)
         self.union.setxattr(path, name, value, options)
 
     def removexattr(self, path, name):
+        if control.owns(path) or name.startswith(which.XATTR_PREFIX):
+            self.control.refuse(path)
         self.union.removexattr(path, name)
 
     # -- namespace
     def mkdir(self, path, mode):
+        self._guard(path)
         self.union.mkdir(path, mode, self._owner())
 
     def mknod(self, path, mode, dev):
+        self._guard(path)
         self.union.mknod(path, mode, dev, self._owner())
 
     def symlink(self, target, source):
+        self._guard(target)
         self.union.symlink(target, source, self._owner())
 
     def link(self, target, source):
+        self._guard(target, source)
         self.union.link(source, target)
 
     def unlink(self, path):
+        self._guard(path)
         self.union.unlink(path)
 
     def rmdir(self, path):
+        self._guard(path)
         self.union.rmdir(path)
 
     def rename(self, old, new, flags=0):
+        self._guard(old, new)
         if not flags and _hidden(new):
             self.union.detach(old, new)  # libfuse hiding a file unlinked while open
         else:
@@ -328,6 +365,8 @@ class FuseOps:
 
     # -- directories
     def opendir(self, path):
+        if control.owns(path):
+            return self.control.opendir(path)
         node = self.union.resolve(path)
         if not node.is_dir:
             raise OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), path)
@@ -338,6 +377,8 @@ class FuseOps:
     def snapshot(self, path, fh, offset, plus):
         """The listing a directory handle serves: taken whole at offset 0, so offsets stay
         stable for telldir/seekdir and a reader may delete entries as it goes."""
+        if control.owns(path):
+            return self.control.listdir(path, plus)
         d = self.dirs.get(fh)
         if d is None:
             return self.union.listdir(path, plus)
@@ -358,11 +399,14 @@ class FuseOps:
 
     # -- files
     def open(self, path, flags):
+        if control.owns(path):
+            return self.control.open(path, flags)
         h = self.union.open(path, flags)
         self.files[h.fd] = h
         return h.fd
 
     def create(self, path, mode, flags):
+        self._guard(path)
         h = self.union.create(path, mode, flags, self._owner())
         self.files[h.fd] = h
         return h.fd
@@ -371,6 +415,8 @@ class FuseOps:
         return self.union.read(self.files[fh], size, offset)
 
     def readinto(self, fh, buf, offset):
+        if fh >= control.FH_BASE:
+            return self.control.readinto(fh, buf, offset)
         return self.union.readinto(self.files[fh], buf, offset)
 
     def write(self, path, data, offset, fh):
@@ -383,6 +429,8 @@ class FuseOps:
         h = self.files.pop(fh, None)
         if h is not None:
             self.union.release(h)
+        elif fh >= control.FH_BASE:
+            self.control.release(fh)
 
     def fsync(self, path, datasync, fh):
         self.union.fsync(self.files[fh], datasync)

@@ -63,10 +63,13 @@ class Layer:
     changed behind the mount's back cannot lead a lookup through a symlink."""
     writable = True
 
-    def __init__(self, root, index, prefixes=(wo.TRUSTED,)):
+    def __init__(self, root, index, prefixes=(wo.TRUSTED,), oci=False):
         self.root = root
         self.index = index
         self.prefixes = prefixes
+        # whiteouts and opaque markers written as '.wh.' files (an upper whose owner may not
+        # create device nodes: whiteout.OciWriter)
+        self.oci = oci
         st = os.stat(root)
         self.dev = st.st_dev
         self._rootfd = os.open(root, O_PATH | os.O_DIRECTORY | os.O_CLOEXEC) if self.writable else -1
@@ -97,13 +100,18 @@ class Layer:
         try:
             st = os.lstat(name, dir_fd=dfd)
         except OSError as e:
-            if e.errno in _ABSENT:
-                return None
-            raise
+            if e.errno not in _ABSENT:
+                raise
+            if self.oci and e.errno == errno.ENOENT and _exists(wo.WH_PREFIX + name, dfd):
+                return WHITEOUT
+            return None
         finally:
             os.close(dfd)
         if stat.S_ISDIR(st.st_mode):
-            opaque, redirect, _ = wo.dir_markers(self.real(join(dir_rel, name)), self.prefixes)
+            path = self.real(join(dir_rel, name))
+            opaque, redirect, _ = wo.dir_markers(path, self.prefixes)
+            if self.oci and not opaque:
+                opaque = os.path.lexists(path + "/" + wo.WH_OPAQUE)
             return Hit(st, opaque, redirect)
         if wo.is_whiteout_stat(st):
             return WHITEOUT
@@ -140,9 +148,36 @@ class Layer:
             return []
         try:
             with os.scandir(fd) as it:
-                return [(e.name, _code(e, False)) for e in it]
+                if not self.oci:
+                    return [(e.name, _code(e, False)) for e in it]
+                return list(_oci_listing(it, False).items())
         finally:
             os.close(fd)
+
+
+def _exists(name, dir_fd):
+    try:
+        os.lstat(name, dir_fd=dir_fd)
+        return True
+    except OSError:
+        return False
+
+
+def _oci_listing(entries, xwh):
+    """{name: code} of a directory whose whiteouts may be '.wh.' files; those names never appear,
+    and an entry present beside its own '.wh.' name wins (an interrupted change leaves both)."""
+    names = {}
+    hidden = []
+    for e in entries:
+        target = wo.oci_whiteout_target(e.name)
+        if target is not None:
+            if target:
+                hidden.append(target)
+            continue
+        names[e.name] = _code(e, xwh)
+    for n in hidden:
+        names.setdefault(n, WH)
+    return names
 
 
 class _DirInfo:
@@ -190,24 +225,13 @@ class LowerLayer(Layer):
             if pinfo is None or pinfo.names.get(name) != stat.S_IFDIR:
                 return None
         xwh = self.markers(rel)[2]
-        names = {}
-        hidden = []
         try:
             with os.scandir(self.real(rel)) as it:
-                for e in it:
-                    n = e.name
-                    target = wo.oci_whiteout_target(n)
-                    if target is not None:
-                        if target:
-                            hidden.append(target)
-                        continue
-                    names[n] = _code(e, xwh)
+                names = _oci_listing(it, xwh)
         except OSError as e:
             if e.errno in _ABSENT:
                 return None
             raise
-        for n in hidden:
-            names.setdefault(n, WH)
         info = _DirInfo(names)
         with self._lock:
             if self._entries + len(names) > self._max:

@@ -100,15 +100,20 @@ def resolve_child(layers, parent, name):
         if hit.opaque or stop:
             break
         if hit.redirect:
-            r = hit.redirect
-            if r.startswith("/"):
-                abs_path = r.strip("/")
-            elif "/" not in r:
-                if abs_path is None:
-                    cur_name = r
-                else:  # relative to where the absolute redirect led (ovl_check_redirect)
-                    abs_path = join(abs_path.rpartition("/")[0], r)
+            cur_name, abs_path = follow_redirect(hit.redirect, cur_name, abs_path)
     return Node(comps) if comps else None
+
+
+def follow_redirect(r, cur_name, abs_path):
+    """(cur_name, abs_path) to search the layers below a directory whose redirect is r."""
+    if r.startswith("/"):
+        return cur_name, r.strip("/")
+    if "/" not in r:
+        if abs_path is None:
+            return r, None
+        # relative to where the absolute redirect led (ovl_check_redirect)
+        return cur_name, join(abs_path.rpartition("/")[0], r)
+    return cur_name, abs_path
 
 
 def lower_positive(layers, parent, name):

@@ -45,14 +45,17 @@ def fuse_kwargs(spec):
 def run_daemon(spec, ready_fd=None):
     """Serve the mount in this process until it is unmounted."""
     from .fuseops import FuseOps, _FUSE
+    from .ids import IdMapper
     from .union import Union
 
     os.umask(0)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    ids = IdMapper(spec.uidmap, spec.gidmap, spec.squash_uid, spec.squash_gid,
+                   spec.xattr_permissions)
     union = Union(spec.lowers, spec.upper, spec.work, redirect_dir=spec.redirect_dir,
-                  sync=spec.sync)
+                  sync=spec.sync, userxattr=spec.userxattr, ids=ids)
 
     def ready():
         if ready_fd is not None:

@@ -8,6 +8,8 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 
+from .ids import parse_mapping
+
 # FUSE/mount options passed to libfuse as they are (name -> takes a value)
 FUSE_OPTIONS = {
     "allow_other": False, "allow_root": False, "default_permissions": False,
@@ -22,6 +24,8 @@ FUSE_OPTIONS = {
 IGNORED_OPTIONS = {
     "rw", "context", "fscontext", "defcontext", "rootcontext", "xino", "index", "metacopy",
     "nfs_export", "_netdev", "nofail", "auto", "noauto", "user", "nouser", "users", "default",
+    # fuse-overlayfs's tuning options, which container storage may pass
+    "static_nlink", "noacl", "threaded", "writeback", "timeout", "plugins", "debug",
 }
 SAFE_DEFAULTS = ("nodev", "nosuid")
 # option -> (type, smallest value); libfuse would only reject these inside the daemon
@@ -57,6 +61,15 @@ class MountSpec:
     fuse: dict = field(default_factory=dict)
     foreground: bool = False
     debug: bool = False
+    # the upper's xattrs in the user.overlay.* namespace (the kernel's userxattr option)
+    userxattr: bool = False
+    # fuse-overlayfs's ownership options (ids.py): [(disk, shown, count)], squash ids, and
+    # where owners live when the daemon may not chown (None: automatic)
+    uidmap: list = field(default_factory=list)
+    gidmap: list = field(default_factory=list)
+    squash_uid: int = None
+    squash_gid: int = None
+    xattr_permissions: int = None
     # set by validate(): the mountpoint holds a dead unionfs FUSE mount (its daemon is gone) that
     # mount() detaches before mounting again
     dead_mount: bool = False
@@ -71,6 +84,15 @@ class MountSpec:
             opts.append("volatile")
         if self.read_only:
             opts.append("ro")
+        if self.userxattr:
+            opts.append("userxattr")
+        for name, ranges in (("uidmapping", self.uidmap), ("gidmapping", self.gidmap)):
+            if ranges:
+                opts.append(name + "=" + ":".join("%d:%d:%d" % r for r in ranges))
+        for name, value in (("squash_to_uid", self.squash_uid), ("squash_to_gid", self.squash_gid),
+                            ("xattr_permissions", self.xattr_permissions)):
+            if value is not None:
+                opts.append("%s=%d" % (name, value))
         for k, v in self.fuse.items():
             opts.append(k if v is True else "%s=%s" % (k, v))
         return ["-o", ",".join(opts), self.mountpoint]
@@ -120,8 +142,29 @@ def parse_options(optstrings, spec):
                 if value not in ("on", "off", "follow", "nofollow"):
                     raise SpecError("redirect_dir must be on, off, follow or nofollow, not %r" % value)
                 spec.redirect_dir = value in ("on", "follow")
-            elif name == "volatile":
+            elif name == "volatile" or (name == "fsync" and value == "0"):
                 spec.sync = False
+            elif name == "fsync" and value == "1":
+                spec.sync = True
+            elif name == "userxattr":
+                spec.userxattr = True
+            elif name in ("uidmapping", "gidmapping"):
+                try:
+                    ranges = parse_mapping(unescape(value))
+                except ValueError as e:
+                    raise SpecError("option %s %s" % (name, e))
+                setattr(spec, "uidmap" if name[0] == "u" else "gidmap", ranges)
+            elif name == "squash_to_root":
+                spec.squash_uid = 0 if spec.squash_uid is None else spec.squash_uid
+                spec.squash_gid = 0 if spec.squash_gid is None else spec.squash_gid
+            elif name in ("squash_to_uid", "squash_to_gid", "xattr_permissions"):
+                number = _whole(name, value)
+                if name == "xattr_permissions":
+                    if number not in (0, 1, 2):
+                        raise SpecError("option xattr_permissions must be 0, 1 or 2, not %r" % value)
+                    spec.xattr_permissions = number
+                else:
+                    setattr(spec, "squash_uid" if name[-3] == "u" else "squash_gid", number)
             elif name == "ro":
                 spec.read_only = True
             elif name in FUSE_OPTIONS:
@@ -134,6 +177,12 @@ def parse_options(optstrings, spec):
                 continue
             else:
                 raise SpecError("unknown mount option: %s" % name)
+
+
+def _whole(name, value):
+    if not value.isdigit():
+        raise SpecError("option %s needs a whole number (%s=N), not %r" % (name, name, value))
+    return int(value)
 
 
 def unescape(s):

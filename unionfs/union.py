@@ -14,9 +14,11 @@ from . import readdir
 from . import whiteout as wo
 from .cache import NEGATIVE, ResolutionCache
 from .copyup import Copier, discard
+from .ids import IdMapper
 from .layers import Hit, Layer, LowerLayer
 from .lookup import Node, check_name, lower_positive, resolve_child, resolve_root
-from .sysutil import RENAME_EXCHANGE, RENAME_NOREPLACE, RENAME_WHITEOUT, fallocate, renameat2
+from .observe import Observer
+from .sysutil import RENAME_EXCHANGE, RENAME_NOREPLACE, fallocate, renameat2
 
 _INO_BITS = 48
 
@@ -44,17 +46,22 @@ class Handle:
 
 class Union:
     def __init__(self, lowers, upper=None, work=None, redirect_dir=True, sync=True,
-                 cache_entries=200_000):
+                 cache_entries=200_000, userxattr=False, ids=None):
         layers = []
+        # the upper's format: recorded at its first mount, from what this process may do
+        self.writer = (wo.choose_writer(work, upper, userxattr) if upper is not None
+                       else wo.Writer())
         if upper is not None:
-            layers.append(Layer(upper, 0))
+            layers.append(Layer(upper, 0, self.writer.prefixes, oci=self.writer.form == "oci"))
         for root in lowers:
             layers.append(LowerLayer(root, len(layers)))
         self.layers = layers
         self.upper = layers[0] if upper is not None else None
-        self.redirect_dir = redirect_dir
-        self.writer = wo.Writer(wo.TRUSTED)
-        self.copier = Copier(os.path.join(work, "work"), self.writer, sync) if upper else None
+        # without xattrs a redirect cannot be recorded: renamed directories are copied up whole
+        self.redirect_dir = redirect_dir and self.writer.can_redirect
+        self.ids = ids if ids is not None else IdMapper()
+        self.copier = (Copier(os.path.join(work, "work"), self.writer, sync, self.ids)
+                       if upper else None)
         self.cache = ResolutionCache(cache_entries)
         self.wlock = threading.RLock()
         self._devs = {}
@@ -74,6 +81,7 @@ class Union:
         self._work_layer = Layer(self.copier.workdir, -1) if self.copier else None
         self.root = resolve_root(layers)
         self.stats = {"copyups": 0, "copyup_bytes": 0, "whiteouts": 0}
+        self.observer = Observer(self)  # counters and the event stream (unionfs/observe.py)
 
     # ---- resolution -------------------------------------------------------------------------
 
@@ -97,6 +105,7 @@ class Union:
             raise _err(errno.ENOTDIR, path)
         check_name(name)
         node = resolve_child(self.layers, parent, name)
+        self.observer.resolved(node)
         self.cache.put(path, NEGATIVE if node is None else node, gen)
         return node
 
@@ -147,11 +156,16 @@ class Union:
         nlink = 1 if node.is_dir and len(node.comps) > 1 else st.st_nlink
         if layer is self._work_layer:
             nlink -= 1  # an unlinked open file: its work-dir name is not a name users see
+        if self.ids.active:
+            st = self.ids.show(st, layer.real(rel))
         return st, self.ino_of(node), nlink
 
     def fgetattr(self, handle):
         st = os.fstat(handle.fd)
-        return st, handle.ino, st.st_nlink
+        nlink = st.st_nlink
+        if self.ids.active:
+            st = self.ids.show(st, handle.fd)
+        return st, handle.ino, nlink
 
     def readlink(self, path):
         node = self.resolve(path)
@@ -191,14 +205,18 @@ class Union:
     def statfs(self):
         return os.statvfs(self.layers[0].root)
 
-    def getxattr(self, path, name):
-        if wo.is_private_xattr(name):
+    def _check_xattr(self, path, name):
+        if wo.is_private_xattr(name) or self.ids.is_hidden_xattr(name):
             raise _err(errno.EOPNOTSUPP, path)
+
+    def getxattr(self, path, name):
+        self._check_xattr(path, name)
         return os.getxattr(self.real(self.resolve(path)), name, follow_symlinks=False)
 
     def listxattr(self, path):
         names = os.listxattr(self.real(self.resolve(path)), follow_symlinks=False)
-        return [n for n in names if not wo.is_private_xattr(n)]
+        return [n for n in names
+                if not wo.is_private_xattr(n) and not self.ids.is_hidden_xattr(n)]
 
     # ---- files ------------------------------------------------------------------------------
 
@@ -276,6 +294,8 @@ class Union:
         """chmod/chown/utime through an open handle whose name is gone (unlinked while open)."""
         if handle.lower:
             raise _err(errno.ESTALE)
+        if fn is os.fchown:
+            args = self.ids.stored(*args)
         fn(handle.fd, *args)
 
     # ---- attributes (copy-up first) ---------------------------------------------------------
@@ -284,11 +304,12 @@ class Union:
         node = self._copied_up(path)
         if stat.S_ISLNK(node.comps[0][2].st.st_mode):
             raise _err(errno.EOPNOTSUPP, path)
-        os.chmod(self.real(node), stat.S_IMODE(mode))
+        self.ids.chmod(self.real(node), mode)
         self._changed(path)
 
     def chown(self, path, uid, gid):
-        os.chown(self.real(self._copied_up(path)), uid, gid, follow_symlinks=False)
+        uid, gid = self.ids.stored(uid, gid)
+        self.ids.chown(self.real(self._copied_up(path)), uid, gid)
         self._changed(path)
 
     def truncate(self, path, length):
@@ -316,13 +337,11 @@ class Union:
         self._changed(path)
 
     def setxattr(self, path, name, value, flags):
-        if wo.is_private_xattr(name):
-            raise _err(errno.EOPNOTSUPP, path)
+        self._check_xattr(path, name)
         os.setxattr(self.real(self._copied_up(path)), name, value, flags, follow_symlinks=False)
 
     def removexattr(self, path, name):
-        if wo.is_private_xattr(name):
-            raise _err(errno.EOPNOTSUPP, path)
+        self._check_xattr(path, name)
         node = self.resolve(path)
         if not node.in_upper:
             # as the kernel: removing an absent name fails without copying up
@@ -386,7 +405,9 @@ class Union:
                 parent, name = split(path)
                 tmp = self.copier.temp()
                 if lower_positive(self.layers, self.lookup(parent), name):
-                    self._rename_whiteout(self.real(node), tmp)
+                    self.writer.move_leaving_whiteout(self.real(node), tmp, False, False)
+                    self.stats["whiteouts"] += 1
+                    self.observer.whiteout(path)
                 else:
                     os.rename(self.real(node), tmp)
                 rel = os.path.basename(tmp)
@@ -451,21 +472,20 @@ class Union:
             opnode = self._upper_dir(oparent)
             npnode = self._upper_dir(nparent)
             need_whiteout = lower_positive(self.layers, opnode, oname)
-            onode = self._prepare_move(old, onode, npnode, nname, oparent == nparent)
+            onode, whole = self._prepare_move(old, onode, npnode, nname, oparent == nparent)
             src = self.upper.real(old[1:])
             dst = self.upper.real(new[1:])
             dst_whiteout = self._clear_target(new[1:])
             if need_whiteout:
-                if dst_whiteout:
-                    renameat2(src, dst, RENAME_EXCHANGE)  # the whiteout lands where old was
-                else:
-                    self._rename_whiteout(src, dst)
+                self.writer.move_leaving_whiteout(src, dst, dst_whiteout, onode.is_dir)
                 self.stats["whiteouts"] += 1
-            elif dst_whiteout and onode.is_dir:
-                renameat2(src, dst, RENAME_EXCHANGE)
-                os.unlink(src)
+                self.observer.whiteout(old)
+            elif dst_whiteout:
+                self.writer.move_onto_whiteout(src, dst, onode.is_dir)
             else:
                 os.rename(src, dst)
+            if whole:
+                self._settle_tree(dst, npnode, nname)
             self._move_handles(old, new)
             self.cache.forget_tree(old)
             self.cache.forget_tree(new)
@@ -486,30 +506,39 @@ class Union:
             apnode = self._upper_dir(aparent)
             bpnode = self._upper_dir(bparent)
             samedir = aparent == bparent
-            self._prepare_move(a, anode, bpnode, bname, samedir)
-            self._prepare_move(b, bnode, apnode, aname, samedir)
+            _, a_whole = self._prepare_move(a, anode, bpnode, bname, samedir)
+            _, b_whole = self._prepare_move(b, bnode, apnode, aname, samedir)
             renameat2(self.upper.real(a[1:]), self.upper.real(b[1:]), RENAME_EXCHANGE)
+            if a_whole:
+                self._settle_tree(self.upper.real(b[1:]), bpnode, bname)
+            if b_whole:
+                self._settle_tree(self.upper.real(a[1:]), apnode, aname)
             for path in (a, b):
                 self._lower_handles.pop(path, None)
                 self.cache.forget_tree(path)
 
     def _prepare_move(self, path, node, to_parent, to_name, samedir):
-        """Get an entry ready to move to to_parent/to_name; returns its (upper) node.
+        """Get an entry ready to move to to_parent/to_name; returns (its upper node, whether
+        its whole tree was copied up, to be settled by _settle_tree once moved).
 
         Files are copied up. A directory with lower content is copied up (itself only) and told
-        where that content lives (a redirect); a pure upper directory landing on a name lower
-        layers still have is made opaque so it does not merge with them.
+        where that content lives (a redirect), or with redirect_dir=off copied up whole; a pure
+        upper directory moving into a merged directory is made opaque, as the kernel does.
         """
         if not node.is_dir:
-            return self._copied_up(path)
+            return self._copied_up(path), False
         if node.has_lower:
             if not self.redirect_dir:
-                raise _err(errno.EXDEV, path)
+                return self._copy_tree_up(path), True
             node = self._copied_up(path)
             self._set_redirect(path, node, samedir)
-        elif lower_positive(self.layers, to_parent, to_name):
+            self.observer.redirected(node, to_parent, to_name)
+        elif to_parent.has_lower and not node.comps[0][2].opaque:
+            # as the kernel does for a pure upper directory moving into a merged one (its name
+            # may be whited out there, or become a lower name under a redirect)
             self.writer.set_opaque(self.real(node))
-        return node
+            self.observer.moved_opaque(to_parent, to_name)
+        return node, False
 
     # ---- copy-up ----------------------------------------------------------------------------
 
@@ -526,15 +555,45 @@ class Union:
             self._upper_dir(parent)
             layer, rel, hit = node.comps[0]
             origin = None if node.is_dir else self.ino_of(node)
+            t0 = self.observer.clock()
             self.copier.copy(layer.real(rel), hit.st, self.upper.real(path[1:]), data, origin)
             self.stats["copyups"] += 1
             if data and stat.S_ISREG(hit.st.st_mode):
                 self.stats["copyup_bytes"] += hit.st.st_size
+            self.observer.copied_up(path, layer, hit, data, t0)
             self.cache.forget(path)
             new = self.resolve(path)
             new.ino = node.ino
             self._reopen_handles(path, new)
             return new
+
+    def _copy_tree_up(self, path):
+        """Copy a merged directory and all it shows into the upper, so that it can move without
+        a redirect (redirect_dir=off; what container storage needs, as it builds layers from
+        the upper and knows no redirects). Its whiteouts stay until it has moved."""
+        stack = [path]
+        while stack:
+            d = stack.pop()
+            self._upper_dir(d)
+            base = d if d != "/" else ""
+            for name, _code, _ino, _full in self.listdir(d)[2:]:
+                child = base + "/" + name
+                cnode = self.resolve(child)
+                if cnode.is_dir:
+                    if cnode.has_lower:
+                        stack.append(child)
+                elif not cnode.in_upper:
+                    self.copy_up(child)
+        return self.resolve(path)
+
+    def _settle_tree(self, real, to_parent, to_name):
+        """After a whole tree moved to to_parent/to_name: opaque where lower layers have that
+        name, as a new directory there would be; the whiteouts inside then hide nothing, and
+        leaving them would put stray whiteouts into a layer built from this upper."""
+        for d, _dirs, _files in os.walk(real):
+            self.writer.clear_dir(d)
+        if lower_positive(self.layers, to_parent, to_name):
+            self.writer.set_opaque(real)
 
     def _copied_up(self, path):
         self._writable(path)
@@ -591,7 +650,7 @@ class Union:
 
     def _owner(self, parent_node, owner, ftype):
         """(uid, gid, extra mode bits) for a new entry: setgid directories pass their group on."""
-        uid, gid = owner
+        uid, gid = self.ids.stored(*owner)
         layer, rel, _ = parent_node.comps[0]
         pst = layer.lstat(rel)
         if pst.st_mode & stat.S_ISGID:
@@ -609,30 +668,27 @@ class Union:
                 raise _err(errno.EEXIST, path)
             pnode = self._upper_dir(parent)
             real = self.upper.real(path[1:])
-            try:
-                over_whiteout = wo.is_whiteout_stat(os.lstat(real))
-            except FileNotFoundError:
-                over_whiteout = False
+            over_whiteout = self.writer.has_whiteout(real)
             target = self.copier.temp() if over_whiteout else real
             result = make(target)
             try:
                 if owner is not None:
                     uid, gid, extra = self._owner(pnode, owner, ftype)
-                    os.chown(target, uid, gid, follow_symlinks=False)
+                    self.ids.chown(target, uid, gid, None if ftype == stat.S_IFLNK
+                                   else stat.S_IMODE(mode) | extra)
                     if extra or mode & (stat.S_ISUID | stat.S_ISGID):
                         # chown clears setuid/setgid: set the requested mode again
-                        os.chmod(target, stat.S_IMODE(mode) | extra)
-                opaque = ftype == stat.S_IFDIR and (over_whiteout or pnode.has_lower)
+                        self.ids.chmod(target, stat.S_IMODE(mode) | extra)
+                opaque = ftype == stat.S_IFDIR and (
+                    over_whiteout or (self.redirect_dir and pnode.has_lower))
                 if opaque:
                     # over a whiteout: lower content must stay hidden. In a merged parent the
-                    # kernel marks it too, so later lookups need not search the lower layers.
+                    # kernel marks it too when redirects are on (a lower directory renamed to
+                    # this name later would merge with it otherwise)
                     self.writer.set_opaque(target)
+                    self.observer.opaque(path, over_whiteout)
                 if over_whiteout:
-                    if ftype == stat.S_IFDIR:
-                        renameat2(target, real, RENAME_EXCHANGE)
-                        os.unlink(target)
-                    else:
-                        os.rename(target, real)
+                    self.writer.publish_over_whiteout(target, real, ftype == stat.S_IFDIR)
             except BaseException:
                 if isinstance(result, int):
                     os.close(result)
@@ -654,20 +710,14 @@ class Union:
         if need_whiteout:
             self._upper_dir(parent)
             if node.in_upper:
-                tmp = self.copier.temp()
-                self.writer.make_whiteout(tmp)
-                if node.is_dir:
-                    renameat2(tmp, real, RENAME_EXCHANGE)
-                    discard(tmp)
-                else:
-                    os.rename(tmp, real)
+                self.writer.whiteout_entry(real, self.copier.temp(), node.is_dir)
             else:
-                self.writer.make_whiteout(real)
+                self.writer.whiteout_name(real)
             self.stats["whiteouts"] += 1
+            self.observer.whiteout(path)
         elif node.in_upper:
             if node.is_dir:
-                for wh in readdir.upper_leftovers(self.upper, path[1:]):
-                    os.unlink(real + "/" + wh)
+                self.writer.clear_dir(real)
                 os.rmdir(real)
             else:
                 os.unlink(real)
@@ -676,27 +726,17 @@ class Union:
     def _clear_target(self, rel):
         """Prepare the upper entry a rename will replace. Returns True if it is a whiteout."""
         dst = self.upper.real(rel)
+        if self.writer.has_whiteout(dst):
+            return True
         try:
             st = os.lstat(dst)
         except FileNotFoundError:
             return False
-        if wo.is_whiteout_stat(st):
-            return True
         if stat.S_ISDIR(st.st_mode):
             # an emptied merged directory keeps whiteouts; the moved entry replaces it (anything
             # else left makes rename(2) fail with ENOTEMPTY, as it should)
-            for name in readdir.upper_leftovers(self.upper, rel):
-                os.unlink(dst + "/" + name)
+            self.writer.clear_dir(dst)
         return False
-
-    def _rename_whiteout(self, src, dst):
-        try:
-            renameat2(src, dst, RENAME_WHITEOUT)
-        except OSError as e:
-            if e.errno not in (errno.EINVAL, errno.ENOSYS, errno.EPERM, errno.EOPNOTSUPP):
-                raise
-            os.rename(src, dst)
-            self.writer.make_whiteout(src)
 
     def _set_redirect(self, path, node, samedir):
         """Record where a renamed directory's lower content lives (the kernel's redirect_dir=on)."""

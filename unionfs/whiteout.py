@@ -107,17 +107,93 @@ def is_xattr_whiteout(path, st, prefixes=READ_PREFIXES):
 
 
 class Writer:
-    """Writes the kernel's format into the upper layer under one xattr namespace."""
+    """Writes markers into the upper layer in one format: whiteouts as character devices 0/0
+    (the kernel's), opaque/redirect/origin markers as xattrs under one namespace (``prefix``:
+    ``trusted.overlay.``, or ``user.overlay.`` for the kernel's ``userxattr`` mode; None where
+    the upper takes no xattrs, and then nothing is recorded that needs one).
+
+    The methods that change names keep each step atomic: a name is never missing in between."""
+    form = "chr"
 
     def __init__(self, prefix=TRUSTED):
         self.prefix = prefix
-        self.opaque_name = prefix + "opaque"
-        self.redirect_name = prefix + "redirect"
-        self.ino_name = prefix + "unionfs.ino"
+        self.opaque_name = (prefix or "") + "opaque"
+        self.redirect_name = (prefix or "") + "redirect"
+        self.ino_name = (prefix or "") + "unionfs.ino"
+
+    @property
+    def prefixes(self):
+        """Namespaces the upper is read in: both, so an upper written in either mode reads right."""
+        return READ_PREFIXES
+
+    @property
+    def can_redirect(self):
+        # the kernel follows no redirect in userxattr mode (it forces redirect_dir=nofollow),
+        # so an upper in that mode must describe renamed directories without one
+        return self.prefix == TRUSTED
 
     @staticmethod
     def make_whiteout(path):
         os.mknod(path, stat.S_IFCHR | 0o000, os.makedev(0, 0))
+
+    def has_whiteout(self, path):
+        """Is the name at real path `path` whited out in the upper?"""
+        try:
+            return is_whiteout_stat(os.lstat(path))
+        except FileNotFoundError:
+            return False
+
+    def whiteout_entry(self, path, temp, is_dir):
+        """Replace the upper entry at `path` (a file, or a directory holding only whiteouts)
+        with a whiteout, atomically: the whiteout is made aside and swapped in."""
+        from .sysutil import RENAME_EXCHANGE, renameat2
+        self.make_whiteout(temp)
+        if is_dir:
+            renameat2(temp, path, RENAME_EXCHANGE)
+            self.clear_dir(temp)
+            os.rmdir(temp)
+        else:
+            os.rename(temp, path)
+
+    def whiteout_name(self, path):
+        """Put a whiteout at `path`, where the upper has nothing."""
+        self.make_whiteout(path)
+
+    def move_leaving_whiteout(self, src, dst, dst_whiteout, is_dir):
+        """rename(src, dst) that leaves a whiteout at src (dst_whiteout: dst is one now)."""
+        from .sysutil import RENAME_EXCHANGE, RENAME_WHITEOUT, renameat2
+        if dst_whiteout:
+            renameat2(src, dst, RENAME_EXCHANGE)  # the whiteout lands where src was
+            return
+        try:
+            renameat2(src, dst, RENAME_WHITEOUT)
+        except OSError as e:
+            if e.errno not in (errno.EINVAL, errno.ENOSYS, errno.EPERM, errno.EOPNOTSUPP):
+                raise
+            os.rename(src, dst)
+            self.make_whiteout(src)
+
+    def move_onto_whiteout(self, src, dst, is_dir):
+        """rename(src, dst) where dst is a whiteout and src needs none left behind."""
+        from .sysutil import RENAME_EXCHANGE, renameat2
+        if is_dir:
+            renameat2(src, dst, RENAME_EXCHANGE)  # rename(2) will not put a dir over a device
+            os.unlink(src)
+        else:
+            os.rename(src, dst)
+
+    def publish_over_whiteout(self, temp, path, is_dir):
+        """Move the entry built at `temp` to `path`, which holds a whiteout."""
+        self.move_onto_whiteout(temp, path, is_dir)
+
+    def clear_dir(self, path):
+        """Remove the whiteouts (and opaque marker files) in an upper directory that shows no
+        entries, so that rmdir(2) or rename(2) over it can succeed."""
+        with os.scandir(path) as it:
+            for e in it:
+                if not e.is_dir(follow_symlinks=False) and is_whiteout_stat(
+                        e.stat(follow_symlinks=False)):
+                    os.unlink(e.path)
 
     def set_opaque(self, path):
         os.setxattr(path, self.opaque_name, b"y", follow_symlinks=False)
@@ -126,15 +202,177 @@ class Writer:
         os.setxattr(path, self.redirect_name, os.fsencode(value), follow_symlinks=False)
 
     def get_redirect(self, path):
+        if self.prefix is None:
+            return None
         v = _get(path, self.redirect_name)
         return os.fsdecode(v) if v else None
 
     def set_origin_ino(self, path, ino):
-        os.setxattr(path, self.ino_name, b"%d" % ino, follow_symlinks=False)
+        if self.prefix is None:
+            return
+        try:
+            os.setxattr(path, self.ino_name, b"%d" % ino, follow_symlinks=False)
+        except OSError as e:
+            # user.* xattrs are not allowed on symlinks and special files: the inode number of
+            # such an entry may change with its copy-up
+            if e.errno not in _NOATTR or self.prefix == TRUSTED:
+                raise
 
     def get_origin_ino(self, path):
+        if self.prefix is None:
+            return None
         v = _get(path, self.ino_name)
         try:
             return int(v) if v else None
         except ValueError:
             return None
+
+
+class OciWriter(Writer):
+    """The fallback where the upper's owner may not create device nodes (an ordinary user outside
+    a user namespace): whiteouts are empty files ``.wh.<name>`` beside the name and opaque
+    directories hold ``.wh..wh..opq``, the OCI image-layer form (which fuse-overlayfs writes in
+    the same case and container storage copies into layers as is). Lookup reads them back from
+    the upper. Each change makes the whiteout before it removes the entry (and the entry before
+    it removes the whiteout): a crash in between leaves both, and the entry wins."""
+    form = "oci"
+
+    @staticmethod
+    def _wh(path):
+        d, _, name = path.rpartition("/")
+        return d + "/" + WH_PREFIX + name
+
+    def make_whiteout(self, path):
+        fd = os.open(self._wh(path), os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        os.close(fd)
+
+    def has_whiteout(self, path):
+        return os.path.lexists(self._wh(path))
+
+    def _drop_whiteout(self, path):
+        try:
+            os.unlink(self._wh(path))
+        except FileNotFoundError:
+            pass
+
+    def whiteout_entry(self, path, temp, is_dir):
+        self.make_whiteout(path)
+        if is_dir:
+            self.clear_dir(path)
+            os.rmdir(path)
+        else:
+            os.unlink(path)
+
+    def whiteout_name(self, path):
+        self.make_whiteout(path)
+
+    def move_leaving_whiteout(self, src, dst, dst_whiteout, is_dir):
+        self.make_whiteout(src)
+        os.rename(src, dst)
+        if dst_whiteout:
+            self._drop_whiteout(dst)
+
+    def move_onto_whiteout(self, src, dst, is_dir):
+        os.rename(src, dst)
+        self._drop_whiteout(dst)
+
+    def publish_over_whiteout(self, temp, path, is_dir):
+        self.move_onto_whiteout(temp, path, is_dir)
+
+    def clear_dir(self, path):
+        with os.scandir(path) as it:
+            for e in it:
+                if e.name.startswith(WH_PREFIX) or (not e.is_dir(follow_symlinks=False)
+                                                    and is_whiteout_stat(e.stat(follow_symlinks=False))):
+                    os.unlink(e.path)
+
+    def set_opaque(self, path):
+        fd = os.open(path + "/" + WH_OPAQUE,
+                     os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        os.close(fd)
+
+
+# ---- which format an upper is written in -------------------------------------------------------
+
+FORMAT_FILE = "unionfs.format"
+FORMAT_XATTR = "overlay.unionfs.format"
+_NS_NAMES = {TRUSTED: "trusted", USER: "user", None: "none"}
+
+
+def _probe(path, prefix=None):
+    """May this process set xattrs under prefix (or, without one, make a whiteout device)?"""
+    try:
+        if prefix is None:
+            Writer.make_whiteout(path + "/wh")
+        else:
+            os.setxattr(path, prefix + "unionfs.probe", b"1", follow_symlinks=False)
+        return True
+    except OSError as e:
+        if e.errno in _NOATTR or e.errno in (errno.EACCES, errno.EOPNOTSUPP):
+            return False
+        raise
+
+
+def _parse_format(text):
+    fields = dict(kv.split("=", 1) for kv in text.split() if "=" in kv)
+    ns = {"trusted": TRUSTED, "user": USER, "none": None}.get(fields.get("xattr"), TRUSTED)
+    return ns, "oci" if fields.get("whiteout") == "oci" else "chr"
+
+
+def _recorded_in_upper(upper):
+    """The format recorded on the upper's root (an xattr), or found in its content: a '.wh.'
+    name means the OCI form. None for an upper that says nothing (empty, or all plain files)."""
+    for ns in READ_PREFIXES:
+        v = _get(upper, ns + "unionfs.format")
+        if v:
+            return _parse_format(os.fsdecode(v))
+    for dirpath, dirnames, filenames in os.walk(upper):
+        for name in dirnames + filenames:
+            if name.startswith(WH_PREFIX):
+                return USER, "oci"
+            if name not in dirnames and is_whiteout_stat(os.lstat(dirpath + "/" + name)):
+                return TRUSTED, "chr"
+    return None
+
+
+def choose_writer(workdir, upper, userxattr=False):
+    """The Writer for an upper: the format recorded by an earlier mount (WORK/unionfs.format,
+    or the upper root's <ns>overlay.unionfs.format xattr, or what the upper holds); for a new
+    upper, what this process may do: 0/0 devices (root, or root in a user namespace) or else
+    '.wh.' files; trusted.* xattrs (root), or user.* (the kernel's userxattr mode, also asked
+    for with the userxattr option), or none. The choice is recorded, so a later mount, by root
+    or not, with this work dir or another, writes the same format."""
+    record = os.path.join(workdir, FORMAT_FILE)
+    probe_dir = os.path.join(workdir, "unionfs.probe.%d" % os.getpid())
+    os.mkdir(probe_dir, 0o700)
+    try:
+        try:
+            with open(record) as f:
+                found = _parse_format(f.read())
+        except FileNotFoundError:
+            found = _recorded_in_upper(upper)
+        if found is not None:
+            ns, form = found
+            if ns == TRUSTED and userxattr:
+                ns = USER
+            if ns is not None and not _probe(probe_dir, ns):
+                if ns == TRUSTED:
+                    raise PermissionError(errno.EPERM, "this upper is written with "
+                                          "trusted.overlay.* xattrs, which only root may "
+                                          "write: mount it as root", upper)
+                ns = None
+        else:
+            ns = next((p for p in ((USER,) if userxattr else (TRUSTED, USER))
+                       if _probe(probe_dir, p)), None)
+            form = "chr" if _probe(probe_dir) else "oci"
+    finally:
+        import shutil
+        shutil.rmtree(probe_dir, ignore_errors=True)
+    text = "xattr=%s whiteout=%s\n" % (_NS_NAMES[ns], form)
+    tmp = record + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.rename(tmp, record)
+    if ns is not None:
+        os.setxattr(upper, ns + "unionfs.format", text.strip().encode(), follow_symlinks=False)
+    return (OciWriter if form == "oci" else Writer)(ns)

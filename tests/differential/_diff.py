@@ -34,6 +34,9 @@ SELF_CHECK = os.environ.get("UNIONFS_DIFF_SELF_CHECK") == "1"
 
 OVL_OPAQUE = "trusted.overlay.opaque"
 OVL_REDIRECT = "trusted.overlay.redirect"
+# the same markers in the kernel's userxattr mode
+USER_OPAQUE = "user.overlay.opaque"
+USER_REDIRECT = "user.overlay.redirect"
 
 
 # --------------------------------------------------------------------------- building layers
@@ -305,7 +308,7 @@ class DirStream:
 def upper_layout(upper):
     """{relpath: kind} for every entry of an upper dir, where kind is one of file/dir/symlink/...,
     "whiteout" for a char 0/0, and a dir is tagged "+opaque" / "+redirect" when it carries
-    trusted.overlay.opaque=y / trusted.overlay.redirect (the redirect's value is not compared:
+    overlay.opaque=y / overlay.redirect, trusted. or user. (the redirect's value is not compared:
     the merged views of the cross mounts check what it means)."""
     out = {}
 
@@ -315,9 +318,9 @@ def upper_layout(upper):
             return "whiteout"
         if k == "dir":
             names = os.listxattr(p, follow_symlinks=False)
-            if OVL_OPAQUE in names and os.getxattr(p, OVL_OPAQUE) == b"y":
+            if any(n in names and os.getxattr(p, n) == b"y" for n in (OVL_OPAQUE, USER_OPAQUE)):
                 k += "+opaque"
-            if OVL_REDIRECT in names:
+            if OVL_REDIRECT in names or USER_REDIRECT in names:
                 k += "+redirect"
         return k
 
@@ -419,8 +422,9 @@ def run_differential(tmp_path, build_lowers, scenario, *, compare_outcomes=True,
 
     Returns a DiffResult; with check=True (default) fails the test listing every difference.
     ``with_times`` adds file/dir mtimes to the snapshots (only for scenarios that set them all).
-    ``unionfs_options`` / ``kernel_options`` are extra mount options for the first two mounts
-    (e.g. "dev" for unionfs, whose default is nodev, where the kernel's default is dev).
+    ``unionfs_options`` / ``kernel_options`` are extra mount options for each system's mounts,
+    the cross mounts included (e.g. "dev" for unionfs, whose default is nodev, where the
+    kernel's default is dev; "userxattr" for both).
     """
     old_umask = os.umask(0o022)
     try:
@@ -432,8 +436,9 @@ def run_differential(tmp_path, build_lowers, scenario, *, compare_outcomes=True,
         u = _side(tmp_path, "unionfs")
         problems = []
 
-        _run_on(kernel_overlay_mount(lowers, k.upper, k.work, k.mnt,
-                                     extra_opts=("redirect_dir=on",) + tuple(kernel_options)),
+        kopts = tuple(kernel_options) if "userxattr" in kernel_options else (
+            ("redirect_dir=on",) + tuple(kernel_options))  # userxattr conflicts with it
+        _run_on(kernel_overlay_mount(lowers, k.upper, k.work, k.mnt, extra_opts=kopts),
                 k, scenario, with_times)
         _run_on(_mount_unionfs(lowers, u.upper, u.work, u.mnt, unionfs_options), u, scenario,
                 with_times)
@@ -452,7 +457,7 @@ def run_differential(tmp_path, build_lowers, scenario, *, compare_outcomes=True,
             xw, xm = os.path.join(x, "work"), os.path.join(x, "mnt")
             os.makedirs(xw)
             try:
-                with _mount_unionfs(lowers, k.upper, xw, xm):
+                with _mount_unionfs(lowers, k.upper, xw, xm, unionfs_options):
                     snap = snapshot(xm, with_times=with_times)
                 if snap != k.snap:
                     problems.append("unionfs mounting the KERNEL's upper shows a different tree:\n"
@@ -464,7 +469,7 @@ def run_differential(tmp_path, build_lowers, scenario, *, compare_outcomes=True,
             yw, ym = os.path.join(y, "work"), os.path.join(y, "mnt")
             os.makedirs(yw)
             try:
-                with kernel_overlay_mount(lowers, u.upper, yw, ym):
+                with kernel_overlay_mount(lowers, u.upper, yw, ym, extra_opts=kopts):
                     snap = snapshot(ym, with_times=with_times)
                 if snap != k.snap:
                     problems.append("the kernel mounting UNIONFS's upper shows a different tree:\n"

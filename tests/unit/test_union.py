@@ -329,13 +329,30 @@ def test_rename_redirected_dir_twice(env):
     assert u2.lookup("/d") is None
 
 
-def test_rename_dir_redirect_dir_off_is_exdev(tmp_path):
+def test_rename_dir_redirect_dir_off_copies_the_tree_up(tmp_path):
     (lower,), upper, work = layers(tmp_path)
-    write(lower + "/d/a")
+    write(lower + "/d/a", b"A")
+    write(lower + "/d/gone", b"G")
+    write(lower + "/d/sub/b", b"B")
+    write(lower + "/e/old", b"O")       # the target name exists below: must not merge
     u = make_union([lower], upper, work, redirect_dir=False)
-    with pytest.raises(OSError) as e:
-        u.rename("/d", "/e")
-    assert _errno(e) == errno.EXDEV
+    u.unlink("/d/gone")
+    u.unlink("/e/old")
+    u.rmdir("/e")
+    u.rename("/d", "/e")
+    assert names(u, "/e") == ["a", "sub"]
+    assert uread(u, "/e/sub/b") == b"B"
+    assert u.lookup("/d") is None
+    # the upper alone describes the change: no redirect, the whole tree copied, opaque top,
+    # no stale whiteout inside, a whiteout where the directory was
+    assert xget(upper + "/e", "trusted.overlay.redirect") is None
+    assert xget(upper + "/e", "trusted.overlay.opaque") == b"y"
+    assert sorted(os.listdir(upper + "/e")) == ["a", "sub"]
+    assert read(upper + "/e/sub/b") == b"B"
+    assert is_wh(upper + "/d")
+    assert read(lower + "/d/a") == b"A"
+    u2 = make_union([lower], upper, work)
+    assert names(u2, "/e") == ["a", "sub"] and u2.lookup("/d") is None
 
 
 def test_rename_over_whiteout(env):

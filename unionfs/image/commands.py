@@ -12,6 +12,7 @@ import sys
 import uuid
 
 from .. import mount as mountmod
+from ..inspect import commands as inspect_commands
 from ..spec import MountSpec, SpecError, mounted_paths, parse_options, split_escaped, validate
 from . import digest
 from .errors import ImageError
@@ -111,17 +112,25 @@ def register(sub):
     p = sub.add_parser("diff", help="list what an image mount or upper dir changed (A/C/D)",
                        description="Print one line per change, as 'docker diff' does: "
                        "A added, C changed, D deleted. TARGET is an image mount, a stored "
-                       "upper's name, or an upper directory in the kernel's overlay format.")
-    p.add_argument("target", metavar="MNT|UPPER")
+                       "upper's name, or an upper directory in the kernel's overlay format. "
+                       "Also: 'diff IMAGE --layer N' (what layer N changed) and "
+                       "'diff IMAGE_A IMAGE_B' (what differs between two images).")
+    p.add_argument("target", metavar="MNT|UPPER|IMAGE")
+    p.add_argument("other", nargs="?", metavar="IMAGE_B", help="a second image to compare with")
     p.add_argument("--lower", help="for a bare upper dir: its lower layers, top first, ':'-separated")
     p.add_argument("--image", help="for a bare upper dir: the image it was made over")
+    inspect_commands.add_diff_args(p)
     _store_arg(p)
 
     p = sub.add_parser("commit", help="store what an image mount or upper changed as a new image",
                        description="Write the changes as an OCI layer over the base image and "
                        "register the result as NAME[:TAG].")
     p.add_argument("target", metavar="MNT|UPPER")
-    p.add_argument("name", metavar="NAME[:TAG]")
+    p.add_argument("name", metavar="NAME[:TAG]", nargs="?")
+    p.add_argument("--dry-run", action="store_true", help="list the layer's tar entries "
+                   "(whiteouts included) and the size it would add; write nothing")
+    p.add_argument("--json", action="store_true", help="with --dry-run: JSON (\"version\": 1)")
+    p.add_argument("--csv", action="store_true", help="with --dry-run: the entries as CSV")
     p.add_argument("-m", "--message", help="commit message (history comment)")
     p.add_argument("-a", "--author", help="author")
     p.add_argument("--image", help="for a bare upper dir: the image it was made over")
@@ -520,9 +529,14 @@ def resolve_target(store, arg, lower=None, image_ref=None):
 
 def cmd_diff(args):
     from .changes import Changes
+    if args.other is not None or args.layer is not None:
+        return inspect_commands.cmd_diff_images(args)
     store = _store(args)
     t = resolve_target(store, args.target, args.lower, args.image)
-    for line in Changes(t.upper, t.lowers).diff_lines():
+    lines = Changes(t.upper, t.lowers).diff_lines()
+    if args.json or args.csv:
+        return inspect_commands.emit_upper_diff(args, lines)
+    for line in lines:
         sys.stdout.write(line + "\n")
     return 0
 
@@ -535,6 +549,10 @@ def cmd_commit(args):
     if t.image is None:
         raise ImageError("%s: unknown base image: name it with --image" % args.target)
     changes = Changes(t.upper, t.image.lower_dirs())
+    if args.dry_run:
+        return inspect_commands.print_commit_plan(args, store, changes)
+    if not args.name:
+        raise ImageError("commit: give the new image's NAME[:TAG] (or --dry-run)")
     image_id, diff_id = commit_image(store, t.image, changes, args.name, args.message, args.author)
     print(image_id)
     return 0
@@ -551,6 +569,8 @@ VERBS = {
 def run(args):
     """Run a parsed image/diff/commit command; returns the exit status."""
     try:
+        if getattr(args, "json", False) and getattr(args, "csv", False):
+            raise ImageError("--json and --csv exclude each other")
         if args.command == "diff":
             return cmd_diff(args)
         if args.command == "commit":

@@ -1,0 +1,179 @@
+"""The layers of a stack applied bottom to top, as OCI (and the kernel's overlayfs) apply them:
+every path's timeline, the fate of every copy a layer ships, and the tree that is finally seen.
+
+Per layer, in this order (whiteouts and opaque markers hide what the layers *below* hold; a name
+the same layer also ships is new content):
+
+1. each whiteout hides its path and everything below it;
+2. each opaque directory hides everything below it that lower layers hold;
+3. each entry replaces the visible copy at its path; a non-directory replacing a directory also
+   hides everything below it.
+
+Event kinds (``Event.kind``), for the path they are recorded on:
+
+``added``          the path appears (nothing was visible there)
+``changed``        new content (or another type) replaces the visible copy
+``metadata-only``  same content, other metadata (mode, owner, mtime, xattrs): for a file, the
+                   layer still ships the whole file again
+``duplicate``      the very same file shipped again (content and metadata identical)
+``whiteout``       a whiteout removes the path, or (``via``) an ancestor of it
+``opaque``         the path is an opaque directory (its lower contents are hidden), or (``via``)
+                   the parent made opaque removes it
+``hidden``         an ancestor (``via``) is replaced by a non-directory
+
+Copy fates (``Copy.cause`` of a copy that is not visible in the end): ``overwritten``,
+``metadata-only``, ``duplicate`` (the copy is hidden by a later copy of that kind) and
+``deleted`` (a whiteout, an opaque directory or a non-directory over a parent removed it).
+"""
+from dataclasses import dataclass
+
+from .layerindex import Entry
+
+ADDED, CHANGED, META, DUP = "added", "changed", "metadata-only", "duplicate"
+WHITEOUT, OPAQUE, HIDDEN = "whiteout", "opaque", "hidden"
+OVERWRITTEN, DELETED = "overwritten", "deleted"
+_FATE = {CHANGED: OVERWRITTEN, META: META, DUP: DUP}
+
+
+@dataclass
+class Copy:
+    """One entry one layer ships at one path."""
+    layer: int          # 0-based index into the stack
+    entry: Entry
+    hidden_by: int = None   # 0-based layer that hid it; None while visible
+    cause: str = None
+
+    @property
+    def path(self):
+        return self.entry.path
+
+
+@dataclass
+class Event:
+    layer: int          # 0-based
+    path: str
+    kind: str
+    copy: Copy = None   # the copy this layer ships at path (added/changed/metadata-only/duplicate)
+    prev: Copy = None   # the copy visible before, if any
+    via: str = None     # for removals through an ancestor: that ancestor's path
+    hid: bool = True    # for a whiteout: whether anything was visible to remove
+
+
+def same_content(a_idx, a, b_idx, b):
+    """Whether entries a (of layer index a_idx) and b have the same type and content."""
+    if a.kind != b.kind:
+        return False
+    if a.kind == "file":
+        return a.size == b.size and (_same_file(a_idx, a, b_idx, b)
+                                     or a_idx.digest(a.path) == b_idx.digest(b.path))
+    if a.kind == "symlink":
+        return a.target == b.target
+    if a.kind in ("char", "block"):
+        return a.rdev == b.rdev
+    return True
+
+
+def _same_file(a_idx, a, b_idx, b):
+    """The same name of the same layer directory (two stacks sharing a layer)."""
+    return a_idx.root == b_idx.root and a.path == b.path
+
+
+def same_meta(a_idx, a, b_idx, b):
+    """Same mode, owner, xattrs and (except for directories, whose mtime every change to a
+    child moves) mtime."""
+    if _same_file(a_idx, a, b_idx, b):
+        return True
+    if (a.mode, a.uid, a.gid) != (b.mode, b.uid, b.gid):
+        return False
+    if not a.is_dir and a.mtime_ns != b.mtime_ns:
+        return False
+    return a_idx.xattrs(a.path) == b_idx.xattrs(b.path)
+
+
+def meta_changes(a, b):
+    """Human words for what differs between the metadata of entries a and b."""
+    out = []
+    if a.mode != b.mode:
+        out.append("mode %04o -> %04o" % (a.mode, b.mode))
+    if (a.uid, a.gid) != (b.uid, b.gid):
+        out.append("owner %d:%d -> %d:%d" % (a.uid, a.gid, b.uid, b.gid))
+    if a.mtime_ns != b.mtime_ns and not a.is_dir:
+        out.append("mtime")
+    return ", ".join(out) or "xattrs"
+
+
+class Timeline:
+    """The stack applied. ``visible``: path -> Copy in the final tree; ``copies``: every Copy;
+    ``events``: path -> [Event] bottom first."""
+
+    def __init__(self, stack, upto=None):
+        self.stack = stack
+        self.visible = {}
+        self.children = {"": set()}
+        self.copies = []
+        self.events = {}
+        n = len(stack.indexes) if upto is None else upto
+        for i in range(n):
+            self._apply(i, stack.indexes[i])
+
+    # ---- bookkeeping ----------------------------------------------------------------------
+
+    def _event(self, ev):
+        self.events.setdefault(ev.path, []).append(ev)
+
+    def _remove_below(self, layer, path, kind, via):
+        """Hide every visible copy strictly below path."""
+        for name in sorted(self.children.get(path, ())):
+            child = path + "/" + name if path else name
+            self._remove_below(layer, child, kind, via)
+            self._hide(layer, child, kind, via)
+        self.children.pop(path, None)
+
+    def _hide(self, layer, path, kind, via=None):
+        c = self.visible.pop(path)
+        c.hidden_by, c.cause = layer, DELETED
+        parent, _, name = path.rpartition("/")
+        self.children.get(parent, set()).discard(name)
+        self._event(Event(layer, path, kind, prev=c, via=via))
+
+    # ---- one layer --------------------------------------------------------------------------
+
+    def _apply(self, i, idx):
+        for path in sorted(idx.whiteouts):
+            if path in self.visible:
+                self._remove_below(i, path, WHITEOUT, path)
+                self._hide(i, path, WHITEOUT)
+            else:
+                self._event(Event(i, path, WHITEOUT, hid=False))
+        for path in sorted(idx.opaque):
+            self._remove_below(i, path, OPAQUE, path)
+        for path, entry in idx.entries.items():
+            self._place(i, idx, path, entry)
+        for path in sorted(idx.opaque):
+            if path:
+                self._event(Event(i, path, OPAQUE, copy=self.visible.get(path)))
+
+    def _place(self, i, idx, path, entry):
+        copy = Copy(i, entry)
+        self.copies.append(copy)
+        prev = self.visible.get(path)
+        if prev is None:
+            kind = ADDED
+        else:
+            pidx = self.stack.indexes[prev.layer]
+            if not same_content(pidx, prev.entry, idx, entry):
+                kind = CHANGED
+            elif not same_meta(pidx, prev.entry, idx, entry):
+                kind = META
+            else:
+                kind = DUP
+            if prev.entry.is_dir and not entry.is_dir:
+                self._remove_below(i, path, HIDDEN, path)
+            prev.hidden_by, prev.cause = i, _FATE[kind]
+        self.visible[path] = copy
+        parent, _, name = path.rpartition("/")
+        self.children.setdefault(parent, set()).add(name)
+        if entry.is_dir:
+            self.children.setdefault(path, set())
+        if not (entry.is_dir and kind == DUP):   # a directory listed again is no change
+            self._event(Event(i, path, kind, copy=copy, prev=prev))
