@@ -1,9 +1,8 @@
 """Command line: argparse subcommands, no filesystem logic. Errors are one line and exit 1."""
 import argparse
-import os
 import sys
 
-from . import __version__
+from . import __version__, messages
 from .image import commands as image_commands
 from .inspect import commands as inspect_commands
 from .lab import commands as lab_commands
@@ -149,11 +148,11 @@ def main(argv=None):
             mountmod.run_daemon(spec, args.ready_fd)
         return 0
     except SpecError as e:
-        print("unionfs: %s" % e, file=sys.stderr)
+        messages.error(e)
         return 1
     except OSError as e:
-        where = " %s" % e.filename if e.filename else ""
-        print("unionfs:%s: %s" % (where, e.strerror or e), file=sys.stderr)
+        where = "%s: " % e.filename if e.filename else ""
+        messages.error("%s%s" % (where, e.strerror or e))
         return 1
     except KeyboardInterrupt:
         return 130

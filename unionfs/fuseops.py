@@ -401,7 +401,7 @@ class FuseOps:
     def open(self, path, flags):
         if control.owns(path):
             return self.control.open(path, flags)
-        h = self.union.open(path, flags)
+        h = self.union.open(path, flags, self._owner()[0] if flags & os.O_TRUNC else None)
         self.files[h.fd] = h
         return h.fd
 

@@ -27,6 +27,13 @@ def _err(code, path=None):
     return OSError(code, os.strerror(code), path)
 
 
+def _kill_suid(fd):
+    mode = os.fstat(fd).st_mode
+    kill = stat.S_ISUID | (stat.S_ISGID if mode & stat.S_IXGRP else 0)
+    if mode & kill:
+        os.fchmod(fd, stat.S_IMODE(mode) & ~kill)
+
+
 def split(path):
     parent, _, name = path.rpartition("/")
     return parent or "/", name
@@ -220,7 +227,10 @@ class Union:
 
     # ---- files ------------------------------------------------------------------------------
 
-    def open(self, path, flags):
+    def open(self, path, flags, caller=None):
+        """Open a merged file; `caller` (uid) is needed for open(O_TRUNC) only: FUSE leaves the
+        truncation to the daemon, which runs as root, so the kernel's rule that a truncate by
+        an unprivileged caller clears setuid (and setgid with group exec) is applied here."""
         node = self.resolve(path)
         write = (flags & os.O_ACCMODE) != os.O_RDONLY or flags & os.O_TRUNC
         if write:
@@ -229,6 +239,8 @@ class Union:
                 node = self.copy_up(path, data=not flags & os.O_TRUNC)
         fd = os.open(self.real(node), (flags & ~(os.O_CREAT | os.O_EXCL | os.O_NOCTTY))
                      | os.O_NOFOLLOW | os.O_CLOEXEC)
+        if flags & os.O_TRUNC and caller:
+            _kill_suid(fd)
         handle = Handle(fd, self.ino_of(node), path, lower=not node.in_upper)
         if handle.lower and self.upper is not None:
             with self.wlock:
@@ -241,7 +253,7 @@ class Union:
         if node is not None:
             if flags & os.O_EXCL:
                 raise _err(errno.EEXIST, path)
-            return self.open(path, flags & ~os.O_CREAT)
+            return self.open(path, flags & ~os.O_CREAT, owner[0])
         oflags = ((flags & ~(os.O_CREAT | os.O_EXCL | os.O_TRUNC | os.O_NOCTTY))
                   | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC)
         fd = self._make(path, stat.S_IFREG, owner, lambda p: os.open(p, oflags, stat.S_IMODE(mode)),

@@ -692,12 +692,11 @@ def test_cli_bad_option_value_names_the_option(tmp_path, opt):
 
 
 @requires_daemon
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG (cli.py/spec.py messages): a path containing a newline is printed raw, so the error "
-    "is two lines; paths in messages should be escaped (e.g. with repr or shlex.quote)"))
 def test_cli_error_for_a_path_with_a_newline_is_one_line(tmp_path):
+    """Control characters in a path are shown escaped (unionfs/messages.py)."""
     proc = run_unionfs("mount", "--lower", str(tmp_path / "no\nsuch"), tmp_path, timeout=30)
     _one_line_error(proc, "newline")
+    assert "no\\nsuch" in proc.stderr
 
 
 @requires_daemon

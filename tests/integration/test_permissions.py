@@ -249,12 +249,9 @@ def test_other_user_attributes_match_kernel(sides):
     assert uup["sgiddir/d"] == (oct(stat.S_IFDIR | stat.S_ISGID | 0o755), NOBODY, 50)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG (union.py/fuseops.py open): open(O_TRUNC) by a user without CAP_FSETID of a "
-    "world-writable setuid file keeps S_ISUID on unionfs; the kernel clears it. With FUSE's "
-    "atomic_o_trunc (libfuse's default) the kernel leaves the kill-suid to the daemon, which "
-    "truncates as root"))
 def test_open_trunc_by_non_owner_clears_setuid(sides):
+    """With FUSE's atomic_o_trunc the kernel leaves the kill-suid of open(O_TRUNC) to the
+    daemon, which truncates as root: unionfs applies the rule itself (Union.open)."""
     assert sides["kernel"][1]["suid_trunc_lower"][0] == oct(stat.S_IFREG | 0o777)
     assert sides["unionfs"][1]["suid_trunc_lower"] == sides["kernel"][1]["suid_trunc_lower"]
 

@@ -1,22 +1,31 @@
 """unionfs as containers-storage's ``mount_program`` (issue 7), with real podman containers.
 
-Two private podman stores are built from the same busybox root filesystem: one whose overlay
-driver mounts through unionfs (``[storage.options.overlay] mount_program``), one on the kernel's
-overlayfs (the reference). Each runs the same ``podman build`` (a RUN step that installs files,
-deletes and renames directories of a lower layer, replaces a directory, hard-links, chmods and
-chowns) and the same ``podman run`` + ``podman commit``; the layers and exported trees of the
-results must describe the same changes. Skipped where podman, root or the kernel's overlayfs are
-missing. The same runs again as an ordinary user (rootless podman; the user is named by
-UNIONFS_ROOTLESS_USER) where one can use FUSE; the skip reason says exactly what is missing.
+Private podman stores are built from the same busybox root filesystem: the reference, root
+podman on the kernel's overlayfs, and stores whose overlay driver mounts through unionfs
+(``[storage.options.overlay] mount_program``), used by root podman and by rootless podman. Each
+runs the same ``podman build`` (a RUN step that installs files, deletes and renames directories
+of a lower layer, replaces a directory, hard-links, chmods and chowns) and the same ``podman
+run`` + ``podman commit``; the layers and exported trees of each unionfs store's results must
+describe the same changes as the reference's. Skipped where podman, root or the kernel's
+overlayfs are missing.
+
+Rootless podman runs as a user the test makes (useradd, with /etc/subuid and /etc/subgid ranges)
+and removes afterwards. Its mount program is a script that runs the system's Python 3 over the
+checkout (the venv's interpreter may be unreachable for other users), and /dev/fuse is opened to
+users while it runs (some machines make it 0600), its mode put back afterwards. unionfs then runs
+as root of podman's user namespace: trusted.* is refused there, so it writes user.overlay.*
+markers and 0/0 device whiteouts.
 
 Each store lives in a tmp dir named by its own storage.conf (``CONTAINERS_STORAGE_CONF``):
 ``podman --root`` would make podman drop the driver options of storage.conf, mount_program
 included. podman's engine tmp dir is private too, so nothing touches the host's podman state.
 """
+import contextlib
 import hashlib
 import json
 import os
 import pwd
+import shlex
 import shutil
 import stat
 import subprocess
@@ -30,6 +39,7 @@ import pytest
 from unionfs.spec import mount_table
 from tests.integration.conftest import daemon_pid
 from tests.integration.test_image_podman import CONF
+from tests.integration.test_rootless import PYTHON, USER_ENV, fuse_open_to_users
 from tests.mountutil import (ENV, load_script, requires_fuse, requires_overlay, unmount,
                              wait_for)
 
@@ -103,18 +113,27 @@ class Store:
                 " ".join(args), r.returncode, r.stderr.strip()))
         return r
 
+    def _archive(self, image, kind):
+        """Where an archive of image goes, and whether it is already there (the reference
+        store serves both the root and the rootless tests)."""
+        out = os.path.join(self.dir, "%s-%s.tar" % (image.replace("/", "_").replace(":", "_"),
+                                                   kind))
+        return out, os.path.exists(out)
+
     def save(self, image):
-        out = os.path.join(self.dir, image.replace("/", "_").replace(":", "_") + ".tar")
-        self("save", "-q", "-o", out, image)
+        out, done = self._archive(image, "save")
+        if not done:
+            self("save", "-q", "-o", out, image)
         return out
 
     def export(self, image):
-        cid = self("create", image).stdout.strip()
-        out = os.path.join(self.dir, cid + "-export.tar")
-        try:
-            self("export", "-o", out, cid)
-        finally:
-            self("rm", "-f", cid, check=False)
+        out, done = self._archive(image, "export")
+        if not done:
+            cid = self("create", image).stdout.strip()
+            try:
+                self("export", "-o", out, cid)
+            finally:
+                self("rm", "-f", cid, check=False)
         return out
 
     def close(self):
@@ -141,71 +160,132 @@ class Store:
             shutil.rmtree(d, ignore_errors=True)
 
 
-def _rootless_blockers():
-    """Why an ordinary user cannot run podman with unionfs as mount program here ([] if it can).
-    The user is UNIONFS_ROOTLESS_USER, who needs /etc/subuid and /etc/subgid ranges."""
-    out = []
-    st = os.stat("/dev/fuse")
-    if st.st_mode & 0o006 != 0o006:
-        out.append("/dev/fuse is mode %o owned by %d:%d on this machine: an ordinary user cannot "
-                   "open it (EACCES), so no FUSE mount program (unionfs or fuse-overlayfs) can "
-                   "run rootless; rootless podman itself runs here (runc, subuid ranges) on the "
-                   "kernel's overlayfs (userxattr) or vfs"
-                   % (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid))
-    if not shutil.which("newuidmap"):
-        out.append("newuidmap is missing (apt-get install uidmap)")
-    user = os.environ.get("UNIONFS_ROOTLESS_USER")
-    if not user:
-        out.append("UNIONFS_ROOTLESS_USER (an ordinary user with /etc/subuid and /etc/subgid "
-                   "ranges) is not set")
-    else:
-        r = subprocess.run(["runuser", "-u", user, "--", MOUNT_PROGRAM, "--version"],
-                           capture_output=True, text=True, env=ENV)
-        if r.returncode != 0:
-            out.append("%s cannot run %s: %s (the mount program's interpreter, %s, must be "
-                       "reachable by the user)" % (user, MOUNT_PROGRAM, r.stderr.strip(),
-                                                   os.path.realpath(sys.executable)))
-    return out
+SUBID_FILES = ("/etc/subuid", "/etc/subgid")
+
+
+def _subids(path, user=None):
+    """[(start, count)] of the subordinate id ranges in path (of one user, or of everyone)."""
+    try:
+        with open(path) as f:
+            rows = [line.strip().split(":") for line in f if line.count(":") == 2]
+    except FileNotFoundError:
+        return []
+    return [(int(a), int(n)) for u, a, n in rows if user in (None, u)]
+
+
+def _user_mount_program(base):
+    """The mount program an ordinary user can run: the venv's interpreter may live where other
+    users cannot reach (a venv made from a Python under /root), so a small script runs the
+    system's Python 3 over the checkout and the venv's packages (test_rootless does the same)."""
+    path = os.path.join(base, "unionfs-mount-program")
+    with open(path, "w") as f:
+        f.write('#!/bin/sh\nPYTHONPATH=%s\nexport PYTHONPATH\nexec %s -m unionfs "$@"\n'
+                % (shlex.quote(USER_ENV["PYTHONPATH"]), shlex.quote(PYTHON)))
+    os.chmod(path, 0o755)
+    return path
+
+
+@contextlib.contextmanager
+def _rootless_user(base):
+    """A new ordinary user with /etc/subuid and /etc/subgid ranges (what rootless podman needs)
+    and its home under base, who may open /dev/fuse while it exists; on exit every process left
+    running as it is killed, the user (and its ranges) removed and /dev/fuse's mode restored."""
+    for tool, package in (("useradd", "passwd"), ("userdel", "passwd"), ("newuidmap", "uidmap"),
+                          ("newgidmap", "uidmap"), ("runuser", "util-linux")):
+        if not shutil.which(tool):
+            pytest.skip("rootless podman: %s is missing (apt-get install %s)" % (tool, package))
+    name, home = "ufmp%d" % os.getpid(), os.path.join(base, "home")
+    r = subprocess.run(["useradd", "-M", "-U", "-d", home, "-s", "/bin/sh", name],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip("rootless podman: useradd %s failed: %s" % (name, r.stderr.strip()))
+    uid = pwd.getpwnam(name).pw_uid
+    try:
+        os.mkdir(home, 0o700)
+        os.chown(home, uid, pwd.getpwnam(name).pw_gid)
+        if not all(_subids(f, name) for f in SUBID_FILES):  # login.defs without SUB_UID_COUNT
+            first = max([100000] + [a + n for f in SUBID_FILES for a, n in _subids(f)])
+            ids = "%d-%d" % (first, first + 65535)
+            subprocess.run(["usermod", "--add-subuids", ids, "--add-subgids", ids, name],
+                           check=True, capture_output=True)
+        with fuse_open_to_users():
+            yield name
+    finally:
+        left = [p for p in psutil.process_iter(["uids"])
+                if p.info["uids"] and uid in (p.info["uids"].real, p.info["uids"].effective)]
+        for p in left:
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
+        psutil.wait_procs(left, timeout=10)
+        subprocess.run(["userdel", name], capture_output=True)
+
+
+def _build(s, base):
+    """Import base:1 into a store, build built:1 and commit committed:1 (a container that
+    changed the image); skips where podman cannot import at all."""
+    r = s("import", "-q", os.path.join(base, "rootfs.tar"), "localhost/base:1", check=False)
+    if r.returncode != 0:
+        pytest.skip("podman%s cannot work here: %s" % (
+            " as %s (rootless)" % s.user if s.user else "", r.stderr.strip().splitlines()[-1:]))
+    # no network for RUN steps: rootless podman would set up slirp4netns, which needs /dev/net/tun
+    s("build", "-q", "--network", "none", "-t", "localhost/built:1",
+      "-f", os.path.join(base, "Containerfile"), base, timeout=120)
+    s("run", "--name", "changer", "localhost/base:1", "sh", "-c", RUN_CHANGES)
+    s("commit", "-q", "changer", "localhost/committed:1")
+    s("rm", "changer")
+
+
+@pytest.fixture(scope="module")
+def base():
+    """A world-readable dir with the busybox rootfs tar and the Containerfile (a rootless user
+    reads them)."""
+    base = tempfile.mkdtemp(prefix="ufmp-base-", dir="/tmp")
+    os.chmod(base, 0o755)
+    try:
+        rootfs = os.path.join(base, "rootfs")
+        load_script("build_rootfs").build_rootfs(rootfs)
+        with tarfile.open(os.path.join(base, "rootfs.tar"), "w") as t:
+            t.add(rootfs, arcname=".")
+        with open(os.path.join(base, "Containerfile"), "w") as f:
+            f.write(CONTAINERFILE)
+        yield base
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def reference(base):
+    """The reference: root podman on the kernel's overlayfs, images built by _build."""
+    s = Store(base, "kernel")
+    try:
+        _build(s, base)
+        yield s
+    finally:
+        s.close()
 
 
 @pytest.fixture(scope="module", params=["root", "rootless"])
-def stores(request):
-    """{"unionfs": Store, "kernel": Store}, each with base:1 imported, built:1 built and
-    committed:1 committed from a container that changed the image; podman run by root, or by
-    an ordinary user (rootless podman)."""
-    user = None
-    if request.param == "rootless":
-        blockers = _rootless_blockers()
-        if blockers:
-            pytest.skip("rootless podman: " + "; ".join(blockers))
-        user = os.environ["UNIONFS_ROOTLESS_USER"]
-    # a world-readable base: the rootless user reads the rootfs tar and Containerfile
-    base = tempfile.mkdtemp(prefix="ufmp-base-", dir="/tmp")
-    os.chmod(base, 0o755)
-    rootfs = os.path.join(base, "rootfs")
-    load_script("build_rootfs").build_rootfs(rootfs)
-    with tarfile.open(os.path.join(base, "rootfs.tar"), "w") as t:
-        t.add(rootfs, arcname=".")
-    with open(os.path.join(base, "Containerfile"), "w") as f:
-        f.write(CONTAINERFILE)
-    out = {}
-    try:
-        for name, program in (("unionfs", MOUNT_PROGRAM), ("kernel", None)):
-            s = out[name] = Store(base, name, program, user)
-            r = s("import", "-q", os.path.join(base, "rootfs.tar"), "localhost/base:1",
-                  check=False)
+def stores(request, base, reference):
+    """{"unionfs": Store, "kernel": reference}: the same images built with unionfs as mount
+    program by root podman, or by rootless podman (a user made for the test, the mount program
+    a script it can run)."""
+    with contextlib.ExitStack() as stack:
+        if request.param == "root":
+            s = Store(base, "unionfs", MOUNT_PROGRAM)
+        else:
+            user = stack.enter_context(_rootless_user(base))
+            program = _user_mount_program(base)
+            r = subprocess.run(["runuser", "-u", user, "--", program, "--version"],
+                               capture_output=True, text=True, env=ENV, cwd="/")
             if r.returncode != 0:
-                pytest.skip("podman cannot work here: %s" % r.stderr.strip().splitlines()[-1:])
-            s("build", "-q", "-t", "localhost/built:1", "-f", os.path.join(base, "Containerfile"),
-              base, timeout=120)
-            s("run", "--name", "changer", "localhost/base:1", "sh", "-c", RUN_CHANGES)
-            s("commit", "-q", "changer", "localhost/committed:1")
-            s("rm", "changer")
-        yield out
-    finally:
-        for s in out.values():
-            s.close()
-        shutil.rmtree(base, ignore_errors=True)
+                pytest.skip("rootless podman: a new user cannot run unionfs with %s over %s: %s"
+                            % (PYTHON, USER_ENV["PYTHONPATH"], r.stderr.strip()[-300:]))
+            s = Store(base, "unionfs-" + user, program, user)
+        stack.callback(s.close)
+        _build(s, base)
+        yield {"unionfs": s, "kernel": reference}
 
 
 # --- what an image's layers say, independent of how each storage driver wrote them ----------
@@ -357,11 +437,21 @@ def test_live_container_mount_and_unmount(stores):
         pid = daemon_pid(merged)
         cmdline = " ".join(psutil.Process(pid).cmdline())
         assert "lowerdir=" in cmdline and "upperdir=" in cmdline, cmdline
-        s("exec", "live", "sh", "-c", "echo x > /tmp/t && mv /opt/legacy /opt/moved")
-        upper = s("inspect", "--format", "{{.GraphDriver.Data.UpperDir}}", "live").stdout.strip()
+        s("exec", "live", "sh", "-c", "echo x > /tmp/t && mv /opt/legacy /opt/moved"
+          " && rm -rf /usr/lib/oldpkg && mkdir /usr/lib/oldpkg")
+        upper, work = s("inspect", "--format", "{{.GraphDriver.Data.UpperDir}} "
+                        "{{.GraphDriver.Data.WorkDir}}", "live").stdout.split()
         assert open(os.path.join(upper, "tmp/t")).read() == "x\n"
         # where the daemon recorded the deletion: a 0/0 character device, as the kernel does
+        # (root of a rootless podman's user namespace may make one too)
         assert stat.S_ISCHR(os.lstat(os.path.join(upper, "opt/legacy")).st_mode)
+        # ... and the opaque directory: trusted.overlay.*, which only the host's root may
+        # write, or else the kernel's userxattr form
+        ns = "user" if s.user else "trusted"
+        with open(os.path.join(work, "unionfs.format")) as f:
+            assert f.read().split() == ["xattr=" + ns, "whiteout=chr"]
+        opaque = os.path.join(upper, "usr/lib/oldpkg")
+        assert os.getxattr(opaque, ns + ".overlay.opaque", follow_symlinks=False) == b"y"
     finally:
         s("rm", "-f", "-t", "0", "live")
     assert wait_for(lambda: not psutil.pid_exists(pid))

@@ -177,3 +177,41 @@ def test_diff_of_bare_upper_without_lowers(tmp_path):
     wh(up, "a/gone")
     # without the lowers a directory cannot be told new: it holds a whiteout, so it is changed
     assert Changes(up, []).diff_lines() == ["C /a", "D /a/gone", "A /a/new"]
+
+
+def _convert(root, form):
+    """Rewrite a kernel-format upper in another form an upper can have: 'user' (the userxattr
+    mode: user.overlay.*), 'oci' (also '.wh.' files instead of devices, as written by a daemon
+    that may not make them; the opaque marker as a file)."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        for n in dirnames + filenames + ([""] if dirpath == root else []):
+            p = os.path.join(dirpath, n) if n else dirpath
+            st = os.lstat(p)
+            if stat.S_ISCHR(st.st_mode) and form == "oci":
+                os.unlink(p)
+                open(os.path.join(dirpath, ".wh." + n), "wb").close()
+                continue
+            for x in os.listxattr(p, follow_symlinks=False):
+                if x.startswith("trusted.overlay."):
+                    v = os.getxattr(p, x, follow_symlinks=False)
+                    os.removexattr(p, x, follow_symlinks=False)
+                    if form == "oci" and x == "trusted.overlay.opaque":
+                        open(os.path.join(p, ".wh..wh..opq"), "wb").close()
+                        os.utime(p, ns=(T, T))
+                    else:
+                        os.setxattr(p, "user.overlay." + x[len("trusted.overlay."):], v)
+    for dirpath, dirnames, filenames in os.walk(root):
+        os.utime(dirpath, ns=(T, T))
+
+
+@pytest.mark.parametrize("form", ["user", "oci"])
+def test_other_upper_forms_give_the_same_diff_and_layer(image, tmp_path, form):
+    kernel = make_upper(str(tmp_path / "kernel"))
+    other = make_upper(str(tmp_path / form))
+    _convert(other, form)
+    lowers = image.lower_dirs()
+    assert Changes(other, lowers).diff_lines() == Changes(kernel, lowers).diff_lines()
+    a, b = io.BytesIO(), io.BytesIO()
+    write_layer(Changes(kernel, lowers).layer_entries(), a)
+    write_layer(Changes(other, lowers).layer_entries(), b)
+    assert _entries(b.getvalue()) == _entries(a.getvalue())

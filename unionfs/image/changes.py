@@ -1,8 +1,9 @@
 """What an upper directory changes, read in the kernel's overlay format.
 
-The upper is walked as it is on disk: a character device 0/0 is a deletion, a directory with
-``trusted.overlay.opaque=y`` hides everything below it, a directory with
-``trusted.overlay.redirect`` is a lower directory renamed to here. To tell additions from changes
+The upper is walked as it is on disk: a character device 0/0 (or a ``.wh.<name>`` file, the form an
+upper written without the right to make devices has) is a deletion, a directory with
+``overlay.opaque=y`` (``trusted.`` or ``user.``, or holding ``.wh..wh..opq``) hides everything below
+it, a directory with ``overlay.redirect`` is a lower directory renamed to here. To tell additions from changes
 and to see through redirects, two read-only unions from unionfs's own core are used: ``base``
 (the lower layers alone: the image) and ``merged`` (the upper read as the top lower layer over
 them: exactly what the mount shows).
@@ -26,8 +27,7 @@ from .. import whiteout as wo
 from ..union import Union
 from .errors import ImageError
 
-_OPAQUE = wo.TRUSTED + "opaque"
-_REDIRECT = wo.TRUSTED + "redirect"
+_ORIGINS = tuple(ns + "unionfs.ino" for ns in wo.READ_PREFIXES)
 
 
 def _xattr(path, name):
@@ -35,6 +35,7 @@ def _xattr(path, name):
         return os.getxattr(path, name, follow_symlinks=False)
     except OSError:
         return None
+
 
 
 def _join(parent, name):
@@ -96,8 +97,18 @@ class Changes:
             names = sorted(os.listdir(real_dir))
         except OSError as e:
             raise ImageError("cannot read %s: %s" % (real_dir, e.strerror))
+        present = set(names)
         for name in names:
             crel = rel + "/" + name if rel else name
+            target = wo.oci_whiteout_target(name)
+            if target is not None:
+                # the '.wh.' form: a deletion of `target` (unless the name is there too: an
+                # interrupted change, where the entry wins); the opaque marker is read below
+                if target and target not in present and not new and (
+                        self.base is None or self._in_base(_join(path, target)) is not None):
+                    self._kind(_join(path, target), "D")
+                    self._entry(_join(path, target), ("whiteout",))
+                continue
             cpath = _join(path, name)
             real = os.path.join(self.upper, crel)
             st = os.lstat(real)
@@ -109,11 +120,11 @@ class Changes:
                     self._entry(cpath, ("whiteout",))
                 continue
             if stat.S_ISDIR(st.st_mode):
-                redirect = _xattr(real, _REDIRECT)
+                opaque, redirect, _xwh = wo.dir_markers(real)
                 if redirect:
-                    self._redirected(cpath, path, os.fsdecode(redirect))
+                    self._redirected(cpath, path, redirect)
                     continue
-                opaque = _xattr(real, _OPAQUE) == b"y"
+                opaque = opaque or os.path.lexists(real + "/" + wo.WH_OPAQUE)
                 existed = not new and (self.base is None or self._in_base(cpath) is not None)
                 self._kind(cpath, "C" if existed else "A")
                 self._entry(cpath, ("entry", real))
@@ -129,8 +140,8 @@ class Changes:
                                 self._kind(_join(cpath, n), "D")
                 self._walk(crel, cpath, new=new or opaque or not existed)
                 continue
-            existed = not new and (self.base is None and _xattr(real, wo.TRUSTED + "unionfs.ino")
-                                   is not None or self._in_base(cpath) is not None)
+            existed = not new and (self.base is None and any(
+                _xattr(real, n) is not None for n in _ORIGINS) or self._in_base(cpath) is not None)
             self._kind(cpath, "C" if existed else "A")
             self._entry(cpath, ("entry", real))
 

@@ -11,6 +11,7 @@ import signal
 import sys
 import uuid
 
+from .. import messages
 from .. import mount as mountmod
 from ..inspect import commands as inspect_commands
 from ..spec import MountSpec, SpecError, mounted_paths, parse_options, split_escaped, validate
@@ -582,7 +583,7 @@ def run(args):
             return 2
         return VERBS[verb](args)
     except ImageError as e:
-        print("unionfs: %s" % e, file=sys.stderr)
+        messages.error(e)
         return 1
     except BrokenPipeError:
         return 1

@@ -10,6 +10,7 @@ import base64
 import os
 import sys
 
+from .. import messages
 from ..image.errors import ImageError
 from ..image.store import Store, default_root
 from . import analysis, output, stack as stackmod, waste as wastemod
@@ -283,7 +284,7 @@ def run(args):
             raise InspectError("--json and --csv exclude each other")
         return VERBS[args.command](args)
     except ImageError as e:
-        print("unionfs: %s" % e, file=sys.stderr)
+        messages.error(e)
         return 1
     except BrokenPipeError:
         return 1

@@ -16,6 +16,7 @@ import os
 import sys
 import textwrap
 
+from .. import messages
 from .exercises import EXERCISES, run_step
 from .sandbox import Sandbox, interruptible, render
 
@@ -229,5 +230,5 @@ def run(args):
             print(json.dumps(record, indent=2))
         return status
     except LabError as e:
-        print("unionfs: %s" % e, file=sys.stderr)
+        messages.error(e)
         return 1
