@@ -21,9 +21,10 @@ STAMP  := $(VENV)/.installed
 TEST_BUDGET ?= 600
 PYTEST_ARGS ?=
 
-# System packages: FUSE 3 (fusermount3, libfuse3.so.3), attr (getfattr/setfattr) and a static
-# busybox, which the tests use.
-APT_PACKAGES := fuse3 libfuse3-3 attr busybox-static
+# System packages the tests use: FUSE 3 (fusermount3, libfuse3.so.3), attr (getfattr/setfattr),
+# a static busybox, chromium (the explorer's browser test) and fuse-overlayfs (the reference for
+# the uid/gid mapping options).
+APT_PACKAGES := fuse3 libfuse3-3 attr busybox-static chromium fuse-overlayfs
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 LDCONFIG := $(shell command -v ldconfig 2>/dev/null || echo /sbin/ldconfig)
 
@@ -36,9 +37,10 @@ all: test
 deps:
 	@if command -v fusermount3 >/dev/null 2>&1 \
 	   && $(LDCONFIG) -p | grep -q 'libfuse3\.so\.3' \
-	   && command -v setfattr >/dev/null 2>&1 \
+	   && command -v setfattr >/dev/null 2>&1 && [ -x /usr/bin/chromium ] \
+	   && command -v fuse-overlayfs >/dev/null 2>&1 \
 	   && { command -v busybox >/dev/null 2>&1 || [ -x /bin/busybox ]; }; then \
-	    echo "deps: fuse3, libfuse3, attr, busybox already installed"; \
+	    echo "deps: $(APT_PACKAGES) already installed"; \
 	else \
 	    echo "deps: installing $(APT_PACKAGES) with apt-get"; \
 	    export DEBIAN_FRONTEND=noninteractive; \

@@ -50,24 +50,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# --- output helpers --------------------------------------------------------------------------
-if [ -t 1 ]; then B=$'\e[1m' G=$'\e[32m' R=$'\e[31m' N=$'\e[0m'; else B='' G='' R='' N=''; fi
-STEP=0
-step() { STEP=$((STEP + 1)); printf '\n%s== Step %d: %s ==%s\n' "$B" "$STEP" "$1" "$N"; }
-say()  { printf '%s\n' "$*"; }
-# run CMD...: print the command (paths shortened: $T for the temp dir), then run it.
-run()  { local s="$*"; printf '%s$ %s%s\n' "$B" "${s//$T/\$T}" "$N"; "$@"; }
-# check DESCRIPTION CMD...: the step fails unless CMD succeeds.
-check() {
-    local what=$1; shift
-    if "$@"; then
-        printf '  %sok%s: %s\n' "$G" "$N" "$what"
-    else
-        printf '  %sFAILED%s: %s\n' "$R" "$N" "$what" >&2
-        exit 1
-    fi
-}
-not() { ! "$@"; }
+# --- output helpers (step, say, run, check, not) ----------------------------------------------
+. "$(dirname "${BASH_SOURCE[0]}")/demo_lib.sh"
 # run_sh 'SHELL LINE': print it (paths shortened), then run it with bash.
 run_sh() { printf '%s$ %s%s\n' "$B" "${1//$T/\$T}" "$N"; bash -c "$1"; }
 # tree DIR: every path under DIR, relative, sorted. show_tree DIR: the same, with its command.

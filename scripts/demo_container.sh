@@ -34,15 +34,7 @@ runroot = "$T/run/storage"
 mount_program = "$UNIONFS"
 EOF
 # runc (crun refuses this kind of host's cgroup layout), lowered ulimits, no network setup
-cat > "$T/containers.conf" <<EOF
-[containers]
-default_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]
-netns = "none"
-[engine]
-runtime = "runc"
-cgroup_manager = "cgroupfs"
-tmp_dir = "$T/run/libpod"
-EOF
+{ cat mounts/podman/containers.conf; echo "tmp_dir = \"$T/run/libpod\""; } > "$T/containers.conf"
 export CONTAINERS_STORAGE_CONF=$T/storage.conf CONTAINERS_CONF=$T/containers.conf
 
 cleanup() {
@@ -62,23 +54,10 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# --- output helpers --------------------------------------------------------------------------
-if [ -t 1 ]; then B=$'\e[1m' G=$'\e[32m' R=$'\e[31m' N=$'\e[0m'; else B='' G='' R='' N=''; fi
-STEP=0
-step() { STEP=$((STEP + 1)); printf '\n%s== Step %d: %s ==%s\n' "$B" "$STEP" "$1" "$N"; }
-# run CMD...: print the command (the temp dir shortened to $T), then run it.
-run()  { local s="$*"; printf '%s$ %s%s\n' "$B" "${s//$T/\$T}" "$N"; "$@"; }
+# --- output helpers (step, run, check, not) ----------------------------------------------------
+. scripts/demo_lib.sh
 # in_upper CMD...: print CMD, then run it in the container's upper dir.
 in_upper() { printf '%s$ %s%s\n' "$B" "$*" "$N"; (cd "$UPPER" && "$@"); }
-check() {
-    local what=$1; shift
-    if "$@"; then
-        printf '  %sok%s: %s\n' "$G" "$N" "$what"
-    else
-        printf '  %sFAILED%s: %s\n' "$R" "$N" "$what" >&2
-        exit 1
-    fi
-}
 fstype_of() { awk -v m="$1" '$5 == m { for (i = 7; $i != "-"; i++); t = $(i + 1) } END { print t }' \
                   /proc/self/mountinfo; }
 

@@ -6,6 +6,7 @@ from . import __version__, messages
 from .image import commands as image_commands
 from .inspect import commands as inspect_commands
 from .lab import commands as lab_commands
+from .serve import commands as serve_commands
 from . import observe_cli
 from .spec import MountSpec, SpecError, load_spec_file, parse_options, split_escaped, validate
 
@@ -76,6 +77,7 @@ def build_parser():
     inspect_commands.register(sub)
     lab_commands.register(sub)
     observe_cli.register(sub)
+    serve_commands.register(sub)
     return parser
 
 
@@ -118,7 +120,7 @@ def main(argv=None):
     parser = build_parser()
     known = {"mount", "umount", "unmount", "_daemon", "-h", "--help", "--version"}
     known |= image_commands.COMMANDS | inspect_commands.COMMANDS
-    known |= lab_commands.COMMANDS | observe_cli.COMMANDS
+    known |= lab_commands.COMMANDS | observe_cli.COMMANDS | serve_commands.COMMANDS
     try:
         if argv and argv[0] not in known:
             # the helper form is how container storage runs a mount_program: it builds layers
@@ -139,6 +141,8 @@ def main(argv=None):
             return lab_commands.run(args)
         if args.command in observe_cli.COMMANDS:
             return observe_cli.run(args)
+        if args.command in serve_commands.COMMANDS:
+            return serve_commands.run(args)
         if args.command == "mount":
             mountmod.mount(validate(spec_from_args(args)))
         elif args.command in ("umount", "unmount"):

@@ -69,6 +69,16 @@ def resolve_root(layers):
     return Node(comps)
 
 
+def probe(layer, prel, name, abs_path):
+    """(rel, hit, stop): what one layer holds where the walk stands, at prel/name, or at
+    abs_path once an absolute redirect was followed (stop: the walk met a whiteout, a
+    non-directory or an opaque directory on the way, so layers below have nothing there)."""
+    if abs_path is None:
+        return join(prel, name), layer.find(prel, name), False
+    hit, stop = layer.walk(abs_path)
+    return abs_path, hit, stop
+
+
 def resolve_child(layers, parent, name):
     """Node for `name` in the merged directory `parent`, or None when no layer has it."""
     comps = []
@@ -76,16 +86,10 @@ def resolve_child(layers, parent, name):
     abs_path = None
     first = parent.comps[0][0].index
     for layer in layers[first:]:
-        stop = False
-        if abs_path is None:
-            prel = parent.rel_in(layer.index)
-            if prel is None:
-                continue
-            rel = join(prel, cur_name)
-            hit = layer.find(prel, cur_name)
-        else:
-            rel = abs_path
-            hit, stop = layer.walk(abs_path)
+        prel = parent.rel_in(layer.index) if abs_path is None else None
+        if prel is None and abs_path is None:
+            continue
+        rel, hit, stop = probe(layer, prel, cur_name, abs_path)
         if hit is None:
             if stop:
                 break

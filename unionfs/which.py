@@ -25,7 +25,7 @@ import re
 import stat
 
 from .layers import WHITEOUT, join
-from .lookup import follow_redirect
+from .lookup import follow_redirect, probe
 
 VERSION = 1
 XATTR_PREFIX = "user.unionfs."
@@ -61,6 +61,7 @@ def _walk_child(layers, parent, parent_rels, name):
         idx = layer.index
         walk_stop = False
         hidden = stopped
+        prel = None
         if abs_path is None:
             prel = parent.rel_in(idx) if parent is not None else None
             if prel is None:
@@ -68,11 +69,7 @@ def _walk_child(layers, parent, parent_rels, name):
                 hidden = True  # the parent is not merged from this layer
             if prel is None:
                 continue
-            rel = join(prel, cur_name)
-            hit = layer.find(prel, cur_name)
-        else:
-            rel = abs_path
-            hit, walk_stop = layer.walk(abs_path)
+        rel, hit, walk_stop = probe(layer, prel, cur_name, abs_path)
         if hit is None:
             stopped = stopped or walk_stop
             continue

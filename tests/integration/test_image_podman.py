@@ -9,21 +9,16 @@ import tempfile
 
 import pytest
 
-from tests.mountutil import load_script, requires_fuse, run_unionfs, snapshot, unmount
+from tests.mountutil import REPO, load_script, requires_fuse, run_unionfs, snapshot, unmount
 
 PODMAN = shutil.which("podman")
 pytestmark = [requires_fuse, pytest.mark.fuse,
               pytest.mark.skipif(PODMAN is None, reason="podman is not installed"),
               pytest.mark.skipif(os.geteuid() != 0, reason="podman tests run podman as root")]
 
-CONF = """\
-[containers]
-default_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]
-netns = "none"
-[engine]
-runtime = "runc"
-cgroup_manager = "cgroupfs"
-"""
+# the containers.conf that works on this kind of host (mounts/podman/containers.conf)
+with open(os.path.join(REPO, "mounts", "podman", "containers.conf")) as _f:
+    CONF = _f.read()
 CONTAINERFILE = """\
 FROM localhost/base:1
 RUN echo hello > /etc/greeting && ln /etc/greeting /etc/greeting-hl && rm -rf /usr/lib/oldpkg \
