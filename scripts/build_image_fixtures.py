@@ -16,7 +16,8 @@ non-ASCII names):
     oci-mixed.tar        uncompressed, gzip and zstd layers in one image
 
 From Python (tests import this module), the building blocks are public: ``layer_tar(entries)``,
-``compress(data, kind)``, ``docker_archive(...)``, ``oci_layout(...)``, ``apply_layers(...)`` (a
+``compress(data, kind)``, ``docker_archive(...)``, ``oci_layout(...)``, ``platform_files(...)``
+(one image for several platforms: an OCI index, a docker manifest list), ``apply_layers(...)`` (a
 reference implementation of OCI layer semantics, the tests' oracle), ``sample_layers()`` and
 ``inspect_images()`` (an image whose waste, history and diffs are known byte for byte).
 Everything is deterministic: two builds are byte-identical.
@@ -250,7 +251,51 @@ def oci_files(images, manifest_hook=None, index_hook=None):
 
 
 def oci_layout(path, images, as_tar=False, manifest_hook=None, index_hook=None):
-    files = oci_files(images, manifest_hook, index_hook)
+    return write_layout(path, oci_files(images, manifest_hook, index_hook), as_tar)
+
+
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+
+
+def _docker_media_types(m):
+    m["mediaType"] = DOCKER_MANIFEST
+    m["config"]["mediaType"] = "application/vnd.docker.container.image.v1+json"
+    for ld in m["layers"]:
+        ld["mediaType"] = "application/vnd.docker.image.rootfs.diff.tar" + (
+            ".gzip" if ld["mediaType"].endswith("+gzip") else "")
+
+
+def platform_files(images, platforms, tag, kind="oci"):
+    """The files of an OCI layout holding one image (tag) for several platforms: images[i]
+    (untagged Img) is the one for platforms[i] ('os/arch[/variant]'). kind: 'oci' (index.json
+    names an OCI image index of the platforms), 'docker' (a docker manifest list, docker media
+    types throughout, as `skopeo copy --all` keeps them) or 'flat' (index.json lists the
+    platform manifests itself, each with the tag)."""
+    files = oci_files(images, _docker_media_types if kind == "docker" else None)
+    index = json.loads(files.pop()[1])
+    descs = index["manifests"]
+    for desc, plat in zip(descs, platforms):
+        parts = plat.split("/")
+        desc["platform"] = dict(zip(("os", "architecture", "variant"), parts))
+        if kind == "docker":
+            desc["mediaType"] = DOCKER_MANIFEST
+        if kind == "flat":
+            desc["annotations"] = {"org.opencontainers.image.ref.name": tag}
+    if kind != "flat":
+        mt = DOCKER_LIST if kind == "docker" else OCI_INDEX
+        data = json.dumps({"schemaVersion": 2, "mediaType": mt, "manifests": descs},
+                          sort_keys=True).encode()
+        files.insert(2, ("blobs/sha256/" + sha(data)[7:], data))
+        index["manifests"] = [{"mediaType": mt, "digest": sha(data), "size": len(data),
+                               "annotations": {"org.opencontainers.image.ref.name": tag}}]
+    files.append(("index.json", json.dumps(index).encode()))
+    return files
+
+
+def write_layout(path, files, as_tar=False):
+    """Write an archive's files as a directory at path, or as a tar file."""
     if as_tar:
         return write_tar(path, files)
     for name, data in files:

@@ -156,3 +156,135 @@ def test_listing_while_creating_and_unlinking(tmp_path):
             assert psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"
     for n in stable + churn_lower:
         assert (d / n).read_bytes() == n.encode()
+
+
+@pytest.mark.timeout(90)
+def test_readers_while_the_file_is_copied_up(tmp_path):
+    """Readers that opened a lower file before its copy-up read its data, whole and unmixed,
+    while it is copied up and after (then from the copy); the writer's append lands once."""
+    s = Stack(tmp_path)
+    size = 32 << 20
+    pattern = bytes(range(256)) * (size // 256)
+    (s.lower / "big").write_bytes(pattern)
+    errors = []
+    reads = []
+    with s.mount():
+        path = str(s.mnt / "big")
+        start = threading.Barrier(5)
+
+        def reader():
+            with open(path, "rb", buffering=0) as f:
+                start.wait(timeout=30)
+                n = 0
+                for _ in range(6):
+                    off = 0
+                    while off < size:
+                        chunk = os.pread(f.fileno(), 1 << 20, off)
+                        if chunk != pattern[off:off + len(chunk)] or not chunk:
+                            errors.append("reader saw wrong data at %d" % off)
+                            return
+                        off += len(chunk)
+                    n += 1
+                reads.append(n)
+
+        def writer():
+            start.wait(timeout=30)
+            with open(path, "ab") as f:     # the copy-up of 32 MiB, while the readers read
+                f.write(b"TAIL")
+
+        threads = [threading.Thread(target=reader) for _ in range(4)]
+        threads.append(threading.Thread(target=writer))
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert not any(t.is_alive() for t in threads), "a thread hung on the mount"
+        assert not errors, errors
+        assert reads == [6, 6, 6, 6]
+        with open(path, "rb") as f:
+            assert f.read() == pattern + b"TAIL"
+    assert (s.lower / "big").read_bytes() == pattern
+    assert os.path.getsize(s.upper / "big") == size + 4
+
+
+RACE_NAMES = ["a", "b", "c", "d"]
+
+
+def _racer(mnt, index, seconds, results):
+    """Random create/unlink/rename/write on a few shared names; every outcome must be success
+    or an errno the race explains (never EIO: the daemon turns its own exceptions into EIO).
+    Returns (index, operations, unexplained outcomes, opens that got ESTALE)."""
+    import errno
+    import random
+    rnd = random.Random(index)
+    bad = []
+    stale = [0]
+    ops = 0
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        a, b = rnd.choice(RACE_NAMES), rnd.choice(RACE_NAMES)
+        pa, pb = os.path.join(mnt, "d", a), os.path.join(mnt, "d", b)
+        op = rnd.randrange(5)
+        try:
+            if op == 0:
+                fd = os.open(pa, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+                os.write(fd, b"w%d-%d\n" % (index, ops))
+                os.close(fd)
+            elif op == 1:
+                os.unlink(pa)
+            elif op == 2:
+                os.rename(pa, pb)
+            elif op == 3:
+                fd = os.open(pa, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                os.write(fd, b"x%d-%d\n" % (index, ops))
+                os.close(fd)
+            else:
+                with open(pa, "rb") as f:
+                    f.read()
+        except OSError as e:
+            if e.errno == errno.ESTALE and op in (0, 3, 4) and not REFERENCE:
+                # libfuse's path API: an OPEN by inode number arriving after another process
+                # removed the name gets ESTALE before the daemon sees it; the kernel retries
+                # the open once with a fresh lookup, and only a second race in a row surfaces
+                # (README, Known differences)
+                stale[0] += 1
+            elif e.errno not in (errno.ENOENT, errno.EEXIST):
+                bad.append((op, a, b, errno.errorcode.get(e.errno, e.errno)))
+        ops += 1
+    results.put((index, ops, bad, stale[0]))
+
+
+@pytest.mark.timeout(90)
+def test_create_unlink_rename_races_on_the_same_names(tmp_path):
+    s = Stack(tmp_path)
+    (s.lower / "d").mkdir()
+    for n in ("a", "c"):                 # some names start in the lower layer
+        (s.lower / "d" / n).write_bytes(b"lower-%s\n" % n.encode())
+    ctx = multiprocessing.get_context("fork")
+    with s.mount():
+        pid = None if REFERENCE else daemon_pid(s.mnt)
+        results = ctx.Queue()
+        procs = [ctx.Process(target=_racer, args=(str(s.mnt), i, 4, results)) for i in range(6)]
+        for p in procs:
+            p.start()
+        got = [results.get(timeout=60) for _ in procs]
+        for p in procs:
+            p.join(30)
+            assert p.exitcode == 0
+        assert all(ops > 50 for _i, ops, _bad, _stale in got), got
+        assert [bad for _i, _ops, bad, _stale in got] == [[]] * 6
+        # a consistent end state: every listed name is there, each file holds one complete
+        # write (from a racer or the lower layer), nothing else shows
+        names = sorted(os.listdir(s.mnt / "d"))
+        assert set(names) <= set(RACE_NAMES)
+        contents = {}
+        for n in names:
+            data = (s.mnt / "d" / n).read_bytes()
+            assert data in (b"lower-a\n", b"lower-c\n") or (
+                data[:1] in b"wx" and data.endswith(b"\n") and data.count(b"\n") == 1), data
+            contents[n] = data
+        if pid is not None:
+            assert psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"
+    # the upper describes the same state on its own: a remount reads it back
+    with s.mount():
+        assert {n: (s.mnt / "d" / n).read_bytes() for n in os.listdir(s.mnt / "d")} == contents

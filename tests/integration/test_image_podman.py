@@ -118,6 +118,18 @@ def test_podman_archive_mounts_like_podman_export(podman, tmp_path, which):
         unmount(mnt)
 
 
+@pytest.mark.parametrize("kind", ["gzip", "zstd"])
+def test_podman_loads_compressed_saves(podman, tmp_path, kind):
+    store = str(tmp_path / "store")
+    uf(store, "image", "import", podman.oci)
+    out = str(tmp_path / "ours.tar")
+    uf(store, "image", "save", "built:1", "-o", out, "--format", "oci", "--compress", kind)
+    r = podman("load", "-i", out, root="load-" + kind)
+    assert "localhost/built:1" in r.stdout
+    assert podman("inspect", "--format", "{{.Id}}", "localhost/built:1",
+                  root="load-" + kind).stdout.strip() == podman.image_id
+
+
 def test_podman_loads_what_we_save_and_commit(podman, tmp_path):
     store = str(tmp_path / "store")
     uf(store, "image", "import", podman.oci)

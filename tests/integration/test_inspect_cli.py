@@ -10,7 +10,8 @@ import stat
 
 import pytest
 
-from tests.mountutil import load_script, requires_fuse, requires_root, run_unionfs, unmount
+from tests.mountutil import (load_script, requires_fuse, requires_root, run_unionfs,
+                             unionfs_mount, unmount)
 
 fx = load_script("build_image_fixtures")
 
@@ -94,8 +95,15 @@ def test_history_find_cat(store):
 
 def test_diff_layer_and_images(store):
     out = uf(store, "diff", "inspect:1", "--layer", "3", "-u").stdout
-    assert out == ("D /app/big\nC /bin/tool\nBinary files a/bin/tool and b/bin/tool differ\n"
-                   "D /cache/x\nD /cache/y\nA /cache/z\nC /etc/config\n"
+    nonl = "\n\\ No newline at end of file\n"
+
+    def gone(path, data):      # a deleted text file, diffed to /dev/null
+        return "D %s\n--- a%s\n+++ /dev/null\n@@ -1 +0,0 @@\n-%s%s" % (path, path, data, nonl)
+    assert out == (gone("/app/big", "b" * 1200)
+                   + "C /bin/tool\nBinary files a/bin/tool and b/bin/tool differ\n"
+                   + gone("/cache/x", "x" * 200) + gone("/cache/y", "y" * 100)
+                   + "A /cache/z\n--- /dev/null\n+++ b/cache/z\n@@ -0,0 +1 @@\n+" + "z" * 50 + nonl
+                   + "C /etc/config\n"
                    "--- a/etc/config\n+++ b/etc/config\n@@ -1,3 +1,3 @@\n a\n-b\n+B\n c\n")
     doc = json.loads(uf(store, "diff", "inspect:base", "inspect:1", "--json").stdout)
     assert doc["version"] == 1 and doc["image_a"] == "localhost/inspect:base"
@@ -155,3 +163,41 @@ def test_history_of_a_path_in_an_image_mount(store, tmp_path):
     finally:
         unmount(str(mnt))
         run_unionfs("image", "rm-upper", name, "--store", store)
+
+
+@requires_fuse
+@requires_root
+def test_a_directory_renamed_in_a_mount(store, tmp_path):
+    """`mv d newd` in a unionfs mount leaves a redirect in the upper: tree, history and diff
+    --layer of the upper show newd/* from the layers that ship it, and /d deleted (renamed)."""
+    from unionfs.image.store import Store
+    from unionfs.inspect import analysis, stack as stackmod
+    l1, l2 = tmp_path / "l1", tmp_path / "l2"
+    (l1 / "d" / "sub").mkdir(parents=True)
+    (l1 / "d" / "a").write_text("a\n")
+    (l1 / "d" / "sub" / "s").write_text("s\n")
+    (l2 / "d").mkdir(parents=True)
+    (l2 / "d" / "b").write_text("bb\n")
+    up, work, mnt = tmp_path / "up", tmp_path / "work", tmp_path / "mnt"
+    up.mkdir(), work.mkdir()
+    with unionfs_mount([l2, l1], up, work, mnt):
+        os.rename(str(mnt / "d"), str(mnt / "newd"))
+        with open(str(mnt / "newd" / "a"), "a") as f:
+            f.write("+\n")
+        rows = {r["path"]: (r["badge"], r["layer"], r["cause"])
+                for r in analysis.tree(stackmod.from_mount(Store(store), str(mnt)))}
+        assert rows == {
+            "/d": ("deleted", 2, "renamed"), "/d/a": ("deleted", 1, "renamed"),
+            "/d/b": ("deleted", 2, "renamed"), "/d/sub": ("deleted", 1, "renamed"),
+            "/d/sub/s": ("deleted", 1, "renamed"), "/newd": ("added", 3, None),
+            "/newd/a": ("added", 3, None), "/newd/b": ("added", 2, None),
+            "/newd/sub": ("added", 1, None), "/newd/sub/s": ("added", 1, None)}
+        doc = json.loads(uf(store, "history", str(mnt / "newd" / "sub" / "s"), "--json").stdout)
+        assert (doc["visible"], doc["origin_layer"]) == (True, 1)
+        assert [(e["layer"], e["event"], e["detail"]) for e in doc["events"]] == [
+            (3, "added", "renamed from /d/sub/s")]
+        assert uf(store, "diff", str(mnt), "--layer", "3").stdout == (
+            "D /d\nD /d/a\nD /d/b\nD /d/sub\nD /d/sub/s\n"
+            "A /newd\nA /newd/a\nA /newd/b\nA /newd/sub\nA /newd/sub/s\n")
+        doc = json.loads(uf(store, "waste", str(mnt), "--json").stdout)
+        assert [(c["path"], c["size"]) for c in doc["copies"]] == [("/d/a", 2)]  # copied up

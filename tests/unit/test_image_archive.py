@@ -159,7 +159,7 @@ def test_index_picks_host_platform(tmp_path):
         nested = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
                   "manifests": [dict(m, platform={"os": "linux", "architecture": "s390x"}),
                                 dict(m, platform={"os": "linux",
-                                                  "architecture": archive._host_platform()[1]})]}
+                                                  "architecture": archive.host_platform().arch})]}
         data = json.dumps(nested).encode()
         hook.blob = data
         index["manifests"] = [{"mediaType": "application/vnd.oci.image.index.v1+json",

@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from unionfs.image import extract
+from unionfs.image.commands import history_rows
 from unionfs.image.errors import ImageError
 from unionfs.image.importer import import_archive
 from unionfs.image.store import Store
@@ -209,6 +210,28 @@ def test_ls_history_inspect_rm_prune(archives, tmp_path):
     assert st.image_ids() == [] and st.layer_ids() == [] and os.listdir(st.path("tmp")) == []
 
 
+def test_ls_history_uppers_as_json_and_csv(archives, tmp_path):
+    """The listings in versioned JSON (raw values: full ids, bytes) and CSV, same content."""
+    s = tmp_path / "s"
+    assert cli(s, "image", "import", archives["docker-new"]).returncode == 0
+    img = Store(str(s)).get("sample:1.0")
+    doc = json.loads(cli(s, "image", "ls", "--json").stdout)
+    assert doc["version"] == 1 and doc["command"] == "image ls"
+    assert doc["images"] == [{"repository": "localhost/sample", "tag": "1.0", "id": img.id,
+                              "created": img.created, "size": img.size()}]
+    rows = cli(s, "image", "ls", "--csv").stdout.splitlines()
+    assert rows == ["repository,tag,id,created,size",
+                    "localhost/sample,1.0,%s,%s,%d" % (img.id, img.created or "", img.size())]
+    hist = json.loads(cli(s, "image", "history", "sample:1.0", "--json").stdout)["history"]
+    assert [h["created_by"] for h in hist] == [r[2] for r in history_rows(img)]
+    assert sum(h["size"] for h in hist) == sum(img.layer_sizes())
+    assert hist[0]["id"] == img.id and all(h["id"] is None for h in hist[1:])
+    doc = json.loads(cli(s, "image", "uppers", "--json").stdout)
+    assert doc == {"version": 1, "command": "image uppers", "uppers": []}
+    r = cli(s, "image", "ls", "--json", "--csv")
+    assert r.returncode == 1 and r.stderr.count("\n") == 1
+
+
 def test_store_default_location(tmp_path, monkeypatch):
     from unionfs.image.store import default_root
     monkeypatch.setenv("UNIONFS_STORE", str(tmp_path / "env"))
@@ -218,3 +241,78 @@ def test_store_default_location(tmp_path, monkeypatch):
         os.path.join(os.path.expanduser("~"), ".local", "share", "unionfs")
     monkeypatch.delenv("XDG_DATA_HOME", raising=False)
     assert default_root() == expect
+
+
+# ---- multi-platform images --------------------------------------------------------------------
+
+PLATFORMS = ["linux/amd64", "linux/arm64/v8", "linux/arm/v7"]
+
+
+def platform_images():
+    """One image per platform of PLATFORMS: a layer whose /arch says which, a config that does."""
+    out = []
+    for p in PLATFORMS:
+        t = fx.layer_tar([E("arch", data=p.encode())])
+        cfg = fx.make_config([fx.sha(t)])
+        cfg["os"], cfg["architecture"] = p.split("/")[:2]
+        out.append(fx.Img([t], config=cfg))
+    return out
+
+
+@pytest.mark.parametrize("kind,as_tar", [("oci", False), ("docker", True), ("flat", False)])
+def test_platform_of_a_multi_platform_image(tmp_path, kind, as_tar, monkeypatch):
+    imgs = platform_images()
+    path = fx.write_layout(str(tmp_path / "multi"), fx.platform_files(
+        imgs, PLATFORMS, "localhost/multi:1", kind), as_tar)
+    layer_of = {p: fx.sha(img.tars[0]) for p, img in zip(PLATFORMS, imgs)}
+    monkeypatch.setattr("platform.machine", lambda: "x86_64")
+    for i, (wanted, got) in enumerate([(None, "linux/amd64"), ("linux/arm64", "linux/arm64/v8"),
+                                       ("linux/arm64/v8", "linux/arm64/v8"),
+                                       ("linux/arm", "linux/arm/v7")]):
+        store = Store(str(tmp_path / ("s%d" % i)))
+        [(image_id, names)] = import_archive(store, path, platform=wanted)
+        img = store.get("multi:1")
+        assert names == ["localhost/multi:1"] and img.layers == [layer_of[got]], wanted
+        with open(os.path.join(store.layer_root(img.layers[0]), "arch"), "rb") as f:
+            assert f.read() == got.encode()
+    monkeypatch.setattr("platform.machine", lambda: "aarch64")     # the host's platform
+    store = Store(str(tmp_path / "arm"))
+    import_archive(store, path)
+    assert store.get("multi:1").layers == [layer_of["linux/arm64/v8"]]
+    with pytest.raises(ImageError, match=r": no image for linux/s390x \(available: linux/amd64, "
+                       r"linux/arm64, linux/arm/v7\)$"):
+        import_archive(store, path, platform="linux/s390x")
+    monkeypatch.setattr("platform.machine", lambda: "riscv64")
+    with pytest.raises(ImageError, match=r"no image for linux/riscv64 \(.*\); choose one with "
+                       "--platform$"):
+        import_archive(store, path)
+
+
+def test_host_platform_from_uname(monkeypatch):
+    from unionfs.image.archive import host_platform
+    for machine, want in [("x86_64", "linux/amd64"), ("aarch64", "linux/arm64"),
+                          ("armv7l", "linux/arm/v7"), ("armv6l", "linux/arm/v6"),
+                          ("i686", "linux/386"), ("ppc64le", "linux/ppc64le"),
+                          ("s390x", "linux/s390x")]:
+        monkeypatch.setattr("platform.machine", lambda m=machine: m)
+        assert str(host_platform()) == want
+
+
+def test_platform_option_on_the_command_line(tmp_path, archives):
+    path = fx.write_layout(str(tmp_path / "multi.tar"), fx.platform_files(
+        platform_images(), PLATFORMS, "localhost/multi:1"), as_tar=True)
+    r = cli(tmp_path / "s", "image", "import", path, "--platform", "linux/arm/v7", "-q")
+    assert r.returncode == 0, r.stderr
+    r = cli(tmp_path / "s", "image", "inspect", "multi:1")
+    assert json.loads(r.stdout)[0]["Architecture"] == "arm"
+    r = cli(tmp_path / "s", "image", "import", path, "--platform", "windows/amd64")
+    idx = fx.sha(fx.platform_files(platform_images(), PLATFORMS, "x")[2][1])
+    assert r.returncode == 1 and r.stderr == (
+        "unionfs: index %s: no image for windows/amd64 (available: linux/amd64, linux/arm64, "
+        "linux/arm/v7)\n" % idx[7:19])
+    r = cli(tmp_path / "s", "image", "import", path, "--platform", "amd64")
+    assert r.returncode == 1 and r.stderr == (
+        "unionfs: --platform amd64: expected OS/ARCH[/VARIANT] (e.g. linux/amd64)\n")
+    # a single-platform archive imports as before, whatever the host
+    r = cli(tmp_path / "s", "image", "import", archives["oci-dir"], "-q")
+    assert r.returncode == 0, r.stderr

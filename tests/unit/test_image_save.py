@@ -64,3 +64,31 @@ def test_saving_twice_gives_the_same_bytes(store, tmp_path):
     save(store, ["sample:1.0"], a, "oci")
     save(store, ["sample:1.0"], b, "oci")
     assert open(a, "rb").read() == open(b, "rb").read()
+
+
+@pytest.mark.parametrize("kind,magic", [("gzip", b"\x1f\x8b"), ("zstd", b"\x28\xb5\x2f\xfd")])
+def test_compressed_layers(store, tmp_path, kind, magic):
+    """--compress: every layer blob compressed, its descriptor's digest, size and media type
+    those of the blob; the archive imports back to the same image, and twice is the same bytes."""
+    outs = []
+    for fmt in ("oci", "docker", "oci"):
+        out = str(tmp_path / ("%s-%d.tar" % (fmt, len(outs))))
+        save(store, ["sample:1.0"], out, fmt, compress=kind)
+        outs.append(out)
+        b = Store(str(tmp_path / ("b%d" % len(outs))))
+        [(image_id, _names)] = import_archive(b, out)
+        assert image_id == store.get("sample:1.0").id
+        assert b.get("sample:1.0").layers == store.get("sample:1.0").layers
+    assert open(outs[0], "rb").read() == open(outs[2], "rb").read()
+    tar = tarfile.open(outs[0])
+    index = json.load(tar.extractfile("index.json"))
+    m = json.load(tar.extractfile("blobs/sha256/" + index["manifests"][0]["digest"][7:]))
+    assert len(m["layers"]) == len(store.get("sample:1.0").layers)
+    for ld in m["layers"]:
+        data = tar.extractfile("blobs/sha256/" + ld["digest"][7:]).read()
+        assert data.startswith(magic) and fx.sha(data) == ld["digest"]
+        assert (ld["size"], ld["mediaType"]) == (
+            len(data), "application/vnd.oci.image.layer.v1.tar+" + kind)
+    assert not [n for n in os.listdir(str(tmp_path)) if n.startswith(".")]   # no scratch left
+    with pytest.raises(ImageError, match="unknown compression"):
+        save(store, ["sample:1.0"], str(tmp_path / "x.tar"), "oci", compress="lz4")

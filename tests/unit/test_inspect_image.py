@@ -143,8 +143,17 @@ def test_layer_changes(st):
         "--- a/etc/config\n+++ b/etc/config\n@@ -1,3 +1,3 @@\n a\n-b\n+B\n c\n")
     assert analysis.unified_diff(by["/bin/tool"]) == (
         "Binary files a/bin/tool and b/bin/tool differ\n")
-    assert analysis.unified_diff(by["/cache/z"]) == ""
+    # added and deleted files against /dev/null, as diff -N shows them
+    assert analysis.unified_diff(by["/cache/z"]) == (
+        "--- /dev/null\n+++ b/cache/z\n@@ -0,0 +1 @@\n+" + "z" * 50
+        + "\n\\ No newline at end of file\n")
+    assert analysis.unified_diff(by["/cache/y"]).startswith(
+        "--- a/cache/y\n+++ /dev/null\n@@ -1 +0,0 @@\n-yyy")
     assert "_sides" not in analysis.public(recs)[0]
+    by1 = {c["path"]: c for c in analysis.layer_changes(st, 1)}
+    assert analysis.unified_diff(by1["/bin/tool"]) == (
+        "Binary files /dev/null and b/bin/tool differ\n")
+    assert analysis.unified_diff(by1["/app"]) == ""                  # a directory
 
 
 def test_image_changes(store, st):
@@ -192,3 +201,67 @@ def test_kernel_format_upper_on_top(tmp_path):
     assert events(analysis.history(st, "/d/a")) == [(1, "added", 10), (2, "opaque", 0)]
     assert changes(analysis.layer_changes(st, 2)) == [("D", "/d/a"), ("A", "/d/b"),
                                                       ("D", "/gone")]
+
+
+def renamed_stack(tmp_path):
+    """Two lowers and a kernel-format upper that renamed directories, as the union writes it:
+    /d -> /newd (relative redirect 'd', a whiteout at /d, newd/a copied up), inside it
+    newd/sub -> newd/s2 (relative 'sub', resolved in the renamed parent's lower: d/sub), and
+    /p/q -> /x/q2 (absolute redirect '/p/q')."""
+    l1, l2, up = (mkdir(tmp_path / n) for n in ("l1", "l2", "up"))
+    write(os.path.join(l1, "d/a"), b"a\n")
+    write(os.path.join(l1, "d/sub/s"), b"s\n")
+    write(os.path.join(l1, "p/q/f"), b"q\n")
+    write(os.path.join(l2, "d/b"), b"bb\n")
+    whiteout(os.path.join(up, "d"))
+    write(os.path.join(up, "newd/a"), b"a+\n")
+    xset(os.path.join(up, "newd"), "trusted.overlay.redirect", b"d")
+    mkdir(os.path.join(up, "newd/s2"))
+    xset(os.path.join(up, "newd/s2"), "trusted.overlay.redirect", b"sub")
+    whiteout(os.path.join(up, "newd/sub"))
+    whiteout(os.path.join(up, "p/q"))
+    mkdir(os.path.join(up, "x/q2"))
+    xset(os.path.join(up, "x/q2"), "user.overlay.redirect", b"/p/q")   # either namespace
+    return stackmod.from_dirs([l1, l2], upper=up), up, [l2, l1]
+
+
+@needs_root
+def test_renamed_directories_in_an_upper(tmp_path):
+    st, up, lowers = renamed_stack(tmp_path)
+    rows = {r["path"]: (r["badge"], r["layer"], r["cause"]) for r in analysis.tree(st)}
+    assert {p: v for p, v in rows.items() if p.startswith(("/d", "/newd", "/p/", "/x/"))} == {
+        "/d": ("deleted", 2, "renamed"), "/d/a": ("deleted", 1, "renamed"),
+        "/d/b": ("deleted", 2, "renamed"), "/d/sub": ("deleted", 1, "renamed"),
+        "/d/sub/s": ("deleted", 1, "renamed"),
+        "/newd": ("added", 3, None), "/newd/a": ("added", 3, None),
+        "/newd/b": ("added", 2, None), "/newd/s2": ("added", 3, None),
+        "/newd/s2/s": ("added", 1, None),
+        "/p/q": ("deleted", 1, "renamed"), "/p/q/f": ("deleted", 1, "renamed"),
+        "/x/q2": ("added", 3, None), "/x/q2/f": ("added", 1, None)}
+    h = analysis.history(st, "/newd/b")
+    assert h["visible"] and h["origin_layer"] == 2
+    assert [(e["layer"], e["event"], e["detail"]) for e in h["events"]] == [
+        (3, "added", "renamed from /d/b")]
+    assert [(e["layer"], e["event"], e["detail"]) for e in analysis.history(st, "/d")["events"]] \
+        == [(1, "added", ""), (3, "renamed", "renamed to /newd")]
+    assert [e["detail"] for e in analysis.history(st, "/d/sub/s")["events"]] == [
+        "", "removed: parent /d renamed to /newd"]
+    recs = analysis.layer_changes(st, 3)
+    assert changes(recs) == [
+        ("D", "/d"), ("D", "/d/a"), ("D", "/d/b"), ("D", "/d/sub"), ("D", "/d/sub/s"),
+        ("A", "/newd"), ("A", "/newd/a"), ("A", "/newd/b"), ("A", "/newd/s2"),
+        ("A", "/newd/s2/s"), ("D", "/p/q"), ("D", "/p/q/f"), ("A", "/x"), ("A", "/x/q2"),
+        ("A", "/x/q2/f")]
+    by = {c["path"]: c for c in recs}
+    assert analysis.unified_diff(by["/newd/b"]) == "--- /dev/null\n+++ b/newd/b\n@@ -0,0 +1 @@\n+bb\n"
+    # what the lower layers ship is still visible (at the new path): not wasted; the copy of
+    # d/a the upper replaced is
+    assert [(c["path"], c["cause"]) for c in waste(st)["copies"]] == [("/d/a", "deleted")]
+    assert [(v["path"], v["layer"], v["status"]) for v in analysis.find(st, "s", True)] == [
+        ("/d/sub/s", 1, "deleted"), ("/newd/s2/s", 1, "visible")]
+    assert analysis.version(st, "/x/q2/f")[0].read_bytes("p/q/f") == b"q\n"
+    # unionfs diff of the upper (image/changes.py) agrees on the renamed paths
+    from unionfs.image.changes import Changes
+    assert Changes(up, lowers).diff_lines() == [
+        "D /d", "A /newd", "A /newd/a", "A /newd/b", "A /newd/s2", "A /newd/s2/s",
+        "C /p", "D /p/q", "A /x", "A /x/q2", "A /x/q2/f"]

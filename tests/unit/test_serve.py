@@ -284,3 +284,22 @@ def test_layer_trees_are_kept_within_bounds(tmp_path, monkeypatch):
     assert kept == [4, 5, 6]
     ex.directory("/", layer=1)
     assert sorted(k[1] for k in ex.state.cache if model._is_view(k)) == [1, 4, 6]
+
+
+def test_the_top_layer_timeline_is_built_once(tmp_path, monkeypatch):
+    """warm() builds the top tree, its changes and the waste from one timeline; a lower
+    layer's tree builds its own (up to that layer)."""
+    from unionfs.inspect import analysis, timeline
+    from unionfs.serve import model
+    built = []
+
+    class Counted(timeline.Timeline):
+        def __init__(self, stack, upto=None):
+            super().__init__(stack, upto)
+            built.append(self.upto)
+    monkeypatch.setattr(analysis, "Timeline", Counted)
+    monkeypatch.setattr(model, "Timeline", Counted)
+    ex, _upper = mount_like(tmp_path)
+    assert built == [2]
+    ex.directory("/", layer=1)
+    assert built == [2, 1]

@@ -17,7 +17,7 @@ here. Nothing here writes anywhere.
 """
 import json
 import os
-import platform
+import platform as pyplatform
 import posixpath
 import stat
 import tarfile
@@ -295,9 +295,65 @@ def read_docker(source):
     return out
 
 
-def _host_platform():
-    m = platform.machine()
-    return "linux", {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386"}.get(m, m)
+# ---- platforms ----------------------------------------------------------------------------------
+
+# `uname -m` -> (GOARCH, variant), as container tools name the host's platform
+_MACHINES = {"x86_64": ("amd64", None), "amd64": ("amd64", None), "aarch64": ("arm64", None),
+             "arm64": ("arm64", None), "armv8l": ("arm", "v8"), "armv7l": ("arm", "v7"),
+             "armv6l": ("arm", "v6"), "armv5tel": ("arm", "v5"), "armv5tejl": ("arm", "v5"),
+             "i386": ("386", None), "i486": ("386", None), "i586": ("386", None),
+             "i686": ("386", None), "ppc64le": ("ppc64le", None), "ppc64": ("ppc64", None),
+             "s390x": ("s390x", None), "riscv64": ("riscv64", None), "mips64": ("mips64", None),
+             "loongarch64": ("loong64", None)}
+# architecture names others use, as the OCI spec names them
+_ARCH_ALIASES = {"x86_64": "amd64", "x86-64": "amd64", "aarch64": "arm64", "i386": "386",
+                 "i686": "386", "armhf": "arm", "armel": "arm"}
+
+
+class Platform:
+    """OS/ARCH[/VARIANT] of an image, normalised as containerd does: arm64's default variant v8
+    is the same as none, and arm without a variant means v7."""
+
+    def __init__(self, os_name, arch, variant=None):
+        self.os = os_name
+        self.arch = _ARCH_ALIASES.get(arch, arch)
+        variant = variant or None
+        if self.arch == "arm64" and variant == "v8":
+            variant = None
+        if self.arch == "arm" and variant is None:
+            variant = "v7"
+        self.variant = variant
+
+    @classmethod
+    def parse(cls, text):
+        parts = text.split("/") if isinstance(text, str) else []
+        if len(parts) not in (2, 3) or not all(parts):
+            raise ImageError("--platform %s: expected OS/ARCH[/VARIANT] (e.g. linux/amd64)" % text)
+        return cls(*parts)
+
+    @classmethod
+    def of(cls, desc):
+        """The platform a descriptor declares, or None."""
+        p = desc.get("platform") if isinstance(desc, dict) else None
+        if not isinstance(p, dict) or not isinstance(p.get("os"), str) \
+                or not isinstance(p.get("architecture"), str):
+            return None
+        v = p.get("variant")
+        return cls(p["os"], p["architecture"], v if isinstance(v, str) else None)
+
+    def matches(self, other, any_variant=False):
+        return (self.os, self.arch) == (other.os, other.arch) and (
+            any_variant or self.variant == other.variant)
+
+    def __str__(self):
+        return "/".join([self.os, self.arch] + ([self.variant] if self.variant else []))
+
+
+def host_platform():
+    """This host's platform (linux/amd64 on x86_64, linux/arm/v7 on armv7l, ...)."""
+    m = pyplatform.machine()
+    arch, variant = _MACHINES.get(m, (m, None))
+    return Platform("linux", arch, variant)
 
 
 def _tag_from_annotations(ann):
@@ -312,19 +368,28 @@ def _tag_from_annotations(ann):
     return None  # a bare tag ("latest") without a repository names nothing
 
 
-def _choose(descs, what):
-    """From an index's manifests, the one for this host's platform (or the only one)."""
-    if len(descs) == 1:
+def choose(descs, what, wanted=None):
+    """From an index's manifests, the one for the wanted platform (default: this host's).
+
+    A list of one is taken as it is unless a platform was asked for and it declares another.
+    A variant asked for (or the host's, or arm's default v7) must match; without one, a
+    manifest without a variant is preferred, then any."""
+    explicit = wanted is not None
+    if len(descs) == 1 and (not explicit or Platform.of(descs[0]) is None):
         return descs[0]
-    osname, arch = _host_platform()
-    for d in descs:
-        p = d.get("platform") or {}
-        if p.get("os") == osname and p.get("architecture") == arch:
-            return d
-    raise ImageError("%s: no manifest for %s/%s" % (what, osname, arch))
+    want = Platform.parse(wanted) if explicit else host_platform()
+    for any_variant in (False, True) if want.variant is None else (False,):
+        for d in descs:
+            p = Platform.of(d)
+            if p is not None and want.matches(p, any_variant):
+                return d
+    have = [str(p) for p in map(Platform.of, descs) if p is not None]
+    raise ImageError("%s: no image for %s (available: %s)%s" % (
+        what, want, ", ".join(have) or "no platform named",
+        "" if explicit else "; choose one with --platform"))
 
 
-def _read_manifest(source, desc, what, depth=0):
+def _read_manifest(source, desc, what, platform=None, depth=0):
     if depth > 4:
         raise ImageError("%s: indexes nested too deeply" % what)
     if not isinstance(desc, dict):
@@ -339,7 +404,8 @@ def _read_manifest(source, desc, what, depth=0):
         subs = m.get("manifests")
         if not isinstance(subs, list) or not subs:
             raise ImageError("index %s lists no manifests" % desc["digest"])
-        return _read_manifest(source, _choose(subs, "index " + desc["digest"]), what, depth + 1)
+        chosen = choose(subs, "index " + digest.short(desc["digest"]), platform)
+        return _read_manifest(source, chosen, what, platform, depth + 1)
     cfg_desc = m.get("config")
     if not isinstance(cfg_desc, dict):
         raise ImageError("manifest %s has no config" % desc["digest"])
@@ -360,7 +426,21 @@ def _read_manifest(source, desc, what, depth=0):
     return cfg, layers
 
 
-def read_oci(source):
+def _platform_groups(descs, platform):
+    """The descriptors of index.json, those that name a platform narrowed to one per image
+    name (an index.json may itself list an image's platforms)."""
+    groups = {}
+    for d in descs:
+        if not isinstance(d, dict):
+            raise ImageError("index.json: a descriptor is not an object")
+        if Platform.of(d) is not None:
+            groups.setdefault(_tag_from_annotations(d.get("annotations")), []).append(d)
+    keep = {id(choose(g, "index.json", platform)) for g in groups.values() if len(g) > 1}
+    drop = {id(d) for g in groups.values() if len(g) > 1 for d in g} - keep
+    return [d for d in descs if id(d) not in drop]
+
+
+def read_oci(source, platform=None):
     if source.exists("oci-layout"):
         layout = _json(read_small(source, "oci-layout", "oci-layout"), "oci-layout")
         if not isinstance(layout, dict) or layout.get("imageLayoutVersion") != "1.0.0":
@@ -371,10 +451,8 @@ def read_oci(source):
         raise ImageError("index.json lists no manifests")
     by_config = {}
     order = []
-    for desc in index["manifests"]:
-        if not isinstance(desc, dict):
-            raise ImageError("index.json: a descriptor is not an object")
-        cfg, layers = _read_manifest(source, desc, "index.json")
+    for desc in _platform_groups(index["manifests"], platform):
+        cfg, layers = _read_manifest(source, desc, "index.json", platform)
         tag = _tag_from_annotations(desc.get("annotations"))
         key = digest.of_bytes(cfg)
         if key not in by_config:
@@ -385,10 +463,13 @@ def read_oci(source):
     return [by_config[k] for k in order]
 
 
-def read_images(source):
-    """[ImageRecord] for every image in the archive."""
+def read_images(source, platform=None):
+    """[ImageRecord] for every image in the archive; of a multi-platform image, the one for
+    platform ('OS/ARCH[/VARIANT]', default: this host's)."""
+    if platform is not None:
+        Platform.parse(platform)
     if source.exists("manifest.json"):
         return read_docker(source)
     if source.exists("index.json"):
-        return read_oci(source)
+        return read_oci(source, platform)
     raise ImageError("%s: not an image archive (no manifest.json or index.json)" % source.name)

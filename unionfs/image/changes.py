@@ -24,6 +24,7 @@ import os
 import stat
 
 from .. import whiteout as wo
+from ..inspect.renames import walk
 from ..union import Union
 from .errors import ImageError
 
@@ -35,7 +36,6 @@ def _xattr(path, name):
         return os.getxattr(path, name, follow_symlinks=False)
     except OSError:
         return None
-
 
 
 def _join(parent, name):
@@ -158,21 +158,22 @@ class Changes:
         if old != path and self._in_base(old) is not None and self._in_merged(old) is None:
             self._kind(old, "D")
             self._entry(old, ("whiteout",))
-        self._subtree(path, first=True)
+        self._subtree(path)
 
-    def _subtree(self, path, first=False):
+    def _subtree(self, path):
+        """Everything the merged tree shows at path and below, added (the directory opaque)."""
         node = self._in_merged(path)
         if node is None:
             return
+        self._added(path, node)
+        if node.is_dir:
+            self._entry(_join(path, wo.WH_OPAQUE), ("opaque",))
+            for rel, child, _parent in walk(self.merged.layers, node):
+                self._added(_join(path, rel), child)
+
+    def _added(self, path, node):
         self._kind(path, "A")
         self._entry(path, ("entry", self.merged.real(node)))
-        if not node.is_dir:
-            return
-        if first:
-            self._entry(_join(path, wo.WH_OPAQUE), ("opaque",))
-        for n, _code, _ino, _full in self.merged.listdir(path):
-            if n not in (".", ".."):
-                self._subtree(_join(path, n))
 
     # ---- results ----------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ import uuid
 from .. import messages
 from .. import mount as mountmod
 from ..inspect import commands as inspect_commands
+from ..inspect import output
 from ..spec import MountSpec, SpecError, mounted_paths, parse_options, split_escaped, validate
 from . import digest
 from .errors import ImageError
@@ -49,6 +50,9 @@ def register(sub):
     p.add_argument("archive")
     p.add_argument("-t", "--tag", action="append", default=[], metavar="NAME[:TAG]",
                    help="also tag the imported image (archive with one image)")
+    p.add_argument("--platform", metavar="OS/ARCH[/VARIANT]",
+                   help="of a multi-platform image (an OCI index, a docker manifest list), the "
+                   "one to import (default: this host's, e.g. linux/amd64)")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the image ids")
     _store_arg(p)
 
@@ -56,11 +60,13 @@ def register(sub):
     p.add_argument("-q", "--quiet", action="store_true", help="only image ids")
     p.add_argument("--no-trunc", action="store_true", help="full image ids")
     _store_arg(p)
+    _format_args(p)
 
     p = isub.add_parser("history", help="the layers of an image, newest first")
     p.add_argument("image")
     p.add_argument("--no-trunc", action="store_true", help="do not truncate 'created by'")
     _store_arg(p)
+    _format_args(p)
 
     p = isub.add_parser("inspect", help="an image's config and layers as JSON")
     p.add_argument("images", nargs="+", metavar="IMAGE")
@@ -98,6 +104,7 @@ def register(sub):
 
     p = isub.add_parser("uppers", help="list writable upper layers")
     _store_arg(p)
+    _format_args(p)
 
     p = isub.add_parser("rm-upper", help="remove writable upper layers")
     p.add_argument("names", nargs="+", metavar="NAME")
@@ -108,6 +115,8 @@ def register(sub):
     p.add_argument("-o", "--output", required=True, metavar="FILE")
     p.add_argument("--format", choices=("docker", "oci"), default="docker",
                    help="docker-archive (default; docker load, podman load) or oci-archive")
+    p.add_argument("--compress", choices=("gzip", "zstd"),
+                   help="store the layers compressed (default: uncompressed, digest = DiffID)")
     _store_arg(p)
 
     p = sub.add_parser("diff", help="list what an image mount or upper dir changed (A/C/D)",
@@ -184,6 +193,22 @@ def _table(rows):
         print("   ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())
 
 
+def _format_args(p):
+    p.add_argument("--json", action="store_true", help="versioned JSON (README: JSON fields)")
+    p.add_argument("--csv", action="store_true", help="the table as CSV, with raw values")
+
+
+def _records(args, command, key, records, table):
+    """Print records (dicts of raw values) as JSON or CSV when asked, else the human table."""
+    if getattr(args, "json", False):
+        output.emit_json(command, {key: records})
+    elif getattr(args, "csv", False):
+        header = list(records[0]) if records else []
+        output.emit_csv(header, [[r[h] for h in header] for r in records])
+    else:
+        _table(table)
+
+
 def _info(msg):
     print(msg, file=sys.stderr)
 
@@ -198,7 +223,7 @@ def cmd_import(args):
         raise KeyboardInterrupt
     old = signal.signal(signal.SIGTERM, term)
     try:
-        results = import_archive(store, args.archive, args.tag)
+        results = import_archive(store, args.archive, args.tag, platform=args.platform)
     finally:
         signal.signal(signal.SIGTERM, old)
     for image_id, names in results:
@@ -217,16 +242,17 @@ def cmd_ls(args):
             print(img.id if args.no_trunc else img.hex[:12])
         return 0
     rows = [("REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE")]
+    records = []
     for img in sorted(images, key=lambda i: i.created or "", reverse=True):
         iid = img.id if args.no_trunc else img.hex[:12]
-        tags = img.tags()
-        size = human(img.size())
-        if not tags:
-            rows.append(("<none>", "<none>", iid, ago(img.created), size))
-        for t in tags:
-            repo, _, tag = t.rpartition(":")
-            rows.append((repo, tag, iid, ago(img.created), size))
-    _table(rows)
+        size = img.size()
+        for t in img.tags() or [None]:
+            repo, _, tag = t.rpartition(":") if t else ("<none>", "", "<none>")
+            rows.append((repo, tag, iid, ago(img.created), human(size)))
+            records.append({"repository": None if t is None else repo,
+                            "tag": None if t is None else tag, "id": img.id,
+                            "created": img.created, "size": size})
+    _records(args, "image ls", "images", records, rows)
     return 0
 
 
@@ -257,13 +283,16 @@ def history_rows(img):
 def cmd_history(args):
     img = _store(args).get(args.image)
     out = [("IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT")]
+    records = []
     for iid, created, by, size, comment in history_rows(img):
+        records.append({"id": img.id if iid != "<missing>" else None, "created": created,
+                        "created_by": by, "size": size, "comment": comment})
         by = " ".join(by.split())
         if not args.no_trunc and len(by) > 45:
             by = by[:44] + "…"
         out.append((img.id if (args.no_trunc and iid != "<missing>") else iid,
                     ago(created) if created else "N/A", by, human(size), comment))
-    _table(out)
+    _records(args, "image history", "history", records, out)
     return 0
 
 
@@ -421,6 +450,7 @@ def cmd_uppers(args):
     store = _store(args)
     live = {r.get("upper"): m for m, r in store.live_mounts().items() if r.get("upper")}
     rows = [("NAME", "IMAGE", "CREATED", "MOUNTED ON")]
+    records = []
     for name, meta in store.uppers().items():
         tags = []
         try:
@@ -429,7 +459,9 @@ def cmd_uppers(args):
             pass
         rows.append((name, tags[0] if tags else digest.short(meta.get("image", "?")),
                      ago(meta.get("created")), live.get(name, "")))
-    _table(rows)
+        records.append({"name": name, "image": meta.get("image"), "tags": tags,
+                        "created": meta.get("created"), "mounted_on": live.get(name)})
+    _records(args, "image uppers", "uppers", records, rows)
     return 0
 
 
@@ -453,7 +485,7 @@ def cmd_rm_upper(args):
 def cmd_save(args):
     from .save import save
     store = _store(args)
-    images = save(store, args.images, args.output, args.format)
+    images = save(store, args.images, args.output, args.format, args.compress)
     _info("saved %d image(s) to %s" % (len(images), args.output))
     return 0
 

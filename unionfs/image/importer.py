@@ -89,8 +89,9 @@ def verify_only(lref, what, progress):
     progress.done()
 
 
-def import_archive(store, path, tags=(), progress=None, log=None):
-    """Import every image in the archive at path. Returns [(image id, [tags])]."""
+def import_archive(store, path, tags=(), progress=None, log=None, platform=None):
+    """Import every image in the archive at path (of a multi-platform image, the one for
+    platform, 'OS/ARCH[/VARIANT]', default this host's). Returns [(image id, [tags])]."""
     progress = progress or Progress()
     extra_tags = [normalize_ref(t) for t in tags]
     with store.lock():
@@ -100,7 +101,7 @@ def import_archive(store, path, tags=(), progress=None, log=None):
         try:
             source = archive.open_source(path, scratch=work)
             try:
-                records = archive.read_images(source)
+                records = archive.read_images(source, platform)
                 if extra_tags and len(records) != 1:
                     raise ImageError("--tag needs an archive with one image (%s has %d)" % (
                         path, len(records)))

@@ -2,18 +2,23 @@
 OCI image layout tar (``podman load``, ``skopeo copy oci-archive:``).
 
 Layers are written uncompressed, byte for byte as they were imported or committed (the stored
-``layer.tar``), so each layer's digest is its DiffID. The config is written byte for byte, so
+``layer.tar``), so each layer's digest is its DiffID; or, with ``compress`` ('gzip' or 'zstd'),
+compressed (deterministically: gzip without a name or time) into a scratch directory beside FILE,
+the OCI descriptors then carrying the compressed blob's digest, size and media type. The config is written byte for byte, so
 the image id is kept. Tags are recorded in ``manifest.json``/``repositories`` (docker) or as
 ``org.opencontainers.image.ref.name`` and ``io.containerd.image.name`` annotations (OCI). The
 archive is written to a temporary name beside FILE and renamed when complete.
 """
+import gzip
 import hashlib
 import io
 import json
 import os
+import shutil
 import tarfile
 import tempfile
 
+from .compression import CHUNK, _zstd
 from .errors import ImageError
 from .store import SEARCH_PREFIXES, normalize_ref, split_ref
 
@@ -23,10 +28,32 @@ MANIFEST_MT = "application/vnd.oci.image.manifest.v1+json"
 INDEX_MT = "application/vnd.oci.image.index.v1+json"
 
 
+COMPRESSIONS = ("gzip", "zstd")
+
+
 class _Writer:
-    def __init__(self, tar):
+    def __init__(self, tar, store, compress=None, scratch=None):
         self.tar = tar
         self.done = set()
+        self.store = store
+        self.compress = compress
+        self.scratch = scratch
+        self._blobs = {}
+
+    def layer(self, diff_id):
+        """(file, digest, size, media type) of a layer's blob as the archive holds it."""
+        b = self._blobs.get(diff_id)
+        if b is None:
+            tar = self.store.layer_tar(diff_id)
+            if self.compress is None:
+                b = (tar, diff_id, os.path.getsize(tar), LAYER_MT)
+            else:
+                path = os.path.join(self.scratch, diff_id[7:])
+                _compress(tar, path, self.compress)
+                b = (path, _file_digest(path), os.path.getsize(path),
+                     LAYER_MT + "+" + self.compress)
+            self._blobs[diff_id] = b
+        return b
 
     def _ti(self, name, kind=tarfile.REGTYPE, size=0):
         ti = tarfile.TarInfo(name)
@@ -55,6 +82,24 @@ class _Writer:
                 self.tar.addfile(self._ti(name, size=size), f)
 
 
+def _compress(src, dst, kind):
+    with open(src, "rb") as fin, open(dst, "wb") as raw:
+        if kind == "gzip":
+            out = gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0)
+        else:
+            out = _zstd().ZstdCompressor(level=3).stream_writer(raw, closefd=False)
+        with out:
+            shutil.copyfileobj(fin, out, CHUNK)
+
+
+def _file_digest(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(CHUNK), b""):
+            h.update(chunk)
+    return "sha256:" + h.hexdigest()
+
+
 def _json(obj):
     return json.dumps(obj, separators=(",", ":")).encode()
 
@@ -78,7 +123,7 @@ def _docker(w, store, images):
                     if k in img.config:
                         v1[k] = img.config[k]
             w.data(lid + "/json", _json(v1))
-            w.file(lid + "/layer.tar", store.layer_tar(diff_id))
+            w.file(lid + "/layer.tar", w.layer(diff_id)[0])
             layers.append(lid + "/layer.tar")
             parent = lid
         cfg_name = img.hex + ".json"
@@ -100,9 +145,9 @@ def _oci(w, store, images):
     for img, tags in images:
         layers = []
         for diff_id in img.layers:
-            tar = store.layer_tar(diff_id)
-            w.file("blobs/sha256/" + diff_id[7:], tar)
-            layers.append({"mediaType": LAYER_MT, "digest": diff_id, "size": os.path.getsize(tar)})
+            path, blob_digest, size, media_type = w.layer(diff_id)
+            w.file("blobs/sha256/" + blob_digest[7:], path)
+            layers.append({"mediaType": media_type, "digest": blob_digest, "size": size})
         w.data("blobs/sha256/" + img.hex, img.config_bytes)
         m = _json({"schemaVersion": 2, "mediaType": MANIFEST_MT,
                    "config": {"mediaType": CONFIG_MT, "digest": img.id,
@@ -119,10 +164,15 @@ def _oci(w, store, images):
     w.data("index.json", _json(index))
 
 
-def save(store, refs, out, fmt="docker"):
-    """Write the images named by refs (names keep their tag; ids are written untagged)."""
+def save(store, refs, out, fmt="docker", compress=None):
+    """Write the images named by refs (names keep their tag; ids are written untagged), the
+    layers compressed with compress ('gzip', 'zstd') or not (None)."""
     if fmt not in ("docker", "oci"):
         raise ImageError("unknown format %r (docker or oci)" % fmt)
+    if compress not in (None,) + COMPRESSIONS:
+        raise ImageError("unknown compression %r (gzip or zstd)" % compress)
+    if compress == "zstd":
+        _zstd()
     chosen = {}
     order = []
     for ref in refs:
@@ -148,10 +198,12 @@ def save(store, refs, out, fmt="docker"):
     images = [(store.image(i), chosen[i]) for i in order]
     d = os.path.dirname(os.path.abspath(out))
     fd, tmp = tempfile.mkstemp(dir=d, prefix=".%s.tmp-" % os.path.basename(out))
+    scratch = tempfile.mkdtemp(dir=d, prefix=".%s.blobs-" % os.path.basename(out)) \
+        if compress else None
     try:
         with os.fdopen(fd, "wb") as f:
             with tarfile.open(fileobj=f, mode="w", format=tarfile.PAX_FORMAT) as tar:
-                w = _Writer(tar)
+                w = _Writer(tar, store, compress, scratch)
                 (_docker if fmt == "docker" else _oci)(w, store, images)
             f.flush()
             os.fsync(f.fileno())
@@ -163,4 +215,7 @@ def save(store, refs, out, fmt="docker"):
         except OSError:
             pass
         raise
+    finally:
+        if scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
     return images

@@ -7,7 +7,7 @@ a dataclass or plain JSON-ready data.
         size, entries, whiteouts, dir, upper); Stack.indexes: [LayerIndex]
     timeline.Timeline(stack, upto=None)      every layer applied: .visible, .copies, .events
     analysis.layers(stack)                   [LayerInfo as dict]
-    analysis.tree(stack, layer=None)         the merged tree after layer N, with badges
+    analysis.tree(stack, layer=None, timeline=None)  the merged tree after layer N, with badges
     analysis.history(stack, path)            a path's events across the layers
     analysis.find(stack, glob, all_layers)   copies matching a glob, with their fate
     analysis.versions(stack, path)           every copy of one path

@@ -9,7 +9,7 @@ import difflib
 import fnmatch
 
 from .layerindex import InspectError
-from .timeline import (ADDED, CHANGED, DUP, HIDDEN, META, OPAQUE, WHITEOUT, Timeline,
+from .timeline import (ADDED, CHANGED, DUP, HIDDEN, META, OPAQUE, RENAMED, WHITEOUT, Timeline,
                        meta_changes, same_content, same_meta)
 
 TEXT_LIMIT = 1 << 20   # larger files are not diffed
@@ -39,6 +39,13 @@ def layers(stack):
 # ---- history ---------------------------------------------------------------------------------
 
 def _detail(ev):
+    text = _what(ev)
+    if ev.moved and ev.kind != RENAMED:
+        return "%s%srenamed from %s" % (text, ", " if text else "", abs_path(ev.moved))
+    return text
+
+
+def _what(ev):
     new, old = ev.copy.entry if ev.copy else None, ev.prev.entry if ev.prev else None
     if ev.kind == CHANGED:
         if old.kind != new.kind:
@@ -63,6 +70,10 @@ def _detail(ev):
         return "made opaque: lower contents hidden"
     if ev.kind == HIDDEN:
         return "removed: parent %s replaced by a non-directory" % abs_path(ev.via)
+    if ev.kind == RENAMED:
+        if ev.via and ev.via != ev.path:
+            return "removed: parent %s renamed to %s" % (abs_path(ev.via), abs_path(ev.moved))
+        return "renamed to %s" % abs_path(ev.moved)
     return ""
 
 
@@ -95,7 +106,7 @@ def _match(pattern, rel):
 
 def copy_dict(c):
     e = c.entry
-    return {"path": abs_path(e.path), "layer": c.layer + 1, "type": e.kind, "size": e.size,
+    return {"path": abs_path(c.path), "layer": c.layer + 1, "type": e.kind, "size": e.size,
             "status": "visible" if c.hidden_by is None else c.cause,
             "hidden_by": _n(c.hidden_by)}
 
@@ -141,13 +152,16 @@ def version(stack, path, layer=None, timeline=None):
     return idx, entry
 
 
-def tree(stack, layer=None):
+def tree(stack, layer=None, timeline=None):
     """The merged tree as it is after layer N (default: the top), each entry with its origin
     layer and a badge for what layer N did to it: 'added', 'changed', 'metadata-only',
     'unchanged'; names layer N removed are listed too, badge 'deleted' (with 'via' and the cause:
-    'whiteout', 'opaque' or 'hidden'). Opaque directories of layer N carry 'opaque': true."""
+    'whiteout', 'opaque', 'hidden' or 'renamed'). Opaque directories of layer N carry
+    'opaque': true. A directory layer N renamed is 'added' at its new path, its entries with the
+    layers they come from, and 'deleted' (cause 'renamed') at the old one. A timeline of stack
+    built up to layer N (for the top: the full one) is reused; any other is not used."""
     n = len(stack) if layer is None else stack.check_layer(layer) + 1
-    tl = Timeline(stack, upto=n)
+    tl = timeline if timeline is not None and timeline.upto == n else Timeline(stack, upto=n)
     top = n - 1
     badges = {}
     out = []
@@ -157,7 +171,7 @@ def tree(stack, layer=None):
                 continue
             if ev.kind in (ADDED, CHANGED, META):
                 badges[path] = ev.kind
-            elif ev.kind in (WHITEOUT, OPAQUE, HIDDEN) and ev.prev is not None:
+            elif ev.kind in (WHITEOUT, OPAQUE, HIDDEN, RENAMED) and ev.prev is not None:
                 e = ev.prev.entry
                 out.append({"path": abs_path(path), "type": e.kind, "size": e.size,
                             "mode": e.mode, "uid": e.uid, "gid": e.gid, "layer": ev.prev.layer + 1,
@@ -204,7 +218,7 @@ def layer_changes(stack, layer, timeline=None):
                 continue
             rec = _change(change, path, old, new, layer, _detail(ev))
             rec["_sides"] = (ev.prev and (stack.indexes[ev.prev.layer], old), ev.copy and (
-                stack.indexes[i], new))
+                stack.indexes[ev.copy.layer], new))
             out.append(rec)
     return _sorted(out)
 
@@ -264,19 +278,21 @@ def _text(idx, entry):
 
 
 def unified_diff(change):
-    """Unified diff text for a 'changed' record whose both sides are regular files ('' when
-    there is nothing to show: not files, or the content is the same)."""
+    """Unified diff text of a record whose sides are regular files: a changed file against its
+    old content, an added one against /dev/null, a deleted one to /dev/null (as ``diff -N``
+    and git show them); '' when there is nothing to show (not a file, same content, empty)."""
     old, new = change.get("_sides", (None, None))
-    if change["change"] != "changed" or not old or not new:
+    if not (old or new) or any(s and s[1].kind != "file" for s in (old, new)):
         return ""
-    if old[1].kind != "file" or new[1].kind != "file" or same_content(*old, *new):
+    if old and new and same_content(*old, *new):
         return ""
     p = change["path"]
-    a, b = _text(*old), _text(*new)
+    a_name, b_name = ("a" + p) if old else "/dev/null", ("b" + p) if new else "/dev/null"
+    a, b = (_text(*old) if old else []), (_text(*new) if new else [])
     if a is None or b is None:
-        return "Binary files a%s and b%s differ\n" % (p, p)
+        return "Binary files %s and %s differ\n" % (a_name, b_name)
     out = []
-    for line in difflib.unified_diff(a, b, "a" + p, "b" + p):
+    for line in difflib.unified_diff(a, b, a_name, b_name):
         out.append(line)
         if not line.endswith("\n"):
             out.append("\n\\ No newline at end of file\n")

@@ -38,7 +38,7 @@ def wasted_copies(timeline):
     groups = {}
     for c in timeline.copies:
         if c.entry.kind == "file":
-            key = (c.layer, c.entry.inode or c.path)
+            key = (c.layer, c.entry.inode or c.entry.path)   # a renamed copy: the same entry
             groups.setdefault(key, []).append(c)
     out = []
     for cs in groups.values():

@@ -54,12 +54,12 @@ def norm_path(path):
 class TreeView:
     """The merged tree after one layer, grouped by directory, with subtree badge counts."""
 
-    def __init__(self, stack, layer):
+    def __init__(self, stack, layer, timeline=None):
         self.layer = layer
         self.children = {"/": []}
         self.counts = Counter()
         self.subtree = {}
-        for r in analysis.tree(stack, layer):
+        for r in analysis.tree(stack, layer, timeline):
             parent, _, name = r["path"].rpartition("/")
             badges = row_badges(r)
             r["name"], r["badges"] = name, badges
@@ -131,8 +131,10 @@ class State:
         return self._once(("view", layer), lambda: self._new_view(layer))
 
     def _new_view(self, layer):
-        """A TreeView, dropping the oldest other views beyond VIEWS_KEPT (the top's stays)."""
-        view = TreeView(self.stack, layer)
+        """A TreeView, dropping the oldest other views beyond VIEWS_KEPT (the top's stays); the
+        top layer's tree is read from the full timeline, which the changes and waste share."""
+        top = layer == len(self.stack)
+        view = TreeView(self.stack, layer, self.timeline if top else None)
         with self._lock:
             old = [k for k in self.cache if _is_view(k) and k[1] != len(self.stack)]
             for k in old[:max(0, len(old) + 2 - VIEWS_KEPT)]:
