@@ -15,12 +15,13 @@ import stat
 import threading
 
 from . import whiteout as wo
-from .sysutil import O_PATH, open_beneath
+from .sysutil import O_PATH, PATH_LIMIT, open_beneath, open_deep, short_path
 
 _ABSENT = (errno.ENOENT, errno.ENOTDIR, errno.ENAMETOOLONG)
 # what open_beneath says of a path with a symlink (ELOOP) or a way out (EXDEV) in it: not here
 _NOT_BENEATH = _ABSENT + (errno.ELOOP, errno.EXDEV)
 WH = -1  # listing code for a whiteout
+_SHORT = PATH_LIMIT // 4  # a str this short is under PATH_LIMIT bytes whatever its characters
 
 
 class Hit:
@@ -78,7 +79,17 @@ class Layer:
         return "<%s %d %s>" % (type(self).__name__, self.index, self.root)
 
     def real(self, rel):
-        return self.root + "/" + rel if rel else self.root
+        if not rel:
+            return self.root
+        p = self.root + "/" + rel
+        if len(p) < _SHORT or len(os.fsencode(p)) < PATH_LIMIT:
+            return p
+        return short_path(self._root_fd(), rel)  # longer than PATH_MAX: through /proc/self/fd
+
+    def _root_fd(self):
+        if self._rootfd < 0:
+            self._rootfd = os.open(self.root, O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        return self._rootfd
 
     def lstat(self, rel):
         return os.lstat(self.real(rel))
@@ -86,7 +97,9 @@ class Layer:
     def _open_dir(self, rel, flags=O_PATH):
         """fd of directory rel, or None if it is absent or not reachable without a symlink."""
         try:
-            return open_beneath(self._rootfd, rel or ".", flags | os.O_DIRECTORY)
+            if len(rel) < _SHORT or len(os.fsencode(rel)) < PATH_LIMIT:
+                return open_beneath(self._rootfd, rel or ".", flags | os.O_DIRECTORY)
+            return open_deep(self._rootfd, rel, flags | os.O_DIRECTORY)
         except OSError as e:
             if e.errno in _NOT_BENEATH:
                 return None

@@ -1,8 +1,11 @@
-"""Thin wrappers for the Linux system calls the os module lacks: renameat2 and fallocate with modes."""
+"""Thin wrappers for the Linux system calls the os module lacks (renameat2, fallocate with modes,
+openat2), and the way to name paths longer than PATH_MAX."""
+import collections
 import ctypes
 import ctypes.util
 import errno
 import os
+import threading
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
@@ -81,3 +84,51 @@ def open_beneath(dirfd, rel, flags):
     except BaseException:
         os.close(fd)
         raise
+
+
+# ---- paths longer than PATH_MAX --------------------------------------------------------------
+# A merged path may be longer than PATH_MAX (a process can reach it with directory descriptors,
+# and a layer's root may be longer than the mountpoint): joined to the layer root, it is too long
+# for any system call. Such a path is opened step by step beneath the layer root and named
+# through /proc/self/fd, which every call accepts.
+PATH_LIMIT = 4000  # bytes; what is left of PATH_MAX (4096) is room for "/proc/self/fd/N/"
+_CHUNK = 3000
+_held = threading.local()
+
+
+def open_deep(dirfd, rel, flags):
+    """open_beneath for a rel of any length: chunks of at most _CHUNK bytes, each opened beneath
+    the directory the previous one opened (no symlinks, never above dirfd)."""
+    parts = [p for p in rel.split("/") if p]
+    fd, chunk, size = dirfd, [], 0
+    try:
+        while parts:
+            part = parts.pop(0)
+            chunk.append(part)
+            size += len(os.fsencode(part)) + 1
+            if parts and size < _CHUNK:
+                continue
+            nfd = open_beneath(fd, "/".join(chunk), flags if not parts else O_PATH | os.O_DIRECTORY)
+            if fd != dirfd:
+                os.close(fd)
+            fd, chunk, size = nfd, [], 0
+        return os.dup(dirfd) if fd == dirfd else fd
+    except BaseException:
+        if fd != dirfd:
+            os.close(fd)
+        raise
+
+
+def short_path(dirfd, rel):
+    """A path of fewer than PATH_MAX bytes for dirfd/rel ('/proc/self/fd/N/name'). The directory
+    fd stays open for the next 64 such paths of this thread, far longer than any one operation
+    uses its paths."""
+    parent, _, name = rel.rpartition("/")
+    fd = open_deep(dirfd, parent, O_PATH | os.O_DIRECTORY)
+    held = getattr(_held, "fds", None)
+    if held is None:
+        held = _held.fds = collections.deque()
+    held.append(fd)
+    if len(held) > 64:
+        os.close(held.popleft())
+    return "/proc/self/fd/%d/%s" % (fd, name)

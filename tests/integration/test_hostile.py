@@ -477,11 +477,6 @@ def test_long_paths_near_path_max(tmp_path):
 
 @requires_daemon
 @pytest.mark.skipif(not have_kernel_overlay(), reason="needs the kernel's overlayfs")
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG (union.py/layers.py): the daemon joins the layer root and the merged path into one "
-    "string, so an operation fails with ENAMETOOLONG once len(layer root) + len(merged path) "
-    ">= 4096, although the kernel (and the caller, using directory descriptors or a shorter "
-    "mountpoint) has no such limit"))
 def test_paths_beyond_path_max_through_directory_descriptors(tmp_path):
     names = _chain(30)      # 30 * 201 = 6030 bytes below the mount
     results = {}
@@ -496,10 +491,6 @@ def test_paths_beyond_path_max_through_directory_descriptors(tmp_path):
 
 
 @requires_daemon
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG (union.py/layers.py): same root cause -- with an upper whose path is longer than the "
-    "mountpoint's (as in container storage: .../diff vs .../merged), an absolute path of "
-    "PATH_MAX-1 bytes through the mount fails with ENAMETOOLONG"))
 def test_absolute_path_of_path_max_with_a_long_upper_path(tmp_path):
     s = Stack(tmp_path)
     upper = tmp_path / ("upper-with-a-much-longer-path-than-the-mountpoint" * 2)
