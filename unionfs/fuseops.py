@@ -51,7 +51,22 @@ def _ts(ts):
     return ts.tv_sec * 1_000_000_000 + ts.tv_nsec
 
 
+_PIN_MAX = 64  # libfuse threads that keep a Python thread state (libfuse 3 runs at most 10)
+_pinned = itertools.count()
+
+
 class _FUSE(observe.Timed, mfusepy.FUSE):
+    def _thread_start(self):
+        """ctypes runs a callback from a thread Python did not start (every libfuse worker)
+        inside PyGILState_Ensure/Release, which creates and destroys a Python thread state per
+        call (an mmap, munmap and gettid each time): a null request's daemon CPU goes from 26
+        to 14 us when each thread keeps its state (scripts/bench_floor.py; the single-threaded
+        loop: 9). One Ensure never released keeps it for the thread's life; bounded, should
+        libfuse recycle its threads (3.14 keeps at most 10)."""
+        if next(_pinned) < _PIN_MAX:
+            ctypes.pythonapi.PyGILState_Ensure()
+            super()._thread_start()
+
     def rename_fuse_3(self, old, new, flags):
         return self.operations.rename(_decode(self, old), _decode(self, new), flags)
 
@@ -83,8 +98,10 @@ class _FUSE(observe.Timed, mfusepy.FUSE):
     # per read and write): stat fields are filled directly, data moves in place.
 
     def getattr_fuse_3(self, path, buf, fip):
-        ctypes.memset(buf, 0, _STAT_SIZE)
-        _fill(buf.contents, *self.operations.stat(_decode(self, path), _fh(fip)))
+        # libfuse hands a zeroed struct stat (fuse.c memsets it before calling getattr)
+        if path is not None:
+            path = path.decode(self.encoding, self.errors)
+        _fill(buf.contents, *self.operations.stat(path, fip.contents.fh if fip else None))
         return 0
 
     def readdir_fuse_3(self, path, buf, filler, offset, fip, flags):
@@ -96,10 +113,10 @@ class _FUSE(observe.Timed, mfusepy.FUSE):
         entries = self.operations.snapshot(_decode(self, path), _fh(fip), offset, plus)
         for i in range(offset, len(entries)):
             name, code, ino, full = entries[i]
-            ctypes.memset(ctypes.byref(st), 0, _STAT_SIZE)
             if plus and full is not None:
-                _fill(st, *full)
+                _fill(st, *full)  # sets every field libfuse reads
             else:
+                ctypes.memset(ctypes.byref(st), 0, _STAT_SIZE)
                 st.st_mode = code
                 st.st_ino = ino
             if filler(buf, name.encode(self.encoding, self.errors), st, i + 1, fill_flags):
@@ -180,7 +197,8 @@ def attrs(st, ino, nlink):
 
 
 def _hidden(path):
-    return path is not None and _HIDDEN.match(path.rpartition("/")[2]) is not None
+    return (path is not None and ".fuse_hidden" in path
+            and _HIDDEN.match(path.rpartition("/")[2]) is not None)
 
 
 class FuseOps:

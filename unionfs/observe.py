@@ -101,12 +101,18 @@ class OpStats:
         return out
 
 
+# Attributes set here survive between requests only on threads whose Python thread state
+# persists: how Timed notices a thread it has not served before.
+_THREAD = threading.local()
+
+
 class Timed:
     """Mixin for the FUSE binding class (before it in the bases): times every request.
 
     The binding routes each request through ``_wrapper(func, *args)``; this one measures it with
     ``perf_counter_ns`` and, when someone is tracing, emits an ``op`` event for changing ones.
-    Kept to bound-method calls only: it runs on every request."""
+    A request on a thread not seen before first calls ``_thread_start`` (the binding may
+    prepare the thread there). Kept to bound-method calls only: it runs on every request."""
 
     def __init__(self, operations, *args, **kwargs):
         observer = operations.union.observer
@@ -117,7 +123,14 @@ class Timed:
         self._base = super()._wrapper
         super().__init__(operations, *args, **kwargs)
 
-    def _wrapper(self, func, *args, _clock=time.perf_counter_ns):
+    def _thread_start(self):
+        _THREAD.seen = True
+
+    def _wrapper(self, func, *args, _clock=time.perf_counter_ns, _thread=_THREAD):
+        try:
+            _thread.seen
+        except AttributeError:
+            self._thread_start()
         t = _clock()
         r = self._base(func, *args)
         dt = _clock() - t

@@ -196,17 +196,18 @@ class Union:
                 # d_ino must equal st_ino: resolve each entry (this also warms the cache)
                 child = self.lookup(base + "/" + name)
                 if child is not None:
-                    children.append((name, code, child))
+                    # what a lower layer serves cannot change while the listing is cached
+                    # (a copy-up or removal drops it): its attributes are taken once
+                    fixed = None if child.in_upper else self._stat(base + "/" + name, child)
+                    children.append((name, code, child, fixed))
             self.cache.put_listing(path, children, gen)
-        for name, code, child in children:
-            child_path = base + "/" + name
-            full = None
-            if plus:
+        for name, code, child, full in children:
+            if plus and full is None:
                 try:
-                    full = self._stat(child_path, child)
+                    full = self._stat(base + "/" + name, child)
                 except FileNotFoundError:
                     continue  # removed while we listed
-            out.append((name, code, self.ino_of(child), full))
+            out.append((name, code, self.ino_of(child), full if plus else None))
         return out
 
     def statfs(self):
@@ -562,7 +563,7 @@ class Union:
             if node.in_upper:
                 return node
             if path in self._orphans:
-                raise _err(errno.ESTALE, path)  # a lower file unlinked while open has no name
+                raise _err(errno.ENOENT, path)  # unlinked while open: no name to copy up to (the kernel: ENOENT)
             parent = split(path)[0]
             self._upper_dir(parent)
             layer, rel, hit = node.comps[0]
