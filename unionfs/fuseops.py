@@ -438,7 +438,10 @@ class FuseOps:
         return self.union.readinto(self.files[fh], buf, offset)
 
     def write(self, path, data, offset, fh):
-        return self.union.write(self.files[fh], data, offset)
+        h = self.files[fh]
+        if not h.written:
+            self.union.first_write(h, *mfusepy.fuse_get_context())
+        return self.union.write(h, data, offset)
 
     def flush(self, path, fh):
         pass

@@ -132,3 +132,15 @@ def short_path(dirfd, rel):
     if len(held) > 64:
         os.close(held.popleft())
     return "/proc/self/fd/%d/%s" % (fd, name)
+
+
+def process_groups(pid):
+    """The supplementary group ids of a process (empty if it is gone)."""
+    try:
+        with open("/proc/%d/status" % pid, "rb") as f:
+            for line in f:
+                if line.startswith(b"Groups:"):
+                    return {int(g) for g in line.split()[1:]}
+    except (OSError, ValueError):
+        pass
+    return set()

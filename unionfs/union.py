@@ -18,7 +18,7 @@ from .ids import IdMapper
 from .layers import Hit, Layer, LowerLayer
 from .lookup import Node, check_name, lower_positive, resolve_child, resolve_root
 from .observe import Observer
-from .sysutil import RENAME_EXCHANGE, RENAME_NOREPLACE, fallocate, renameat2
+from .sysutil import RENAME_EXCHANGE, RENAME_NOREPLACE, fallocate, process_groups, renameat2
 
 _INO_BITS = 48
 
@@ -285,6 +285,21 @@ class Union:
     def write(handle, data, offset):
         handle.written = True
         return os.pwrite(handle.fd, data, offset)
+
+    def first_write(self, handle, uid, gid, pid):
+        """Before the first write through a handle: the kernel clears the setgid bit of a file
+        written by a caller outside its group (Linux 6.2), but its FUSE client leaves the case
+        of a file without group execute to the filesystem (setuid, and setgid with group
+        execute, it clears itself). Root (CAP_FSETID) keeps the bit."""
+        if uid == 0 or handle.lower:
+            return
+        st = os.fstat(handle.fd)
+        if st.st_mode & (stat.S_ISGID | stat.S_IXGRP) != stat.S_ISGID:
+            return
+        if st.st_gid == self.ids.stored(-1, gid)[1] or st.st_gid in process_groups(pid):
+            return
+        os.fchmod(handle.fd, stat.S_IMODE(st.st_mode) & ~stat.S_ISGID)
+        self._changed(handle.path, os.fstat(handle.fd))
 
     @staticmethod
     def fsync(handle, datasync):

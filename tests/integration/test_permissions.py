@@ -214,10 +214,6 @@ def sides():
         yield {kind: _run_side(kind, base, lower) for kind in ("kernel", "unionfs")}
 
 
-# Differences examined one by one below; left out of the whole-scenario comparison.
-KNOWN = {"suid_trunc_lower", "sgid_noexec_lower"}
-
-
 @pytest.mark.timeout(120)
 def test_other_user_outcomes_match_kernel(sides):
     ko, uo = sides["kernel"][0], sides["unionfs"][0]
@@ -233,11 +229,8 @@ def test_other_user_outcomes_match_kernel(sides):
 
 def test_other_user_attributes_match_kernel(sides):
     (_, ka, kup), (_, ua, uup) = sides["kernel"], sides["unionfs"]
-    adiffs = {p: (ka.get(p), ua.get(p)) for p in set(ka) | set(ua)
-              if ka.get(p) != ua.get(p) and p not in KNOWN}
+    adiffs = {p: (ka.get(p), ua.get(p)) for p in set(ka) | set(ua) if ka.get(p) != ua.get(p)}
     assert not adiffs, "attributes afterwards differ (kernel, unionfs): %r" % adiffs
-    kup = {p: v for p, v in kup.items() if p not in KNOWN}
-    uup = {p: v for p, v in uup.items() if p not in KNOWN}
     assert kup == uup, "owners/modes in the uppers differ: kernel %r, unionfs %r" % (kup, uup)
     # a non-owner's write clears setuid and setgid (with group exec), lower and upper files
     for name in ("suid_lower", "suid_upper", "sgid_lower", "suid_truncate_upper"):
@@ -256,12 +249,10 @@ def test_open_trunc_by_non_owner_clears_setuid(sides):
     assert sides["unionfs"][1]["suid_trunc_lower"] == sides["kernel"][1]["suid_trunc_lower"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "DIFFERENCE (the kernel's FUSE client): a write by a user outside the file's group to a "
-    "setgid file WITHOUT group exec (02666) clears S_ISGID on the kernel's overlayfs (VFS rule "
-    "since Linux 6.2) but not through FUSE, whose fuse_setattr only drops S_ISGID together "
-    "with S_IXGRP; unionfs could only match it by handling killpriv itself"))
 def test_write_to_setgid_file_without_group_exec(sides):
+    """A write by a user outside the file's group to a setgid file WITHOUT group exec (02666)
+    clears S_ISGID on the kernel's overlayfs (VFS rule since Linux 6.2); the kernel's FUSE
+    client leaves that case to the filesystem (Union.first_write)."""
     assert sides["kernel"][1]["sgid_noexec_lower"][0] == oct(stat.S_IFREG | 0o666)
     assert sides["unionfs"][1]["sgid_noexec_lower"] == sides["kernel"][1]["sgid_noexec_lower"]
 
