@@ -17,17 +17,21 @@ import os
 from .layers import WHITEOUT, Hit, join
 
 NAME_MAX = 255
+# A directory merged from this many lower layers or more gets an index of which of them hold
+# each name, so a lookup there costs the layers that have the name, not all of them.
+INDEX_MIN = 4
 
 
 class Node:
     """A resolved merged path: the (layer, relpath, hit) components that make it, top first."""
-    __slots__ = ("comps", "is_dir", "ino", "_map")
+    __slots__ = ("comps", "is_dir", "ino", "_map", "_names")
 
     def __init__(self, comps):
         self.comps = comps
         self.is_dir = comps[0][2].is_dir
         self.ino = None
         self._map = None
+        self._names = None
 
     @property
     def top(self):
@@ -46,6 +50,23 @@ class Node:
             if not c[0].writable:
                 return c
         return None
+
+    def lower_names(self):
+        """{name: [index of each lower layer whose directory lists it, whiteouts included]}
+        for a directory merged from INDEX_MIN lower layers or more, else None. Built once:
+        lower layers do not change under a mount, and the upper is not in it."""
+        names = self._names
+        if names is None:
+            lowers = [c for c in self.comps if not c[0].writable]
+            if len(lowers) < INDEX_MIN:
+                names = False
+            else:
+                names = {}
+                for layer, rel, _hit in lowers:
+                    for n, _code in layer.list(rel):
+                        names.setdefault(n, []).append(layer.index)
+            self._names = names
+        return names or None
 
     def rel_in(self, index):
         """This directory's relative path in layer `index`, or None if the layer is not merged."""
@@ -85,7 +106,16 @@ def resolve_child(layers, parent, name):
     cur_name = name
     abs_path = None
     first = parent.comps[0][0].index
-    for layer in layers[first:]:
+    seq = layers[first:]
+    index = parent.lower_names() if parent.is_dir else None
+    if index is not None:
+        # only the layers that list the name (and the upper, read live) can hold it
+        seq = [layers[0]] if first == 0 and layers[0].writable else []
+        seq += [layers[i] for i in index.get(name, ())]
+    i = 0
+    while i < len(seq):
+        layer = seq[i]
+        i += 1
         prel = parent.rel_in(layer.index) if abs_path is None else None
         if prel is None and abs_path is None:
             continue
@@ -105,6 +135,8 @@ def resolve_child(layers, parent, name):
             break
         if hit.redirect:
             cur_name, abs_path = follow_redirect(hit.redirect, cur_name, abs_path)
+            if index is not None:  # another name below: every layer again
+                seq, i, index = layers[layer.index + 1:], 0, None
     return Node(comps) if comps else None
 
 
@@ -122,6 +154,13 @@ def follow_redirect(r, cur_name, abs_path):
 
 def lower_positive(layers, parent, name):
     """Does a lower layer (below the upper) of `parent` still show `name`? Decides whiteouts."""
+    index = parent.lower_names()
+    if index is not None:
+        for i in index.get(name, ()):
+            hit = layers[i].find(parent.rel_in(i), name)
+            if hit is not None:
+                return hit is not WHITEOUT
+        return False
     for layer, prel, _hit in parent.comps:
         if layer.writable:
             continue

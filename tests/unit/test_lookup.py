@@ -261,3 +261,60 @@ def test_lower_positive_respects_opaque(tmp_path):
     d = mkdir(dirs[0] + "/d")
     xset(d, "trusted.overlay.opaque", b"y")
     assert lower_positive(layers, resolve(layers, "/d"), "f") is False
+
+
+def _describe(layers, node, path, out):
+    """{path: (serving layer, rel, [component layers])} for the whole merged tree below node."""
+    out[path] = (node.top[0].index, node.top[1], [c[0].index for c in node.comps])
+    if node.is_dir:
+        from unionfs.readdir import merged_entries
+        for name, _code in merged_entries(node):
+            child = resolve_child(layers, node, name)
+            if child is not None:
+                _describe(layers, child, path.rstrip("/") + "/" + name, out)
+    return out
+
+
+@needs_root
+@pytest.mark.parametrize("seed", range(6))
+def test_name_index_of_deep_stacks_resolves_like_the_full_walk(tmp_path, seed, monkeypatch):
+    """Directories merged from INDEX_MIN lower layers or more are looked up through an index
+    of the names each layer lists; every path must resolve exactly as the plain top-down walk
+    does: whiteouts, opaque directories, files over directories, relative and absolute
+    redirects, names in only some layers."""
+    import random
+    import unionfs.lookup as lookup
+    rnd = random.Random(seed)
+    dirs, layers = stack(tmp_path, n_lowers=7)
+    names = ["a", "b", "c", "d", "e"]
+    for li, d in enumerate(dirs):
+        for top in names:
+            r = rnd.random()
+            p = os.path.join(d, top)
+            if r < 0.35:
+                for sub in names[:3]:
+                    if rnd.random() < 0.5:
+                        write(os.path.join(p, sub), b"%d/%s/%s" % (li, top.encode(), sub.encode()))
+                mkdir(p)
+                if rnd.random() < 0.15:
+                    xset(p, "trusted.overlay.opaque", b"y")
+                elif rnd.random() < 0.15:
+                    xset(p, "trusted.overlay.redirect", rnd.choice([b"b", b"/c", b"/a"]))
+            elif r < 0.5:
+                write(p, b"file %d" % li)
+            elif r < 0.6:
+                whiteout(p)
+    indexed = _describe(layers, resolve_root(layers), "/", {})
+    monkeypatch.setattr(lookup, "INDEX_MIN", 10 ** 9)
+    plain = _describe(layers, resolve_root(layers), "/", {})
+    assert indexed == plain
+    assert resolve_root(layers).lower_names() is None     # the switch really switched
+    monkeypatch.undo()
+    root = resolve_root(layers)
+    assert root.lower_names() is not None
+    for name in names:
+        # the first lower layer that has anything at the name decides
+        first = next((h for h in (layers[j].find("", name) for j in range(1, 8))
+                      if h is not None), None)
+        assert lower_positive(layers, root, name) == (first is not None
+                                                      and first is not lookup.WHITEOUT)
