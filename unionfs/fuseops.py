@@ -132,7 +132,9 @@ class _FUSE(observe.Timed, mfusepy.FUSE):
     def opendir(self, path, fip):
         fi = fip.contents
         fi.fh = self.operations.opendir(_decode(self, path))
-        # the kernel keeps the listing until the directory changes through the mount
+        # ask the kernel to keep the listing until the directory changes through the mount;
+        # libfuse 3.14's high-level opendir passes only the handle on (README, Performance),
+        # later versions pass these flags too
         fi.keep_cache = 1
         fi.cache_readdir = 1
         return 0
