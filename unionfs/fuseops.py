@@ -133,8 +133,8 @@ class _FUSE(observe.Timed, mfusepy.FUSE):
         fi = fip.contents
         fi.fh = self.operations.opendir(_decode(self, path))
         # ask the kernel to keep the listing until the directory changes through the mount;
-        # libfuse 3.14's high-level opendir passes only the handle on (README, Performance),
-        # later versions pass these flags too
+        # libfuse 3.14's high-level opendir passes only the handle on (README, Performance):
+        # set anyway, for a libfuse that passes them
         fi.keep_cache = 1
         fi.cache_readdir = 1
         return 0
