@@ -18,6 +18,7 @@ import shutil
 import stat
 
 from . import whiteout as wo
+from .ids import IdMapper
 
 _CHUNK = 1 << 20
 _FALLBACK = (errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EBADF)
@@ -94,7 +95,9 @@ class Copier:
         self.workdir = workdir
         self.writer = writer
         self.sync = sync
-        self.ids = ids
+        # who owns what is stored: plain chown/chmod unless the mount maps ids or keeps
+        # owners in an xattr
+        self.ids = ids if ids is not None else IdMapper(xattr_permissions=0)
         self._seq = itertools.count()
         self._tag = "#unionfs.%x." % os.getpid()
 
@@ -132,7 +135,6 @@ class Copier:
 
     def _make(self, src, st, tmp, data):
         mode = st.st_mode
-        perm = stat.S_IMODE(mode)
         if stat.S_ISREG(mode):
             sfd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC) if data else -1
             try:
@@ -140,9 +142,6 @@ class Copier:
                 try:
                     if data:
                         copy_data(sfd, dfd, st.st_size)
-                    if self.ids is None:
-                        os.fchown(dfd, st.st_uid, st.st_gid)
-                        os.fchmod(dfd, perm)
                     if self.sync and data:
                         os.fsync(dfd)
                 finally:
@@ -150,8 +149,7 @@ class Copier:
             finally:
                 if sfd >= 0:
                     os.close(sfd)
-            if self.ids is not None:
-                self._own(tmp, st)
+            self._own(tmp, st)
         elif stat.S_ISDIR(mode):
             os.mkdir(tmp, 0o700)
             self._own(tmp, st)
@@ -165,15 +163,9 @@ class Copier:
     def _own(self, tmp, st):
         """Owner, then mode (a chown clears setuid bits). Where the daemon may not chown (not
         root), the owner and mode are kept in the override xattr instead (ids.IdMapper)."""
-        if self.ids is None:
-            os.chown(tmp, st.st_uid, st.st_gid, follow_symlinks=False)
-        else:
-            self.ids.chown(tmp, st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode))
+        self.ids.chown(tmp, st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode))
         if not stat.S_ISLNK(st.st_mode):
-            if self.ids is None:
-                os.chmod(tmp, stat.S_IMODE(st.st_mode))
-            else:
-                self.ids.chmod(tmp, st.st_mode)
+            self.ids.chmod(tmp, st.st_mode)
 
 
 def discard(path):

@@ -148,8 +148,9 @@ class IdMapper:
         entry's current mode)."""
         try:
             os.chown(real, uid, gid, follow_symlinks=False)
-            if self.override is not None and self.read_override(real) is not None:
-                self._write_override(real, uid, gid, mode)  # an older override would win
+            ov = self.read_override(real) if self.override is not None else None
+            if ov is not None:
+                self._write_override(real, uid, gid, mode, ov)  # an older override would win
         except PermissionError:
             if self.override is None or stat.S_ISLNK(os.lstat(real).st_mode):
                 if self.squashing:
@@ -160,9 +161,12 @@ class IdMapper:
             if not self.squashing:
                 raise
 
-    def _write_override(self, real, uid, gid, mode):
+    def _write_override(self, real, uid, gid, mode, ov=None):
+        """Store uid, gid (-1: keep) and mode (None: keep) in the override xattr; ov is the
+        override already read, if any."""
         st = os.lstat(real)
-        ov = self.read_override(real)
+        if ov is None:
+            ov = self.read_override(real)
         cur_uid, cur_gid, cur_mode = ov if ov is not None else (
             st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode))
         uid = cur_uid if uid == -1 else uid
@@ -176,7 +180,8 @@ class IdMapper:
 
     def chmod(self, real, mode):
         """chmod; where the entry's owner lives in the override xattr, its mode does too."""
-        if self.override is not None and self.read_override(real) is not None:
-            self._write_override(real, -1, -1, mode)
+        ov = self.read_override(real) if self.override is not None else None
+        if ov is not None:
+            self._write_override(real, -1, -1, mode, ov)
         else:
             os.chmod(real, stat.S_IMODE(mode))

@@ -33,8 +33,3 @@ def is_empty(node):
                 return False
             seen.add(name)
     return True
-
-
-def upper_leftovers(layer, rel):
-    """Names in an upper directory that are whiteouts: what rmdir must clear before removing it."""
-    return [name for name, code in layer.list(rel) if code == WH]

@@ -28,10 +28,12 @@ IGNORED_OPTIONS = {
     "static_nlink", "noacl", "threaded", "writeback", "timeout", "plugins", "debug",
 }
 SAFE_DEFAULTS = ("nodev", "nosuid")
-# option -> (type, smallest value); libfuse would only reject these inside the daemon
+# option -> (type, smallest value), checked before mounting (libfuse would only reject its own
+# inside the daemon)
 _NUMERIC_OPTIONS = {"max_read": (int, 0), "max_idle_threads": (int, 1),
                     "entry_timeout": (float, 0), "attr_timeout": (float, 0),
-                    "negative_timeout": (float, 0)}
+                    "negative_timeout": (float, 0), "squash_to_uid": (int, 0),
+                    "squash_to_gid": (int, 0), "xattr_permissions": (int, 0)}
 
 
 def _check_number(name, value):
@@ -158,7 +160,8 @@ def parse_options(optstrings, spec):
                 spec.squash_uid = 0 if spec.squash_uid is None else spec.squash_uid
                 spec.squash_gid = 0 if spec.squash_gid is None else spec.squash_gid
             elif name in ("squash_to_uid", "squash_to_gid", "xattr_permissions"):
-                number = _whole(name, value)
+                _check_number(name, value)
+                number = int(value)
                 if name == "xattr_permissions":
                     if number not in (0, 1, 2):
                         raise SpecError("option xattr_permissions must be 0, 1 or 2, not %r" % value)
@@ -177,12 +180,6 @@ def parse_options(optstrings, spec):
                 continue
             else:
                 raise SpecError("unknown mount option: %s" % name)
-
-
-def _whole(name, value):
-    if not value.isdigit():
-        raise SpecError("option %s needs a whole number (%s=N), not %r" % (name, name, value))
-    return int(value)
 
 
 def unescape(s):

@@ -716,7 +716,7 @@ class Union:
                     self.writer.set_opaque(target)
                     self.observer.opaque(path, over_whiteout)
                 if over_whiteout:
-                    self.writer.publish_over_whiteout(target, real, ftype == stat.S_IFDIR)
+                    self.writer.move_onto_whiteout(target, real, ftype == stat.S_IFDIR)
             except BaseException:
                 if isinstance(result, int):
                     os.close(result)
@@ -740,7 +740,7 @@ class Union:
             if node.in_upper:
                 self.writer.whiteout_entry(real, self.copier.temp(), node.is_dir)
             else:
-                self.writer.whiteout_name(real)
+                self.writer.make_whiteout(real)
             self.stats["whiteouts"] += 1
             self.observer.whiteout(path)
         elif node.in_upper:

@@ -26,7 +26,10 @@ whiteout once the upper is used as an image layer.
 """
 import errno
 import os
+import shutil
 import stat
+
+from .sysutil import RENAME_EXCHANGE, RENAME_WHITEOUT, renameat2
 
 WH_PREFIX = ".wh."
 WH_OPAQUE = ".wh..wh..opq"
@@ -146,7 +149,6 @@ class Writer:
     def whiteout_entry(self, path, temp, is_dir):
         """Replace the upper entry at `path` (a file, or a directory holding only whiteouts)
         with a whiteout, atomically: the whiteout is made aside and swapped in."""
-        from .sysutil import RENAME_EXCHANGE, renameat2
         self.make_whiteout(temp)
         if is_dir:
             renameat2(temp, path, RENAME_EXCHANGE)
@@ -155,13 +157,8 @@ class Writer:
         else:
             os.rename(temp, path)
 
-    def whiteout_name(self, path):
-        """Put a whiteout at `path`, where the upper has nothing."""
-        self.make_whiteout(path)
-
     def move_leaving_whiteout(self, src, dst, dst_whiteout, is_dir):
         """rename(src, dst) that leaves a whiteout at src (dst_whiteout: dst is one now)."""
-        from .sysutil import RENAME_EXCHANGE, RENAME_WHITEOUT, renameat2
         if dst_whiteout:
             renameat2(src, dst, RENAME_EXCHANGE)  # the whiteout lands where src was
             return
@@ -175,25 +172,24 @@ class Writer:
 
     def move_onto_whiteout(self, src, dst, is_dir):
         """rename(src, dst) where dst is a whiteout and src needs none left behind."""
-        from .sysutil import RENAME_EXCHANGE, renameat2
         if is_dir:
             renameat2(src, dst, RENAME_EXCHANGE)  # rename(2) will not put a dir over a device
             os.unlink(src)
         else:
             os.rename(src, dst)
 
-    def publish_over_whiteout(self, temp, path, is_dir):
-        """Move the entry built at `temp` to `path`, which holds a whiteout."""
-        self.move_onto_whiteout(temp, path, is_dir)
-
     def clear_dir(self, path):
         """Remove the whiteouts (and opaque marker files) in an upper directory that shows no
         entries, so that rmdir(2) or rename(2) over it can succeed."""
         with os.scandir(path) as it:
             for e in it:
-                if not e.is_dir(follow_symlinks=False) and is_whiteout_stat(
-                        e.stat(follow_symlinks=False)):
+                if self._is_marker(e):
                     os.unlink(e.path)
+
+    @staticmethod
+    def _is_marker(entry):
+        return not entry.is_dir(follow_symlinks=False) and is_whiteout_stat(
+            entry.stat(follow_symlinks=False))
 
     def set_opaque(self, path):
         os.setxattr(path, self.opaque_name, b"y", follow_symlinks=False)
@@ -243,8 +239,7 @@ class OciWriter(Writer):
         return d + "/" + WH_PREFIX + name
 
     def make_whiteout(self, path):
-        fd = os.open(self._wh(path), os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        os.close(fd)
+        _touch(self._wh(path))
 
     def has_whiteout(self, path):
         return os.path.lexists(self._wh(path))
@@ -263,9 +258,6 @@ class OciWriter(Writer):
         else:
             os.unlink(path)
 
-    def whiteout_name(self, path):
-        self.make_whiteout(path)
-
     def move_leaving_whiteout(self, src, dst, dst_whiteout, is_dir):
         self.make_whiteout(src)
         os.rename(src, dst)
@@ -276,26 +268,23 @@ class OciWriter(Writer):
         os.rename(src, dst)
         self._drop_whiteout(dst)
 
-    def publish_over_whiteout(self, temp, path, is_dir):
-        self.move_onto_whiteout(temp, path, is_dir)
-
-    def clear_dir(self, path):
-        with os.scandir(path) as it:
-            for e in it:
-                if e.name.startswith(WH_PREFIX) or (not e.is_dir(follow_symlinks=False)
-                                                    and is_whiteout_stat(e.stat(follow_symlinks=False))):
-                    os.unlink(e.path)
+    @staticmethod
+    def _is_marker(entry):
+        return entry.name.startswith(WH_PREFIX) or Writer._is_marker(entry)
 
     def set_opaque(self, path):
-        fd = os.open(path + "/" + WH_OPAQUE,
-                     os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        os.close(fd)
+        _touch(path + "/" + WH_OPAQUE)
+
+
+def _touch(path):
+    """An empty marker file (never through a symlink planted at its name)."""
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
 
 
 # ---- which format an upper is written in -------------------------------------------------------
 
 FORMAT_FILE = "unionfs.format"
-FORMAT_XATTR = "overlay.unionfs.format"
+FORMAT_XATTR = "unionfs.format"  # after the upper's namespace prefix, on the upper's root
 _NS_NAMES = {TRUSTED: "trusted", USER: "user", None: "none"}
 
 
@@ -323,15 +312,14 @@ def _recorded_in_upper(upper):
     """The format recorded on the upper's root (an xattr), or found in its content: a '.wh.'
     name means the OCI form. None for an upper that says nothing (empty, or all plain files)."""
     for ns in READ_PREFIXES:
-        v = _get(upper, ns + "unionfs.format")
+        v = _get(upper, ns + FORMAT_XATTR)
         if v:
             return _parse_format(os.fsdecode(v))
     for dirpath, dirnames, filenames in os.walk(upper):
-        for name in dirnames + filenames:
-            if name.startswith(WH_PREFIX):
-                return USER, "oci"
-            if name not in dirnames and is_whiteout_stat(os.lstat(dirpath + "/" + name)):
-                return TRUSTED, "chr"
+        if any(n.startswith(WH_PREFIX) for n in dirnames + filenames):
+            return USER, "oci"
+        if any(is_whiteout_stat(os.lstat(dirpath + "/" + n)) for n in filenames):
+            return TRUSTED, "chr"
     return None
 
 
@@ -366,7 +354,6 @@ def choose_writer(workdir, upper, userxattr=False):
                        if _probe(probe_dir, p)), None)
             form = "chr" if _probe(probe_dir) else "oci"
     finally:
-        import shutil
         shutil.rmtree(probe_dir, ignore_errors=True)
     text = "xattr=%s whiteout=%s\n" % (_NS_NAMES[ns], form)
     tmp = record + ".tmp"
@@ -374,5 +361,5 @@ def choose_writer(workdir, upper, userxattr=False):
         f.write(text)
     os.rename(tmp, record)
     if ns is not None:
-        os.setxattr(upper, ns + "unionfs.format", text.strip().encode(), follow_symlinks=False)
+        os.setxattr(upper, ns + FORMAT_XATTR, text.strip().encode(), follow_symlinks=False)
     return (OciWriter if form == "oci" else Writer)(ns)
