@@ -259,7 +259,8 @@ class DirStream:
             e = ctypes.get_errno()
             raise OSError(e, os.strerror(e), path)
 
-    def read(self):
+    def _next(self):
+        """The next struct dirent, or None at the end of the stream."""
         ctypes.set_errno(0)
         ent = _libc.readdir64(self.d)
         if not ent:
@@ -267,20 +268,18 @@ class DirStream:
             if e:
                 raise OSError(e, os.strerror(e))
             return None
-        return ent.contents.d_name
+        return ent.contents
+
+    def read(self):
+        ent = self._next()
+        return None if ent is None else ent.d_name
 
     def entries(self):
         """Every (name, d_type) from here to the end of the stream."""
         out = []
-        while True:
-            ctypes.set_errno(0)
-            ent = _libc.readdir64(self.d)
-            if not ent:
-                e = ctypes.get_errno()
-                if e:
-                    raise OSError(e, os.strerror(e))
-                return out
-            out.append((ent.contents.d_name, ent.contents.d_type))
+        while (ent := self._next()) is not None:
+            out.append((ent.d_name, ent.d_type))
+        return out
 
     def tell(self):
         return _libc.telldir(self.d)
