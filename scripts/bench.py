@@ -335,7 +335,7 @@ class Unionfs(System):
         if not have_fuse():
             self.note = "no /dev/fuse or fusermount3"
             return False
-        p = subprocess.run([self.python, "-c", "import unionfs, mfusepy"], env=self.env,
+        p = subprocess.run([self.python, "-c", "import unionfs.fuseserver, unionfs.union"], env=self.env,
                            capture_output=True, text=True)
         if p.returncode != 0:
             self.note = "cannot import unionfs with %s: %s" % (
@@ -1199,7 +1199,7 @@ def parse_args(argv):
     p.add_argument("--workdir", default="/var/tmp/unionfs-bench",
                    help="fixtures, uppers and mountpoints (keep it on one disk)")
     p.add_argument("--python", default=sys.executable,
-                   help="interpreter that runs unionfs (needs mfusepy, xattr, psutil)")
+                   help="interpreter that runs unionfs (needs unionfs's dependencies: xattr, psutil)")
     p.add_argument("--profile", action="store_true",
                    help="record a py-spy flame graph of the unionfs daemon for each case (rep 1)")
     p.add_argument("--profile-format", default="flamegraph",

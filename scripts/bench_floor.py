@@ -16,6 +16,9 @@ high-level API serves with one getattr call. Systems:
 * ``floor-packed-st``: floor-packed with libfuse's single-threaded loop (``-s``);
 * ``floor-pinned``: floor-packed, multithreaded, each libfuse thread keeping its Python thread
   state (one PyGILState_Ensure never released, as unionfs does: fuseops._FUSE._thread_start);
+* ``floor-wire`` / ``floor-wire-st``: a null daemon on unionfs's own FUSE protocol code
+  (``unionfs/fuseproto.py``, no libfuse): what unionfs's server costs before any union logic,
+  with its 8 reader threads or one;
 * ``unionfs``: unionfs over the kernel's lower directory;
 * ``fuse-overlayfs``: the C daemon, when installed.
 
@@ -45,7 +48,59 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # ---- the null daemon --------------------------------------------------------------------------
 
+def serve_wire(mode, mnt):
+    """A null daemon on unionfs's own protocol code (unionfs/fuseproto.py): every name is a
+    file, answered from constant bytes; ``floor-wire`` with unionfs's 8 reader threads,
+    ``floor-wire-st`` with one."""
+    import itertools
+    import stat as st_mod
+    import types
+    sys.path.insert(0, REPO)
+    from unionfs import fuseproto as P
+
+    t = time.time_ns()
+
+    def attr(mode, size, nlink):
+        return P.attr(types.SimpleNamespace(
+            st_atime_ns=t, st_mtime_ns=t, st_ctime_ns=t, st_size=size, st_blocks=8,
+            st_mode=mode, st_uid=0, st_gid=0, st_rdev=0, st_blksize=4096), 2, nlink)
+
+    ch = P.Channel(mnt, {"default_permissions": True}, "floor", "floor")
+    reg, dirv = attr(st_mod.S_IFREG | 0o644, 499, 1), attr(st_mod.S_IFDIR | 0o755, 0, 2)
+    ids = itertools.count(2)
+    hour = 3600
+
+    def loop():
+        buf = bytearray(P.BUFSIZE)
+        while True:
+            n = ch.read_into(buf)
+            if n is None:
+                return
+            _l, op, unique, nid, *_ = P.IN_HEADER.unpack_from(buf)
+            if op == P.INIT:
+                _maj, minor, ra, flags = P.INIT_IN.unpack_from(buf, 40)
+                ch.reply(unique, P.INIT_OUT.pack(7, P.MINOR, ra, flags & P.BIG_WRITES, 0, 0,
+                                                 P.MAX_WRITE, 1, 256, 0, 0))
+            elif op == P.LOOKUP:
+                is_d = nid == 1 and buf[40:n] == b"d\0"
+                ch.reply(unique, P.ENTRY.pack(next(ids), 0, hour, hour, 0, 0) + (
+                    dirv if is_d else reg))
+            elif op == P.GETATTR:
+                ch.reply(unique, P.ATTR_OUT.pack(hour, 0, 0) + (dirv if nid == 1 else reg))
+            elif op not in (P.FORGET, P.BATCH_FORGET, P.INTERRUPT):
+                ch.reply_error(unique, 38)
+
+    threads = [threading.Thread(target=loop, daemon=True)
+               for _ in range(1 if mode.endswith("-st") else 8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+
+
 def serve(mode, mnt):
+    if mode.startswith("floor-wire"):
+        return serve_wire(mode, mnt)
     os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")
     import stat as st_mod
 
@@ -245,8 +300,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--files", type=int, default=2000)
     ap.add_argument("--reps", type=int, default=5)
-    ap.add_argument("--systems", default="kernel,floor-dict,floor-packed,floor-packed-st,"
-                                         "floor-pinned,unionfs,fuse-overlayfs")
+    ap.add_argument("--systems", default="kernel,floor-dict,floor-pinned,floor-wire,"
+                                         "floor-wire-st,unionfs,fuse-overlayfs")
     ap.add_argument("--workdir", default="/var/tmp/unionfs-floor")
     ap.add_argument("--python", default=sys.executable)
     ap.add_argument("--instructions", action="store_true",

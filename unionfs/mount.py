@@ -16,35 +16,30 @@ import subprocess
 import sys
 import time
 
+from .fuseproto import MountError, fusermount as _fusermount
 from .spec import SpecError, dead_fuse_mount, is_unionfs_mount, mounted_paths
 
 READY_TIMEOUT = 60.0
 
 
-def _fusermount():
-    for name in ("fusermount3", "fusermount"):
-        for d in os.environ.get("PATH", "/usr/bin:/bin").split(":") + ["/usr/bin", "/bin"]:
-            p = os.path.join(d, name)
-            if os.access(p, os.X_OK):
-                return p
-    return None
-
-
-def fuse_kwargs(spec):
-    kw = {"fsname": "unionfs", "subtype": "unionfs", "default_permissions": True,
-          "use_ino": True}
+def fuse_options(spec):
+    kw = {"fsname": "unionfs", "subtype": "unionfs", "default_permissions": True}
     for opt in ("nodev", "nosuid"):
         if opt[2:] not in spec.fuse:
             kw[opt] = True
     kw.update(spec.fuse)
     if spec.upper is None:
         kw["ro"] = True
+    if kw.pop("allow_root", False):
+        kw["allow_other"] = True  # the server refuses all but root and the owner
+        kw["allow_root"] = True
     return kw
 
 
 def run_daemon(spec, ready_fd=None):
     """Serve the mount in this process until it is unmounted."""
-    from .fuseops import FuseOps, _FUSE
+    from .fuseops import FuseOps
+    from .fuseserver import Server
     from .ids import IdMapper
     from .union import Union
 
@@ -66,8 +61,16 @@ def run_daemon(spec, ready_fd=None):
             os.write(ready_fd, b"ok")
             os.close(ready_fd)
 
-    _FUSE(FuseOps(union, ready), spec.mountpoint, foreground=True, debug=spec.debug,
-          nothreads=False, **fuse_kwargs(spec))
+    opts = fuse_options(spec)
+    timeouts = {name: float(opts[name]) for name in
+                ("entry_timeout", "attr_timeout", "negative_timeout") if name in opts}
+    try:
+        server = Server(FuseOps(union), spec.mountpoint, opts, on_ready=ready,
+                        threads=int(opts.get("max_idle_threads", 0)) or None,
+                        allow_root=bool(opts.get("allow_root")), debug=spec.debug, **timeouts)
+    except MountError as e:
+        raise SpecError(str(e))
+    server.serve()
 
 
 def _detach(fm, mnt, lazy):

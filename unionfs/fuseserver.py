@@ -1,0 +1,772 @@
+"""The FUSE server: the kernel's node ids mapped to union paths, requests dispatched to FuseOps.
+
+The kernel names files by node id; the union by path. `Nodes` keeps, for every node the kernel
+holds (its lookup count above zero), its parent and name, so a request's path is one dict read;
+renames and removals move and detach nodes as the kernel's dentries move. Like libfuse's
+high-level API (whose behaviour the differential tests were written against), each name is its
+own node, and a file unlinked or renamed over while open is first renamed to a hidden name that
+goes on its last close (`FuseOps.rename` turns that into `Union.detach`).
+
+Worker threads each read requests from the shared /dev/fuse descriptor (the kernel hands each
+request to one reader); a slow request (a big copy-up, an fsync) holds only its own thread.
+"""
+import errno
+import itertools
+import logging
+import os
+import signal
+import threading
+import time
+
+from . import control
+from . import fuseproto as P
+from .observe import CHANGING
+
+log = logging.getLogger("unionfs")
+
+ROOT = 1
+THREADS = 8
+# Seconds the kernel may keep entries, attributes and missing names. Every change reaches the
+# layers through this mount (changing them behind its back is unsupported, as for the kernel's
+# overlayfs), and the union has the kernel drop what changes under another name (hard links).
+CACHE_TIMEOUT = 3600.0
+_UTF8 = ("utf-8", "surrogateescape")
+
+
+class Node:
+    __slots__ = ("id", "parent", "name", "path", "nlookup", "children", "opens", "hidden",
+                 "readers", "writer")
+
+    def __init__(self, nid, parent, name, path):
+        self.id = nid
+        self.parent = parent
+        self.name = name
+        self.path = path
+        self.nlookup = 0
+        self.children = None
+        self.opens = 0
+        self.hidden = False
+        self.readers = 0
+        self.writer = False
+
+
+class Nodes:
+    """Node id -> Node, and each node's named children; every method holds the table lock."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self._cond = threading.Condition(self.lock)
+        root = Node(ROOT, None, "", "/")
+        root.nlookup = 1
+        self.by_id = {ROOT: root}
+        self._ids = itertools.count(ROOT + 1)
+        self._hide = itertools.count()
+
+    # Requests by node id and requests that remove or move the node's name exclude each other
+    # (libfuse's path API locked its nodes the same way): an operation never runs on a path
+    # that another request has meanwhile given to a different file.
+
+    def read_lock(self, nid):
+        """The node, held against removal and renaming, and its path (None: name gone)."""
+        with self.lock:
+            node = self.by_id.get(nid)
+            if node is None:
+                return None, None
+            while node.writer:
+                self._cond.wait()
+            node.readers += 1
+            return node, node.path
+
+    def read_unlock(self, node):
+        if node is not None:
+            with self.lock:
+                node.readers -= 1
+                if node.readers == 0:
+                    self._cond.notify_all()
+
+    def write_lock(self, *named):
+        """The nodes of (directory id, name) pairs that the kernel holds, held exclusively."""
+        with self.lock:
+            nodes = sorted({n.id: n for n in (self.child(nid, name) for nid, name in named)
+                            if n is not None}.values(), key=lambda n: n.id)
+            for node in nodes:
+                while node.writer or node.readers:
+                    self._cond.wait()
+                node.writer = True
+            return nodes
+
+    def write_unlock(self, nodes):
+        with self.lock:
+            for node in nodes:
+                node.writer = False
+            self._cond.notify_all()
+
+    def path(self, nid):
+        """The path of a node, or None for one whose name is gone."""
+        node = self.by_id.get(nid)
+        return None if node is None else node.path
+
+    def child_path(self, nid, name):
+        parent = self.by_id.get(nid)
+        if parent is None or parent.path is None:
+            return None
+        return ("/" if parent.path == "/" else parent.path + "/") + name
+
+    def child(self, nid, name):
+        parent = self.by_id.get(nid)
+        if parent is not None and parent.children:
+            return parent.children.get(name)
+        return None
+
+    def looked_up(self, nid, name):
+        """The node id for name in directory nid, its lookup count raised by one."""
+        with self.lock:
+            parent = self.by_id[nid]
+            kids = parent.children
+            if kids is None:
+                kids = parent.children = {}
+            node = kids.get(name)
+            if node is None:
+                node = Node(next(self._ids), parent, name,
+                            ("/" if parent.path == "/" else parent.path + "/") + name)
+                kids[name] = node
+                self.by_id[node.id] = node
+            node.nlookup += 1
+            return node.id
+
+    def forget(self, nid, n):
+        with self.lock:
+            node = self.by_id.get(nid)
+            if node is None or nid == ROOT:
+                return
+            node.nlookup -= n
+            if node.nlookup <= 0:
+                del self.by_id[nid]
+                self._unlink(node)
+
+    def _unlink(self, node):
+        parent = node.parent
+        if parent is not None and parent.children and parent.children.get(node.name) is node:
+            del parent.children[node.name]
+        node.parent = None
+
+    def removed(self, nid, name):
+        """The name is gone (unlink, rmdir, rename over it): its node keeps serving handles."""
+        with self.lock:
+            node = self.child(nid, name)
+            if node is not None:
+                self._unlink(node)
+                self._repath(node, None)
+
+    def moved(self, nid, name, new_nid, new_name, exchange=False):
+        with self.lock:
+            node = self.child(nid, name)
+            other = self.child(new_nid, new_name)
+            if other is not None:
+                self._unlink(other)
+                if exchange:
+                    self._attach(other, self.by_id[nid], name)
+                else:
+                    self._repath(other, None)
+            if node is not None:
+                self._unlink(node)
+                self._attach(node, self.by_id[new_nid], new_name)
+
+    def _attach(self, node, parent, name):
+        if parent.children is None:
+            parent.children = {}
+        parent.children[name] = node
+        node.parent, node.name = parent, name
+        self._repath(node, ("/" if parent.path == "/" else parent.path + "/") + name
+                     if parent.path is not None else None)
+
+    def _repath(self, node, path):
+        node.path = path
+        stack = [node]
+        while stack:
+            n = stack.pop()
+            for kid in (n.children or {}).values():
+                kid.path = None if n.path is None else (
+                    ("/" if n.path == "/" else n.path + "/") + kid.name)
+                stack.append(kid)
+
+    def hidden_name(self, nid):
+        """A name for a file unlinked while open (libfuse's form, which FuseOps knows)."""
+        return ".fuse_hidden%08x%08x" % (nid & 0xFFFFFFFF, next(self._hide) & 0xFFFFFFFF)
+
+    def by_path(self, path):
+        """The node the kernel holds for a path, if any."""
+        with self.lock:
+            node = self.by_id[ROOT]
+            for part in path.split("/"):
+                if part:
+                    node = node.children.get(part) if node.children else None
+                    if node is None:
+                        return None
+            return node.id
+
+
+def _name(data, start=0):
+    """The NUL-terminated name at data[start:], and the offset after it."""
+    raw = data[start:].tobytes()
+    end = raw.index(0)
+    return raw[:end].decode(*_UTF8), start + end + 1
+
+
+class Server:
+    """Serves one mount: negotiates, runs the worker threads, dispatches each request."""
+
+    def __init__(self, ops, mountpoint, options, entry_timeout=None, attr_timeout=None,
+                 negative_timeout=None, threads=None, on_ready=None, allow_root=False,
+                 debug=False):
+        self.ops = ops
+        self.nodes = Nodes()
+        self.entry_valid = P.valid(CACHE_TIMEOUT if entry_timeout is None else entry_timeout)
+        self.attr_valid = P.valid(CACHE_TIMEOUT if attr_timeout is None else attr_timeout)
+        neg = P.valid(CACHE_TIMEOUT if negative_timeout is None else negative_timeout)
+        # a name found missing is remembered by the kernel as long as an entry (node id 0)
+        self.negative = (P.ENTRY.pack(0, 0, neg[0], 0, neg[1], 0) + P.bare_attr(0, 0)
+                         if neg != (0, 0) else None)
+        self.threads = threads or THREADS
+        self.debug = debug
+        self.on_ready = on_ready
+        self.allow_root = allow_root
+        self.owner = os.getuid()
+        self.local = threading.local()
+        self.readdirplus = False
+        self.channel = P.Channel(mountpoint, options, options.get("fsname", "unionfs"),
+                                 options.get("subtype", "unionfs"))
+        observer = ops.union.observer
+        self.stats = observer.ops
+        self.bus = observer.bus
+        self.observer = observer
+        self._slots = {}
+        self._stopping = False
+        self._handlers = {
+            P.LOOKUP: self.lookup, P.FORGET: self.forget, P.BATCH_FORGET: self.batch_forget,
+            P.GETATTR: self.getattr, P.SETATTR: self.setattr, P.READLINK: self.readlink,
+            P.SYMLINK: self.symlink, P.MKNOD: self.mknod, P.MKDIR: self.mkdir,
+            P.UNLINK: self.unlink, P.RMDIR: self.rmdir, P.RENAME: self.rename,
+            P.RENAME2: self.rename2, P.LINK: self.link, P.OPEN: self.open, P.READ: self.read,
+            P.WRITE: self.write, P.STATFS: self.statfs, P.RELEASE: self.release,
+            P.FSYNC: self.fsync, P.SETXATTR: self.setxattr, P.GETXATTR: self.getxattr,
+            P.LISTXATTR: self.listxattr, P.REMOVEXATTR: self.removexattr, P.FLUSH: self.ok,
+            P.INIT: self.init, P.OPENDIR: self.opendir, P.READDIR: self.readdir,
+            P.READDIRPLUS: self.readdirplus_, P.RELEASEDIR: self.releasedir,
+            P.FSYNCDIR: self.ok, P.CREATE: self.create, P.INTERRUPT: None,
+            P.DESTROY: self.ok, P.FALLOCATE: self.fallocate, P.LSEEK: self.lseek,
+        }
+
+    # -- running
+
+    def context(self):
+        """(uid, gid, pid) of the process whose request this thread serves."""
+        return self.local.ctx
+
+    def serve(self):
+        """Run until unmounted; SIGTERM, SIGINT and SIGHUP unmount."""
+        self.ops.union.on_invalidate = self._invalidate
+        self.ops.union.observer.context = lambda: self.local.ctx[2]
+        self.ops.context = self.context
+        workers = [threading.Thread(target=self._worker, name="fuse-%d" % i, daemon=True)
+                   for i in range(self.threads)]
+        done = threading.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, lambda *_: self.stop())
+        for w in workers:
+            w.start()
+
+        def watch():
+            for w in workers:
+                w.join()
+            done.set()
+        threading.Thread(target=watch, daemon=True).start()
+        while not done.wait(1.0):
+            pass
+        self.ops.destroy(None)
+        self.channel.close()
+
+    def stop(self):
+        if not self._stopping:
+            self._stopping = True
+            self.channel.unmount()
+
+    def _worker(self):
+        buf = bytearray(P.BUFSIZE)
+        view = memoryview(buf)
+        handlers = self._handlers
+        channel = self.channel
+        local = self.local
+        while True:
+            try:
+                n = channel.read_into(buf)
+            except OSError as e:
+                log.error("reading /dev/fuse: %s", e)
+                n = None
+            if n is None:
+                return
+            _len, op, unique, nid, uid, gid, pid, _ext, _pad = P.IN_HEADER.unpack_from(buf)
+            local.ctx = (uid, gid, pid)
+            if self.debug:
+                log.warning("request %d: opcode %d, node %d, pid %d", unique, op, nid, pid)
+            handler = handlers.get(op, self.enosys)
+            if handler is None:
+                continue  # INTERRUPT: requests run to their end
+            if self.allow_root and uid not in (0, self.owner) and op != P.INIT:
+                channel.reply_error(unique, errno.EACCES)
+                continue
+            try:
+                handler(unique, nid, view[40:n])
+            except OSError as e:
+                channel.reply_error(unique, e.errno or errno.EIO)
+            except Exception:  # a bug: answer EIO, keep serving
+                log.exception("FUSE request %d failed", op)
+                channel.reply_error(unique, errno.EIO)
+
+    # -- helpers
+
+    def _call(self, name, fn, *args, paths=()):
+        """Run one FuseOps call, timed into the stats and, for a change, traced."""
+        t = time.perf_counter_ns()
+        try:
+            r = fn(*args)
+        except OSError as e:
+            self._record(name, t, -(e.errno or errno.EIO), paths)
+            raise
+        self._record(name, t, r, paths)
+        return r
+
+    def _record(self, name, t, r, paths):
+        dt = time.perf_counter_ns() - t
+        s = self._slots.get(name)
+        if s is None:
+            count, lat = self.stats.slot(name)
+            s = self._slots[name] = (count.__next__, lat.append)
+        s[0]()
+        s[1](dt)
+        if self.bus.subscribers and name in CHANGING and paths:
+            self.observer.request(name, [p.encode(*_UTF8) for p in paths if p is not None],
+                                  r if isinstance(r, int) else 0, *_UTF8)
+
+    def _hold(self, nid, fh=None):
+        """(node, path) of a request's node, read-locked; the caller unlocks. A node whose
+        name is gone serves only requests that carry a file handle."""
+        node, path = self.nodes.read_lock(nid)
+        if path is None and fh is None:
+            self.nodes.read_unlock(node)
+            raise OSError(errno.ESTALE, "stale node")
+        return node, path
+
+    def _child(self, nid, name):
+        path = self.nodes.child_path(nid, name)
+        if path is None:
+            raise OSError(errno.ESTALE, "stale node")
+        return path
+
+    def _entry(self, nid, name, path):
+        """The fuse_entry_out of a name just found or made; the kernel now holds its node."""
+        st, ino, nlink = self.ops.stat(path)
+        return self._entry_of(self.nodes.looked_up(nid, name), st, ino, nlink)
+
+    def _entry_of(self, node_id, st, ino, nlink):
+        ev, av = self.entry_valid, self.attr_valid
+        return P.ENTRY.pack(node_id, 0, ev[0], av[0], ev[1], av[1]) + P.attr(st, ino, nlink)
+
+    def _attr(self, node, path, fh=None):
+        st, ino, nlink = self._call("getattr", self.ops.stat, path, fh)
+        if node is not None and node.hidden and nlink > 0:
+            nlink -= 1  # as libfuse: the hidden name is not a link the caller made
+        return P.ATTR_OUT.pack(self.attr_valid[0], self.attr_valid[1], 0) + P.attr(st, ino, nlink)
+
+    def _invalidate(self, paths):
+        for p in paths:
+            nid = self.nodes.by_path(p)
+            if nid is not None:
+                self.channel.inval_inode(nid)
+
+    def ok(self, unique, nid, data):
+        self.channel.reply(unique)
+
+    def enosys(self, unique, nid, data):
+        self.channel.reply_error(unique, errno.ENOSYS)
+
+    # -- lifecycle
+
+    def init(self, unique, nid, data):
+        major, minor, readahead, flags = P.INIT_IN.unpack_from(data)
+        if major != 7:
+            self.channel.reply(unique, P.INIT_OUT.pack(7, P.MINOR, 0, 0, 0, 0, 0, 0, 0, 0, 0))
+            return
+        # what libfuse 3.14 asked for, and readdirplus for every chunk of a listing (the
+        # attributes are at hand, and each saves the kernel a LOOKUP); not HANDLE_KILLPRIV:
+        # the kernel clears setuid and setgid bits itself
+        want = flags & (P.ASYNC_READ | P.ATOMIC_O_TRUNC | P.BIG_WRITES | P.AUTO_INVAL_DATA |
+                        P.ASYNC_DIO | P.PARALLEL_DIROPS | P.MAX_PAGES | P.DO_READDIRPLUS)
+        self.readdirplus = bool(want & P.DO_READDIRPLUS)
+        self.channel.reply(unique, P.INIT_OUT.pack(
+            7, min(minor, P.MINOR), readahead, want, 0, 0, P.MAX_WRITE, 1,
+            P.MAX_WRITE // 4096, 0, 0))
+        if self.on_ready is not None:
+            self.on_ready()
+
+    # -- names
+
+    def lookup(self, unique, nid, data):
+        name, _ = _name(data)
+        path = self._child(nid, name)
+        try:
+            st, ino, nlink = self._call("lookup", self.ops.stat, path)
+        except OSError as e:
+            if e.errno == errno.ENOENT and self.negative is not None:
+                self.channel.reply(unique, self.negative)
+                return
+            raise
+        self.channel.reply(unique, self._entry_of(self.nodes.looked_up(nid, name), st, ino,
+                                                  nlink))
+
+    def forget(self, unique, nid, data):
+        self.nodes.forget(nid, P.U64.unpack_from(data)[0])
+
+    def batch_forget(self, unique, nid, data):
+        count = P.U32.unpack_from(data)[0]
+        for i in range(count):
+            fnid, n = P.FORGET_ONE.unpack_from(data, 8 + 16 * i)
+            self.nodes.forget(fnid, n)
+
+    def getattr(self, unique, nid, data):
+        flags, _, fh = P.GETATTR_IN.unpack_from(data)
+        fh = fh if flags & P.GETATTR_FH else None
+        node, path = self._hold(nid, fh)
+        try:
+            out = self._attr(node, path, fh)
+        finally:
+            self.nodes.read_unlock(node)
+        self.channel.reply(unique, out)
+
+    def setattr(self, unique, nid, data):
+        (valid, _, fh, size, _lo, atime, mtime, _ct, atimens, mtimens, _ctns, mode, _u4, uid,
+         gid, _u5) = P.SETATTR_IN.unpack_from(data)
+        fh = fh if valid & P.FATTR_FH else None
+        node, path = self._hold(nid, fh)
+        try:
+            out = self._setattr(node, path, fh, valid, size, atime, atimens, mtime, mtimens,
+                                mode, uid, gid)
+        finally:
+            self.nodes.read_unlock(node)
+        self.channel.reply(unique, out)
+
+    def _setattr(self, node, path, fh, valid, size, atime, atimens, mtime, mtimens, mode, uid,
+                 gid):
+        ops = self.ops
+        if valid & P.FATTR_MODE:
+            self._call("chmod", ops.chmod, path, mode, fh, paths=(path,))
+        if valid & (P.FATTR_UID | P.FATTR_GID):
+            self._call("chown", ops.chown, path, uid if valid & P.FATTR_UID else -1,
+                       gid if valid & P.FATTR_GID else -1, fh, paths=(path,))
+        if valid & P.FATTR_SIZE:
+            self._call("truncate", ops.truncate, path, size, fh, paths=(path,))
+        if valid & (P.FATTR_ATIME | P.FATTR_MTIME):
+            now = time.time_ns()
+            a = (now if valid & P.FATTR_ATIME_NOW else atime * 1_000_000_000 + atimens) \
+                if valid & P.FATTR_ATIME else None
+            m = (now if valid & P.FATTR_MTIME_NOW else mtime * 1_000_000_000 + mtimens) \
+                if valid & P.FATTR_MTIME else None
+            self._call("utimens", ops.utimens, path, (a, m), fh, paths=(path,))
+        return self._attr(node, path, fh)
+
+    def readlink(self, unique, nid, data):
+        node, path = self._hold(nid)
+        try:
+            target = self._call("readlink", self.ops.readlink, path)
+        finally:
+            self.nodes.read_unlock(node)
+        self.channel.reply(unique, target.encode(*_UTF8))
+
+    def symlink(self, unique, nid, data):
+        name, end = _name(data)
+        target, _ = _name(data, end)
+        path = self._child(nid, name)
+        self._call("symlink", self.ops.symlink, path, target, paths=(path, target))
+        self.channel.reply(unique, self._entry(nid, name, path))
+
+    def mknod(self, unique, nid, data):
+        mode, rdev, _umask, _ = P.MKNOD_IN.unpack_from(data)
+        name, _ = _name(data, P.MKNOD_IN.size)
+        path = self._child(nid, name)
+        self._call("mknod", self.ops.mknod, path, mode, rdev, paths=(path,))
+        self.channel.reply(unique, self._entry(nid, name, path))
+
+    def mkdir(self, unique, nid, data):
+        mode, _umask = P.MKDIR_IN.unpack_from(data)
+        name, _ = _name(data, P.MKDIR_IN.size)
+        path = self._child(nid, name)
+        self._call("mkdir", self.ops.mkdir, path, mode, paths=(path,))
+        self.channel.reply(unique, self._entry(nid, name, path))
+
+    def _hide_if_open(self, nid, name):
+        """A file still open keeps its data: its name moves to a hidden one (libfuse's way)."""
+        node = self.nodes.child(nid, name)
+        if node is None or node.opens == 0:
+            return False
+        path = self._child(nid, name)
+        hidden = self.nodes.hidden_name(node.id)
+        self._call("rename", self.ops.rename, path, self._child(nid, hidden), 0)
+        self.nodes.moved(nid, name, nid, hidden)
+        node.hidden = True
+        return True
+
+    def unlink(self, unique, nid, data):
+        name, _ = _name(data)
+        held = self.nodes.write_lock((nid, name))
+        try:
+            path = self._child(nid, name)
+            if not self._hide_if_open(nid, name):
+                self._call("unlink", self.ops.unlink, path, paths=(path,))
+                self.nodes.removed(nid, name)
+            else:
+                self._record("unlink", time.perf_counter_ns(), 0, (path,))
+        finally:
+            self.nodes.write_unlock(held)
+        self.channel.reply(unique)
+
+    def rmdir(self, unique, nid, data):
+        name, _ = _name(data)
+        held = self.nodes.write_lock((nid, name))
+        try:
+            path = self._child(nid, name)
+            self._call("rmdir", self.ops.rmdir, path, paths=(path,))
+            self.nodes.removed(nid, name)
+        finally:
+            self.nodes.write_unlock(held)
+        self.channel.reply(unique)
+
+    def _rename(self, unique, nid, name, new_nid, new_name, flags):
+        held = self.nodes.write_lock((nid, name), (new_nid, new_name))
+        try:
+            old, new = self._child(nid, name), self._child(new_nid, new_name)
+            if not flags & 2:  # not RENAME_EXCHANGE: an open target keeps its data
+                self._hide_if_open(new_nid, new_name)
+            self._call("rename", self.ops.rename, old, new, flags, paths=(old, new))
+            self.nodes.moved(nid, name, new_nid, new_name, exchange=bool(flags & 2))
+        finally:
+            self.nodes.write_unlock(held)
+        self.channel.reply(unique)
+
+    def rename(self, unique, nid, data):
+        new_nid = P.U64.unpack_from(data)[0]
+        name, end = _name(data, 8)
+        new_name, _ = _name(data, end)
+        self._rename(unique, nid, name, new_nid, new_name, 0)
+
+    def rename2(self, unique, nid, data):
+        new_nid, flags, _ = P.RENAME2_IN.unpack_from(data)
+        name, end = _name(data, P.RENAME2_IN.size)
+        new_name, _ = _name(data, end)
+        self._rename(unique, nid, name, new_nid, new_name, flags)
+
+    def link(self, unique, nid, data):
+        old_nid = P.U64.unpack_from(data)[0]
+        name, _ = _name(data, 8)
+        node, old = self._hold(old_nid)
+        try:
+            new = self._child(nid, name)
+            self._call("link", self.ops.link, new, old, paths=(old, new))
+            out = self._entry(nid, name, new)
+        finally:
+            self.nodes.read_unlock(node)
+        self.channel.reply(unique, out)
+
+    # -- files
+
+    def _opened(self, node, fh):
+        if node is not None:
+            with self.nodes.lock:
+                node.opens += 1
+        return P.OPEN_OUT.pack(fh, P.FOPEN_DIRECT_IO if fh >= control.FH_BASE
+                               else P.FOPEN_KEEP_CACHE, 0)
+
+    def open(self, unique, nid, data):
+        flags, _ = P.OPEN_IN.unpack_from(data)
+        node, path = self._hold(nid)
+        try:
+            fh = self._call("open", self.ops.open, path, flags)
+            out = self._opened(node, fh)
+        finally:
+            self.nodes.read_unlock(node)
+        self.channel.reply(unique, out)
+
+    def create(self, unique, nid, data):
+        flags, mode, _umask, _ = P.CREATE_IN.unpack_from(data)
+        name, _ = _name(data, P.CREATE_IN.size)
+        path = self._child(nid, name)
+        fh = self._call("create", self.ops.create, path, mode, flags, paths=(path,))
+        try:
+            st, ino, nlink = self.ops.stat(path, fh)
+        except OSError:
+            self.ops.release(path, fh)
+            raise
+        node_id = self.nodes.looked_up(nid, name)
+        self.channel.reply(unique, self._entry_of(node_id, st, ino, nlink) +
+                           self._opened(self.nodes.by_id.get(node_id), fh))
+
+    def read(self, unique, nid, data):
+        fh, offset, size, *_ = P.RW_IN.unpack_from(data)
+        local = self.local
+        out = getattr(local, "out", None)
+        if out is None or len(out) < size + 16:
+            out = local.out = bytearray(max(size, P.MAX_WRITE) + 16)
+        view = memoryview(out)
+        n = self._call("read", self.ops.readinto, fh, view[16:16 + size], offset)
+        P.OUT_HEADER.pack_into(out, 0, 16 + n, 0, unique)
+        self.channel.send([view[:16 + n]])
+
+    def write(self, unique, nid, data):
+        fh, offset, size, *_ = P.RW_IN.unpack_from(data)
+        payload = data[P.RW_IN.size:P.RW_IN.size + size]
+        path = self.nodes.path(nid) if self.bus.subscribers else None
+        n = self._call("write", self.ops.write, None, payload, offset, fh, paths=(path,))
+        self.channel.reply(unique, P.WRITE_OUT.pack(n, 0))
+
+    def release(self, unique, nid, data):
+        fh = P.RELEASE_IN.unpack_from(data)[0]
+        self._call("release", self.ops.release, self.nodes.path(nid), fh)
+        node = self.nodes.by_id.get(nid)
+        if node is not None:
+            with self.nodes.lock:
+                node.opens -= 1
+                last = node.opens == 0 and node.hidden
+            if last and node.parent is not None:
+                # the hidden name of a file unlinked while open goes with its last close
+                held = self.nodes.write_lock((node.parent.id, node.name))
+                try:
+                    if node.path is not None:
+                        self.ops.unlink(node.path)
+                        self.nodes.removed(node.parent.id, node.name)
+                except OSError:
+                    pass
+                finally:
+                    self.nodes.write_unlock(held)
+                node.hidden = False
+        self.channel.reply(unique)
+
+    def fsync(self, unique, nid, data):
+        fh, flags, _ = P.FSYNC_IN.unpack_from(data)
+        self._call("fsync", self.ops.fsync, None, flags & P.FSYNC_FDATASYNC, fh)
+        self.channel.reply(unique)
+
+    def fallocate(self, unique, nid, data):
+        fh, offset, length, mode, _ = P.FALLOCATE_IN.unpack_from(data)
+        path = self.nodes.path(nid)
+        self._call("fallocate", self.ops.fallocate, path, mode, offset, length, fh,
+                   paths=(path,))
+        self.channel.reply(unique)
+
+    def lseek(self, unique, nid, data):
+        fh, offset, whence, _ = P.LSEEK_IN.unpack_from(data)
+        pos = self._call("lseek", self.ops.lseek, None, offset, whence, fh)
+        self.channel.reply(unique, P.U64.pack(pos))
+
+    def statfs(self, unique, nid, data):
+        s = self._call("statfs", self.ops.statfs)
+        self.channel.reply(unique, P.KSTATFS.pack(
+            s.f_blocks, s.f_bfree, s.f_bavail, s.f_files, s.f_ffree, s.f_bsize,
+            s.f_namemax, s.f_frsize, 0))
+
+    # -- extended attributes
+
+    def _xattr_reply(self, unique, size, value):
+        if size == 0:
+            self.channel.reply(unique, P.XATTR_IN.pack(len(value), 0))
+        elif len(value) > size:
+            self.channel.reply_error(unique, errno.ERANGE)
+        else:
+            self.channel.reply(unique, value)
+
+    def getxattr(self, unique, nid, data):
+        size, _ = P.XATTR_IN.unpack_from(data)
+        name, _ = _name(data, P.XATTR_IN.size)
+        node, path = self._hold(nid)
+        try:
+            value = self._call("getxattr", self.ops.getxattr, path, name)
+        finally:
+            self.nodes.read_unlock(node)
+        self._xattr_reply(unique, size, bytes(value))
+
+    def listxattr(self, unique, nid, data):
+        size, _ = P.XATTR_IN.unpack_from(data)
+        node, path = self._hold(nid)
+        try:
+            names = self._call("listxattr", self.ops.listxattr, path)
+        finally:
+            self.nodes.read_unlock(node)
+        self._xattr_reply(unique, size, b"".join(n.encode(*_UTF8) + b"\0" for n in names))
+
+    def setxattr(self, unique, nid, data):
+        size, flags = P.XATTR_IN.unpack_from(data)
+        name, end = _name(data, P.XATTR_IN.size)
+        node, path = self._hold(nid)
+        try:
+            self._call("setxattr", self.ops.setxattr, path, name, bytes(data[end:end + size]),
+                       flags, paths=(path,))
+        finally:
+            self.nodes.read_unlock(node)
+        self.channel.reply(unique)
+
+    def removexattr(self, unique, nid, data):
+        name, _ = _name(data)
+        node, path = self._hold(nid)
+        try:
+            self._call("removexattr", self.ops.removexattr, path, name, paths=(path,))
+        finally:
+            self.nodes.read_unlock(node)
+        self.channel.reply(unique)
+
+    # -- directories
+
+    def opendir(self, unique, nid, data):
+        node, path = self._hold(nid)
+        try:
+            fh = self._call("opendir", self.ops.opendir, path)
+        finally:
+            self.nodes.read_unlock(node)
+        # the kernel keeps the listing until a change through the mount alters the directory
+        # (every change reaches the layers through the mount, as for the kernel's overlayfs)
+        flags = 0 if control.owns(path) else P.FOPEN_CACHE_DIR | P.FOPEN_KEEP_CACHE
+        self.channel.reply(unique, P.OPEN_OUT.pack(fh, flags, 0))
+
+    def readdir(self, unique, nid, data):
+        self._list(unique, nid, data, False)
+
+    def readdirplus_(self, unique, nid, data):
+        self._list(unique, nid, data, True)
+
+    def _list(self, unique, nid, data, plus):
+        """Entries from offset on, as many as fit; each entry's offset is its index + 1 in the
+        handle's snapshot. With plus, each entry but . and .. hands the kernel a node."""
+        fh, offset, size, *_ = P.RW_IN.unpack_from(data)
+        path = self.nodes.path(nid)
+        gen, entries = self._call("readdir", self.ops.snapshot, path, fh, offset, plus)
+        parts, used = [], 0
+        base = gen << 32
+        for i in range(offset & 0xFFFFFFFF, len(entries)):
+            name, code, ino, full = entries[i]
+            raw = name.encode(*_UTF8)
+            ent = P.dirent(ino, base | (i + 1), raw, code)
+            if plus:
+                need = len(ent) + P.ENTRY.size + P.ATTR.size
+                if used + need > size:
+                    break
+                if full is not None and name not in (".", ".."):
+                    ent = self._entry_of(self.nodes.looked_up(nid, name), *full) + ent
+                else:
+                    ent = P.ENTRY.pack(0, 0, 0, 0, 0, 0) + P.bare_attr(ino, code) + ent
+            elif used + len(ent) > size:
+                break
+            parts.append(ent)
+            used += len(ent)
+        self.channel.reply(unique, b"".join(parts))
+
+    def releasedir(self, unique, nid, data):
+        fh = P.RELEASE_IN.unpack_from(data)[0]
+        self._call("releasedir", self.ops.releasedir, None, fh)
+        self.channel.reply(unique)
