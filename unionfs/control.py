@@ -63,7 +63,7 @@ class _Trace:
 
 
 class ControlDir:
-    """Serves ``/.unionfs`` for the adapter `ops` (which has .union, .files and .dirs)."""
+    """Serves ``/.unionfs`` for the adapter `ops` (which has .union and .files)."""
 
     def __init__(self, ops):
         self.ops = ops
@@ -102,13 +102,6 @@ class ControlDir:
             full = self.stat(p) if plus else None
             out.append((name, stat.S_IFREG, _INO + _FILES[name][1], full))
         return out
-
-    def opendir(self, path):
-        """A directory handle: listings are served by path, so one number does for all."""
-        if path != PATH:
-            self._entry(path)
-            raise _err(errno.ENOTDIR, path)
-        return FH_BASE - 1
 
     def getxattr(self, path, name):
         """The ``user.unionfs.*`` xattrs of any path (unionfs/which.py); none on our own."""
@@ -183,6 +176,6 @@ class ControlDir:
     def stats(self):
         doc = self.observer.snapshot()
         doc["open_files"] = len(self.ops.files)
-        doc["open_dirs"] = len(self.ops.dirs)
+        doc["listings"] = self.ops.listings()
         doc["layers"] = [dict(l, source=which.layer_source(l["dir"])) for l in doc["layers"]]
         return doc

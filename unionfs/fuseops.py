@@ -11,7 +11,6 @@ The server names files by path, as libfuse's high-level API did. Two consequence
   kernel's cached attributes and pages of the other names to be dropped after a change.
 """
 import collections
-import errno
 import itertools
 import os
 import re
@@ -21,7 +20,6 @@ import time
 
 from . import control, which
 
-_DIR_BASE = 1 << 40  # directory handles live above any fd number
 LISTINGS_KEPT = 200_000  # directory entries kept for listings the kernel may continue
 # the name the server gives a file unlinked while open (libfuse's form)
 _HIDDEN = re.compile(r"\.fuse_hidden[0-9a-f]{16}\Z")
@@ -39,8 +37,6 @@ class FuseOps:
         self.union = union
         self.on_ready = on_ready
         self.files = {}
-        self.dirs = {}
-        self._dir_ids = itertools.count(_DIR_BASE)
         self._gens = itertools.count(1)
         self._listings = collections.OrderedDict()  # generation -> (gen, entries, plus)
         self._kept = 0
@@ -178,42 +174,33 @@ class FuseOps:
             self.union.rename(old, new, flags)
 
     # -- directories
-    def opendir(self, path):
-        if control.owns(path):
-            return self.control.opendir(path)
-        node = self.union.resolve(path)
-        if not node.is_dir:
-            raise OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), path)
-        fh = next(self._dir_ids)
-        self.dirs[fh] = [path, None, False]  # path, snapshot, snapshot has full stats
-        return fh
+    def snapshot(self, path, offset, plus):
+        """(generation, entries) of the listing served from `offset` on.
 
-    def snapshot(self, path, fh, offset, plus):
-        """(generation, entries) a directory handle serves from `offset` on.
-
-        A listing is taken whole at offset 0, so offsets stay stable for telldir/seekdir and a
-        reader may delete entries as it goes. An entry's offset is (generation << 32) | (index
-        + 1): the kernel keeps listings (FOPEN_CACHE_DIR) and may continue one that another
-        handle began, passing that handle's offset, which names the listing it came from."""
+        The kernel opens directories without asking (fuseserver: no opendir), so a listing has
+        no handle: it is taken whole when a reader starts at offset 0, and each entry's offset,
+        (generation << 32) | (index + 1), names the listing it came from. A reader thus goes on
+        with the same listing (stable for telldir/seekdir, and while it deletes entries as it
+        goes), also one that the kernel's cache of the directory began for another reader."""
         if control.owns(path):
             return 0, self.control.listdir(path, plus)
-        d = self.dirs.get(fh)
-        gen = offset >> 32
-        if d is not None and offset and d[1] is not None and d[1][0] == gen and (
-                d[2] or not plus):
-            return d[1]
-        listing = self._listings.get(gen) if offset else None
+        listing = self._listing(offset >> 32) if offset else None
         if listing is None or (plus and not listing[2]):
-            entries = self.union.listdir(path if d is None else d[0], plus)
-            listing = (next(self._gens), entries, plus)
+            listing = (next(self._gens), self.union.listdir(path, plus), plus)
             self._keep(listing)
-        if d is not None:
-            d[1], d[2] = listing[:2], listing[2]
         return listing[:2]
 
+    def _listing(self, gen):
+        with self._listing_lock:
+            listing = self._listings.get(gen)
+            if listing is not None:
+                self._listings.move_to_end(gen)
+            return listing
+
     def _keep(self, listing):
-        """Listings stay findable by generation while the kernel may continue them; the oldest
-        go first beyond LISTINGS_KEPT entries in all."""
+        """Listings stay findable by generation while a reader may go on with them; the least
+        recently read go first beyond LISTINGS_KEPT entries in all (a reader whose listing went
+        continues, by index, in a new one)."""
         with self._listing_lock:
             self._listings[listing[0]] = listing
             self._kept += len(listing[1])
@@ -221,8 +208,8 @@ class FuseOps:
                 _gen, old = self._listings.popitem(last=False)
                 self._kept -= len(old[1])
 
-    def releasedir(self, path, fh):
-        self.dirs.pop(fh, None)
+    def listings(self):
+        return len(self._listings)
 
     # -- files
     def open(self, path, flags):

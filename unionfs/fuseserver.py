@@ -7,12 +7,14 @@ high-level API (whose behaviour the differential tests were written against), ea
 own node, and a file unlinked or renamed over while open is first renamed to a hidden name that
 goes on its last close (`FuseOps.rename` turns that into `Union.detach`).
 
-Threads take turns as the reader of /dev/fuse. A request that only reads the union's state
-(lookup, getattr, listings: no union lock, no data) is answered by the thread that read it,
-which then reads the next: a metadata walk runs on one thread, with no hand-over between
-threads under the GIL (scripts/bench_floor.py: 6.5 us of daemon CPU per null request on one
-thread, 12 us when every request wakes another). Any other request may wait on a copy-up or
-on the disk, so its thread first passes the reader's turn on; it holds only itself.
+Threads take turns as the reader of /dev/fuse, and the reader answers most requests itself
+before reading the next: no hand-over between threads under the GIL per request
+(scripts/bench_floor.py: 6.5 us of daemon CPU per null request on one thread, 12 us when every
+request wakes another). A request that may copy a file up (opening for writing, setattr, link,
+rename, xattr changes), flush to disk (fsync, fallocate) or wait for events (reads of the
+control directory's trace) first passes the reader's turn on, so it holds only its own thread.
+Requests that wait on the union's lock behind such a copy-up hold the reader until it ends, as
+every request waits in a single-threaded daemon (fuse-overlayfs's default).
 """
 import errno
 import itertools
@@ -30,10 +32,18 @@ log = logging.getLogger("unionfs")
 
 ROOT = 1
 THREADS = 8
-# answered in place by the reader (see the module docstring); everything else is handed over
-_IN_PLACE = frozenset((P.LOOKUP, P.FORGET, P.BATCH_FORGET, P.GETATTR, P.READLINK, P.STATFS,
-                       P.GETXATTR, P.LISTXATTR, P.OPENDIR, P.READDIR, P.READDIRPLUS,
-                       P.RELEASEDIR, P.FLUSH, P.INIT, P.INTERRUPT, P.LSEEK, P.ACCESS))
+# requests whose thread hands the reader's turn on (see the module docstring)
+_HANDED = frozenset((P.SETATTR, P.RENAME, P.RENAME2, P.LINK, P.SETXATTR, P.REMOVEXATTR,
+                     P.FSYNC, P.FSYNCDIR, P.FALLOCATE))
+_WRITE_OPEN = os.O_ACCMODE | os.O_TRUNC
+
+
+def _handed(op, data):
+    if op == P.OPEN:
+        return bool(P.U32.unpack_from(data, 40)[0] & _WRITE_OPEN)
+    if op == P.READ or op == P.WRITE:
+        return P.U64.unpack_from(data, 40)[0] >= control.FH_BASE
+    return op in _HANDED
 # Seconds the kernel may keep entries, attributes and missing names. Every change reaches the
 # layers through this mount (changing them behind its back is unsupported, as for the kernel's
 # overlayfs), and the union has the kernel drop what changes under another name (hard links).
@@ -261,7 +271,7 @@ class Server:
             P.FSYNC: self.fsync, P.SETXATTR: self.setxattr, P.GETXATTR: self.getxattr,
             P.LISTXATTR: self.listxattr, P.REMOVEXATTR: self.removexattr, P.FLUSH: self.ok,
             P.INIT: self.init, P.OPENDIR: self.opendir, P.READDIR: self.readdir,
-            P.READDIRPLUS: self.readdirplus_, P.RELEASEDIR: self.releasedir,
+            P.READDIRPLUS: self.readdirplus_, P.RELEASEDIR: self.ok,
             P.FSYNCDIR: self.ok, P.CREATE: self.create, P.INTERRUPT: None,
             P.DESTROY: self.ok, P.FALLOCATE: self.fallocate, P.LSEEK: self.lseek,
         }
@@ -327,7 +337,7 @@ class Server:
             if self.allow_root and uid not in (0, self.owner) and op != P.INIT:
                 channel.reply_error(unique, errno.EACCES)
                 continue
-            handed = op not in _IN_PLACE
+            handed = _handed(op, buf)
             if handed:
                 turn.release()
             try:
@@ -741,15 +751,11 @@ class Server:
     # -- directories
 
     def opendir(self, unique, nid, data):
-        node, path = self._hold(nid)
-        try:
-            fh = self._call("opendir", self.ops.opendir, path)
-        finally:
-            self.nodes.read_unlock(node)
-        # the kernel keeps the listing until a change through the mount alters the directory
-        # (every change reaches the layers through the mount, as for the kernel's overlayfs)
-        flags = 0 if control.owns(path) else P.FOPEN_CACHE_DIR | P.FOPEN_KEEP_CACHE
-        self.channel.reply(unique, P.OPEN_OUT.pack(fh, flags, 0))
+        """Not implemented on purpose: after the first ENOSYS the kernel sends no OPENDIR or
+        RELEASEDIR again and keeps every listing (FOPEN_CACHE_DIR | FOPEN_KEEP_CACHE, its
+        default without opendir) until a change through the mount alters the directory. A
+        listing needs no handle: its offsets name it (FuseOps.snapshot)."""
+        self.channel.reply_error(unique, errno.ENOSYS)
 
     def readdir(self, unique, nid, data):
         self._list(unique, nid, data, False)
@@ -760,9 +766,12 @@ class Server:
     def _list(self, unique, nid, data, plus):
         """Entries from offset on, as many as fit; each entry's offset is its index + 1 in the
         handle's snapshot. With plus, each entry but . and .. hands the kernel a node."""
-        fh, offset, size, *_ = P.RW_IN.unpack_from(data)
+        _fh, offset, size, *_ = P.RW_IN.unpack_from(data)
         path = self.nodes.path(nid)
-        gen, entries = self._call("readdir", self.ops.snapshot, path, fh, offset, plus)
+        if path is None:  # a removed directory still open: nothing left in it
+            self.channel.reply(unique)
+            return
+        gen, entries = self._call("readdir", self.ops.snapshot, path, offset, plus)
         parts, used = [], 0
         base = gen << 32
         for i in range(offset & 0xFFFFFFFF, len(entries)):
@@ -783,7 +792,3 @@ class Server:
             used += len(ent)
         self.channel.reply(unique, b"".join(parts))
 
-    def releasedir(self, unique, nid, data):
-        fh = P.RELEASE_IN.unpack_from(data)[0]
-        self._call("releasedir", self.ops.releasedir, None, fh)
-        self.channel.reply(unique)
