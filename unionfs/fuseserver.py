@@ -19,6 +19,7 @@ every request waits in a single-threaded daemon (fuse-overlayfs's default).
 import errno
 import itertools
 import logging
+import mmap
 import os
 import signal
 import threading
@@ -34,7 +35,7 @@ ROOT = 1
 THREADS = 8
 # requests whose thread hands the reader's turn on (see the module docstring)
 _HANDED = frozenset((P.SETATTR, P.RENAME, P.RENAME2, P.LINK, P.SETXATTR, P.REMOVEXATTR,
-                     P.FSYNC, P.FSYNCDIR, P.FALLOCATE))
+                     P.FSYNC, P.FSYNCDIR, P.FALLOCATE, P.TMPFILE))
 _WRITE_OPEN = os.O_ACCMODE | os.O_TRUNC
 
 
@@ -274,6 +275,7 @@ class Server:
             P.READDIRPLUS: self.readdirplus_, P.RELEASEDIR: self.ok,
             P.FSYNCDIR: self.ok, P.CREATE: self.create, P.INTERRUPT: None,
             P.DESTROY: self.ok, P.FALLOCATE: self.fallocate, P.LSEEK: self.lseek,
+            P.TMPFILE: self.tmpfile,
         }
 
     # -- running
@@ -311,7 +313,8 @@ class Server:
             self.channel.unmount()
 
     def _worker(self):
-        buf = bytearray(P.BUFSIZE)
+        # anonymous mappings: only the pages a request fills count in the daemon's memory
+        buf = mmap.mmap(-1, P.BUFSIZE)
         view = memoryview(buf)
         handlers = self._handlers
         channel = self.channel
@@ -636,12 +639,35 @@ class Server:
         self.channel.reply(unique, self._entry_of(node_id, st, ino, nlink) +
                            self._opened(self.nodes.by_id.get(node_id), fh))
 
+    def tmpfile(self, unique, nid, data):
+        """open(O_TMPFILE): a file made under a hidden name, then unlinked while open (as any
+        such file: it lives in the work dir until its last close, and linkat can name it)."""
+        flags, mode, _umask, _ = P.CREATE_IN.unpack_from(data)
+        flags &= ~(os.O_TMPFILE | os.O_CREAT | os.O_EXCL)
+        name = self.nodes.hidden_name(nid)
+        path = self._child(nid, name)
+        fh = self._call("tmpfile", self.ops.create, path, mode, flags | os.O_CREAT | os.O_EXCL)
+        try:
+            st, ino, nlink = self.ops.stat(path, fh)  # nlink 1: the kernel drops it to 0
+            node_id = self.nodes.looked_up(nid, name)
+            out = self._entry_of(node_id, st, ino, nlink) + self._opened(
+                self.nodes.by_id.get(node_id), fh)
+            held = self.nodes.write_lock((nid, name))
+            try:
+                self._hide_if_open(nid, name)
+            finally:
+                self.nodes.write_unlock(held)
+        except BaseException:
+            self.ops.release(path, fh)
+            raise
+        self.channel.reply(unique, out)
+
     def read(self, unique, nid, data):
         fh, offset, size, *_ = P.RW_IN.unpack_from(data)
         local = self.local
         out = getattr(local, "out", None)
         if out is None or len(out) < size + 16:
-            out = local.out = bytearray(max(size, P.MAX_WRITE) + 16)
+            out = local.out = mmap.mmap(-1, max(size, P.MAX_WRITE) + 16)
         view = memoryview(out)
         n = self._call("read", self.ops.readinto, fh, view[16:16 + size], offset)
         P.OUT_HEADER.pack_into(out, 0, 16 + n, 0, unique)

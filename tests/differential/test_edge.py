@@ -345,8 +345,6 @@ def _link_fd(fd, path):
         raise OSError(e, os.strerror(e))
 
 
-@pytest.mark.xfail(strict=True, reason="libfuse 3.14's high-level API has no tmpfile operation: "
-                   "open(O_TMPFILE) fails with EOPNOTSUPP before unionfs is called")
 def test_o_tmpfile(tmp_path):
     build = layers({"d/x": b"x"})
 
