@@ -35,8 +35,12 @@ Options for -o (comma separated; the kernel's overlayfs option names work too):
   dev, suid                allow device files / setuid bits to take effect. The defaults are
                            nodev and nosuid: a layer from an image cannot plant a working device
                            node or setuid binary
-  noatime, exec, noexec, sync, dirsync, max_read=N, entry_timeout=S, attr_timeout=S,
-  negative_timeout=S, kernel_cache, auto_cache, fsname=NAME, subtype=NAME: passed to FUSE
+  noatime, exec, noexec, sync, dirsync, max_read=N, fsname=NAME, subtype=NAME: mount options
+  entry_timeout=S, attr_timeout=S, negative_timeout=S  how long the kernel keeps names,
+                           attributes and missing names (default 3600: every change goes
+                           through the mount)
+  max_idle_threads=N       worker threads of the daemon (default 8)
+  kernel_cache, auto_cache accepted; the kernel always keeps file pages and listings
   context=, fscontext=, xino=, index=, metacopy=, x-*: accepted and ignored (container tools
                            pass them)
 Permission checks are always done by the kernel (default_permissions), as for overlayfs.

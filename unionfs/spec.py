@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from .ids import parse_mapping
 
-# FUSE/mount options passed to libfuse as they are (name -> takes a value)
+# FUSE and mount options (name -> takes a value), for the FUSE server (unionfs/mount.py)
 FUSE_OPTIONS = {
     "allow_other": False, "allow_root": False, "default_permissions": False,
     "dev": False, "nodev": False, "suid": False, "nosuid": False, "exec": False, "noexec": False,
@@ -28,8 +28,7 @@ IGNORED_OPTIONS = {
     "static_nlink", "noacl", "threaded", "writeback", "timeout", "plugins", "debug",
 }
 SAFE_DEFAULTS = ("nodev", "nosuid")
-# option -> (type, smallest value), checked before mounting (libfuse would only reject its own
-# inside the daemon)
+# option -> (type, smallest value), checked before mounting, not inside the daemon
 _NUMERIC_OPTIONS = {"max_read": (int, 0), "max_idle_threads": (int, 1),
                     "entry_timeout": (float, 0), "attr_timeout": (float, 0),
                     "negative_timeout": (float, 0), "squash_to_uid": (int, 0),
