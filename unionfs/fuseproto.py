@@ -58,7 +58,7 @@ ATTR_OUT = struct.Struct("=QII")         # fuse_attr_out before its fuse_attr
 OPEN_OUT = struct.Struct("=QII")
 DIRENT = struct.Struct("=QQII")          # ino, off, namelen, type; name padded to 8 bytes
 INIT_IN = struct.Struct("=IIII")
-INIT_OUT = struct.Struct("=IIIIHHIIHHI24x")
+INIT_OUT = struct.Struct("=IIIIHHIIHHI28x")
 GETATTR_IN = struct.Struct("=IIQ")
 SETATTR_IN = struct.Struct("=IIQQQQQQIIIIIIII")
 OPEN_IN = struct.Struct("=II")
