@@ -55,7 +55,7 @@ class FuseOps:
                 self.control.refuse(p)
 
     def _orphan(self, path, fh):
-        """The handle of a file libfuse has no path for (unlinked while open)."""
+        """The handle of a file the server has no path for (its name removed while open)."""
         return self.files.get(fh) if path is None and fh is not None else None
 
     # -- lifecycle
@@ -169,7 +169,7 @@ class FuseOps:
     def rename(self, old, new, flags=0):
         self._guard(old, new)
         if not flags and _hidden(new):
-            self.union.detach(old, new)  # libfuse hiding a file unlinked while open
+            self.union.detach(old, new)  # the server hiding a file unlinked while open
         else:
             self.union.rename(old, new, flags)
 

@@ -7,10 +7,12 @@ CPU here against 12-14 us, and the inode-level protocol lets the kernel keep dir
 (FOPEN_CACHE_DIR), which libfuse 3.14's path API drops.
 
 `Channel` owns the mount: mount(2) with the /dev/fuse descriptor as root, else fusermount3 hands
-a descriptor over a socket (what libfuse does); unmounting is lazy, as libfuse's.
+a descriptor over a socket (what libfuse does); unmounting is lazy, as libfuse's. It also
+registers open files for FUSE passthrough (7.40), which read-only mounts use.
 """
 import ctypes
 import errno
+import fcntl
 import os
 import socket
 import struct
@@ -34,9 +36,11 @@ DO_READDIRPLUS = 1 << 13
 ASYNC_DIO = 1 << 15
 PARALLEL_DIROPS = 1 << 18
 MAX_PAGES = 1 << 22
+INIT_EXT = 1 << 30
+PASSTHROUGH_FLAGS2 = 1 << 5  # FUSE_PASSTHROUGH (1 << 37), in flags2
 
 # -- open reply flags
-FOPEN_DIRECT_IO, FOPEN_KEEP_CACHE, FOPEN_CACHE_DIR = 1, 2, 8
+FOPEN_DIRECT_IO, FOPEN_KEEP_CACHE, FOPEN_CACHE_DIR, FOPEN_PASSTHROUGH = 1, 2, 8, 128
 
 # -- setattr valid bits
 FATTR_MODE, FATTR_UID, FATTR_GID, FATTR_SIZE = 1, 2, 4, 8
@@ -47,6 +51,8 @@ FSYNC_FDATASYNC = 1
 NOTIFY_INVAL_INODE = 2
 
 MINOR = 31          # the protocol version spoken: every struct below has its 7.31 size
+PASSTHROUGH_MINOR = 40  # spoken instead when the kernel reads files directly (7.40: flags2,
+                        # max_stack_depth and open_out.backing_id; requests keep their sizes)
 MAX_WRITE = 1 << 20  # bytes per WRITE request (MAX_PAGES: 256 pages)
 BUFSIZE = MAX_WRITE + 4096  # a request's header and arguments fit beside the data
 
@@ -55,10 +61,10 @@ OUT_HEADER = struct.Struct("=IiQ")       # len, error, unique
 ATTR = struct.Struct("=QQQQQQIIIIIIIIII")  # fuse_attr
 ENTRY = struct.Struct("=QQQQII")         # fuse_entry_out before its fuse_attr
 ATTR_OUT = struct.Struct("=QII")         # fuse_attr_out before its fuse_attr
-OPEN_OUT = struct.Struct("=QII")
+OPEN_OUT = struct.Struct("=QIi")          # fh, open_flags, backing_id
 DIRENT = struct.Struct("=QQII")          # ino, off, namelen, type; name padded to 8 bytes
 INIT_IN = struct.Struct("=IIII")
-INIT_OUT = struct.Struct("=IIIIHHIIHHI28x")
+INIT_OUT = struct.Struct("=IIIIHHIIHHII24x")  # ..., flags2, max_stack_depth
 GETATTR_IN = struct.Struct("=IIQ")
 SETATTR_IN = struct.Struct("=IIQQQQQQIIIIIIII")
 OPEN_IN = struct.Struct("=II")
@@ -113,6 +119,9 @@ _MS_OFF = {"rw": "ro", "suid": "nosuid", "dev": "nodev", "exec": "noexec", "asyn
            "atime": "noatime", "norelatime": "relatime", "nostrictatime": "strictatime"}
 _KERNEL_OPTS = ("default_permissions", "allow_other", "max_read")
 _MNT_DETACH = 2
+# ioctls on /dev/fuse (linux/fuse.h): register / drop an open file the kernel reads directly
+_BACKING_OPEN = 0x4010E501   # _IOW(229, 1, struct fuse_backing_map {s32 fd, u32 flags, u64})
+_BACKING_CLOSE = 0x4004E502  # _IOW(229, 2, u32)
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -212,6 +221,16 @@ class Channel:
         except OSError as e:
             if e.errno != errno.ENOENT:  # the kernel no longer knows the node
                 raise
+
+    def backing_open(self, fd):
+        """A backing id for an open file the kernel may then read without the daemon (FUSE
+        passthrough; root only)."""
+        # a mutable buffer makes ioctl() return the call's result: the id
+        return fcntl.ioctl(self.fd, _BACKING_OPEN, bytearray(struct.pack("=iIQ", fd, 0, 0)), True)
+
+    def backing_close(self, backing_id):
+        """Drop the id; files already opened with it keep their backing file."""
+        fcntl.ioctl(self.fd, _BACKING_CLOSE, bytearray(struct.pack("=I", backing_id)), True)
 
     def unmount(self):
         """Detach the mount (lazily, as libfuse does); the readers then see ENODEV."""

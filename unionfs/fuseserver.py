@@ -237,7 +237,7 @@ class Server:
 
     def __init__(self, ops, mountpoint, options, entry_timeout=None, attr_timeout=None,
                  negative_timeout=None, threads=None, on_ready=None, allow_root=False,
-                 debug=False):
+                 debug=False, passthrough=False):
         self.ops = ops
         self.nodes = Nodes()
         self.entry_valid = P.valid(CACHE_TIMEOUT if entry_timeout is None else entry_timeout)
@@ -247,6 +247,10 @@ class Server:
         self.negative = (P.ENTRY.pack(0, 0, neg[0], 0, neg[1], 0) + P.bare_attr(0, 0)
                          if neg != (0, 0) else None)
         self.threads = threads or THREADS
+        # read-only mounts (root): the kernel reads files straight from the layer (below)
+        self.passthrough_wanted = passthrough
+        self.passthrough = False
+        self._backing = {}  # file handle -> backing id (passthrough)
         self.debug = debug
         self.on_ready = on_ready
         self.allow_root = allow_root
@@ -433,9 +437,23 @@ class Server:
         want = flags & (P.ASYNC_READ | P.ATOMIC_O_TRUNC | P.BIG_WRITES | P.AUTO_INVAL_DATA |
                         P.ASYNC_DIO | P.PARALLEL_DIROPS | P.MAX_PAGES | P.DO_READDIRPLUS)
         self.readdirplus = bool(want & P.DO_READDIRPLUS)
+        flags2 = P.U32.unpack_from(data, 16)[0] if minor >= 36 and len(data) >= 20 else 0
+        speak, depth = min(minor, P.MINOR), 0
+        if (self.passthrough_wanted and minor >= P.PASSTHROUGH_MINOR and flags & P.INIT_EXT
+                and flags2 & P.PASSTHROUGH_FLAGS2):
+            # FUSE passthrough: the layers' files are read by the kernel itself. Only on
+            # read-only mounts: a file the union may copy up, or whose writes it must see (trace,
+            # setuid clearing), cannot be given away; and the kernel refuses to mix opens that
+            # pass through with opens through the page cache on one inode. A stack depth of 1
+            # keeps the mount usable as a layer of the kernel's overlayfs.
+            want |= P.INIT_EXT
+            flags2, speak, depth = P.PASSTHROUGH_FLAGS2, P.PASSTHROUGH_MINOR, 1
+            self.passthrough = True
+        else:
+            flags2 = 0
         self.channel.reply(unique, P.INIT_OUT.pack(
-            7, min(minor, P.MINOR), readahead, want, 0, 0, P.MAX_WRITE, 1,
-            P.MAX_WRITE // 4096, 0, 0))
+            7, speak, readahead, want, 0, 0, P.MAX_WRITE, 1, P.MAX_WRITE // 4096, 0, flags2,
+            depth))
         if self.on_ready is not None:
             self.on_ready()
 
@@ -608,21 +626,32 @@ class Server:
 
     # -- files
 
-    def _opened(self, node, fh):
+    def _opened(self, node, fh, backing=0):
         if node is not None:
             with self.nodes.lock:
                 node.opens += 1
+        if backing:
+            return P.OPEN_OUT.pack(fh, P.FOPEN_PASSTHROUGH, backing)
         return P.OPEN_OUT.pack(fh, P.FOPEN_DIRECT_IO if fh >= control.FH_BASE
                                else P.FOPEN_KEEP_CACHE, 0)
 
     def open(self, unique, nid, data):
         flags, _ = P.OPEN_IN.unpack_from(data)
         node, path = self._hold(nid)
+        backing = 0
         try:
             fh = self._call("open", self.ops.open, path, flags)
-            out = self._opened(node, fh)
+            if self.passthrough and fh < control.FH_BASE:
+                try:
+                    backing = self.channel.backing_open(fh)
+                except OSError:  # e.g. a layer on a stacked filesystem: served by the daemon
+                    backing = 0
+            out = self._opened(node, fh, backing)
         finally:
             self.nodes.read_unlock(node)
+        if backing:
+            # the opener looks the id up after this reply: it is dropped on release
+            self._backing[fh] = backing
         self.channel.reply(unique, out)
 
     def create(self, unique, nid, data):
@@ -682,6 +711,9 @@ class Server:
 
     def release(self, unique, nid, data):
         fh = P.RELEASE_IN.unpack_from(data)[0]
+        backing = self._backing.pop(fh, 0)
+        if backing:
+            self.channel.backing_close(backing)
         self._call("release", self.ops.release, self.nodes.path(nid), fh)
         node = self.nodes.by_id.get(nid)
         if node is not None:

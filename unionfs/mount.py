@@ -2,7 +2,7 @@
 
 `mount()` returns once the kernel has initialised the FUSE connection: the daemon is a child in a
 new session that signals readiness through a pipe; if it dies first, its last error line becomes
-ours. SIGTERM/SIGINT/SIGHUP make libfuse leave its loop and unmount.
+ours. SIGTERM/SIGINT/SIGHUP unmount (fuseserver.Server.stop) and the daemon exits.
 
 A mountpoint whose daemon died (SIGKILL, OOM killer, crash) keeps a dead FUSE mount that answers
 every access with ENOTCONN ("Transport endpoint is not connected") until it is detached. `mount()`
@@ -67,7 +67,8 @@ def run_daemon(spec, ready_fd=None):
     try:
         server = Server(FuseOps(union), spec.mountpoint, opts, on_ready=ready,
                         threads=int(opts.get("max_idle_threads", 0)) or None,
-                        allow_root=bool(opts.get("allow_root")), debug=spec.debug, **timeouts)
+                        allow_root=bool(opts.get("allow_root")), debug=spec.debug,
+                        passthrough=spec.upper is None and os.geteuid() == 0, **timeouts)
     except MountError as e:
         raise SpecError(str(e))
     server.serve()

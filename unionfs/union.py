@@ -75,13 +75,13 @@ class Union:
         for layer in layers:
             self._devs.setdefault(layer.dev, len(self._devs))
         self._lower_handles = {}
-        # Hard links: libfuse's path API gives every name its own kernel inode, so after a change
+        # Hard links: the FUSE server gives every name its own kernel inode, so after a change
         # through one name the others' cached attributes and pages are dropped through this
         # callback (set by the FUSE adapter). Keyed by the upper inode; only for nlink > 1.
         self.on_invalidate = None
         self._aliases = {}
         # Files unlinked while open: alias -> Node. The name is gone from the namespace, but the
-        # open file must still answer fstat/fchmod/ftruncate under the alias libfuse gives it.
+        # open file must still answer fstat/fchmod/ftruncate under the alias the server gives it.
         self._orphans = {}
         if self.copier is not None:
             self.copier.clean()  # what a crash left in WORK/work goes before anything is served
@@ -421,7 +421,8 @@ class Union:
 
     def detach(self, path, alias):
         """Unlink a file that is still open, keeping it reachable as `alias` until it is closed
-        (libfuse renames such a file to a hidden name and unlinks that name on the last close).
+        (the FUSE server renames such a file to a hidden name and unlinks that name on its last
+        close, as libfuse did).
         The name goes exactly as with unlink; an upper file moves into the work dir."""
         self._writable(path)
         with self.wlock:

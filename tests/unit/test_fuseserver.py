@@ -42,13 +42,16 @@ def test_init_out_size_matches_fuse_h():
 
 
 def test_init_out_fields_land_at_fuse_h_offsets():
-    raw = P.INIT_OUT.pack(7, 31, 0x1000, 0xABCD, 0, 0, P.MAX_WRITE, 1, 256, 0, 0)
-    assert raw[:16] == (7).to_bytes(4, "little") + (31).to_bytes(4, "little") + \
+    raw = P.INIT_OUT.pack(7, 40, 0x1000, 0xABCD, 0, 0, P.MAX_WRITE, 1, 256, 0,
+                          P.PASSTHROUGH_FLAGS2, 1)
+    assert raw[:16] == (7).to_bytes(4, "little") + (40).to_bytes(4, "little") + \
         (0x1000).to_bytes(4, "little") + (0xABCD).to_bytes(4, "little")
     assert int.from_bytes(raw[20:24], "little") == P.MAX_WRITE  # max_write after 2 u16s
     assert int.from_bytes(raw[24:28], "little") == 1            # time_gran
     assert int.from_bytes(raw[28:30], "little") == 256          # max_pages
-    assert not any(raw[32:])                                    # flags2 and unused: zero
+    assert int.from_bytes(raw[32:36], "little") == 1 << 5       # flags2: FUSE_PASSTHROUGH >> 32
+    assert int.from_bytes(raw[36:40], "little") == 1            # max_stack_depth (7.40)
+    assert not any(raw[40:])                                    # unused: zero
 
 
 # ---- fuseproto: packers ---------------------------------------------------------------------
