@@ -1,8 +1,9 @@
 """The FUSE server: the kernel's node ids mapped to union paths, requests dispatched to FuseOps.
 
 The kernel names files by node id; the union by path. `Nodes` keeps, for every node the kernel
-holds (its lookup count above zero), its parent and name, so a request's path is one dict read;
-renames and removals move and detach nodes as the kernel's dentries move. Like libfuse's
+holds (its lookup count above zero), its parent and name; a request's path is built from them
+(no string per node: a walk of a million paths holds a million nodes), and renames and removals
+move and detach nodes as the kernel's dentries move. Like libfuse's
 high-level API (whose behaviour the differential tests were written against), each name is its
 own node, and a file unlinked or renamed over while open is first renamed to a hidden name that
 goes on its last close (`FuseOps.rename` turns that into `Union.detach`).
@@ -53,20 +54,67 @@ _UTF8 = ("utf-8", "surrogateescape")
 
 
 class Node:
-    __slots__ = ("id", "parent", "name", "path", "nlookup", "children", "opens", "hidden",
-                 "readers", "writer")
+    """One node the kernel holds. Its path is built from its parents when asked (a walk holds a
+    node per path the kernel keeps, so a million of them: no path string kept per node)."""
+    __slots__ = ("id", "parent", "name", "nlookup", "children", "lock")
 
-    def __init__(self, nid, parent, name, path):
+    def __init__(self, nid, parent, name):
         self.id = nid
-        self.parent = parent
+        self.parent = parent    # None: the root, or a node whose name is gone
         self.name = name
-        self.path = path
         self.nlookup = 0
         self.children = None
-        self.opens = 0
-        self.hidden = False
-        self.readers = 0
-        self.writer = False
+        self.lock = 0           # readers holding it, or -1: held for removing or renaming it
+
+    @property
+    def path(self):
+        """The node's path, or None once its name (or an ancestor's) is gone."""
+        parts = []
+        node = self
+        while node.parent is not None:
+            parts.append(node.name)
+            node = node.parent
+        if node.id != ROOT:
+            return None
+        return "/" + "/".join(reversed(parts))
+
+
+class _Ids:
+    """Node id -> Node: a list whose slots are reused after FORGET (no dict entry or int object
+    per node; the kernel may be given a forgotten id again)."""
+    __slots__ = ("_slots", "_free")
+
+    def __init__(self, root):
+        self._slots = [None, root]  # id 0 is never a node
+        self._free = []
+
+    def get(self, nid):
+        try:
+            return self._slots[nid]
+        except IndexError:
+            return None
+
+    def __getitem__(self, nid):
+        node = self.get(nid)
+        if node is None:
+            raise KeyError(nid)
+        return node
+
+    def __contains__(self, nid):
+        return self.get(nid) is not None
+
+    def new_id(self):
+        if self._free:
+            return self._free.pop()
+        self._slots.append(None)
+        return len(self._slots) - 1
+
+    def __setitem__(self, nid, node):
+        self._slots[nid] = node
+
+    def __delitem__(self, nid):
+        self._slots[nid] = None
+        self._free.append(nid)
 
 
 class Nodes:
@@ -75,10 +123,11 @@ class Nodes:
     def __init__(self):
         self.lock = threading.Lock()
         self._cond = threading.Condition(self.lock)
-        root = Node(ROOT, None, "", "/")
+        root = Node(ROOT, None, "")
         root.nlookup = 1
-        self.by_id = {ROOT: root}
-        self._ids = itertools.count(ROOT + 1)
+        self.by_id = _Ids(root)
+        self.opens = {}      # Node -> handles open on it
+        self.hidden = set()  # Nodes renamed to a hidden name while open
         self._hide = itertools.count()
 
     # Requests by node id and requests that remove or move the node's name exclude each other
@@ -91,16 +140,16 @@ class Nodes:
             node = self.by_id.get(nid)
             if node is None:
                 return None, None
-            while node.writer:
+            while node.lock < 0:
                 self._cond.wait()
-            node.readers += 1
+            node.lock += 1
             return node, node.path
 
     def read_unlock(self, node):
         if node is not None:
             with self.lock:
-                node.readers -= 1
-                if node.readers == 0:
+                node.lock -= 1
+                if node.lock == 0:
                     self._cond.notify_all()
 
     def write_lock(self, *named):
@@ -109,27 +158,30 @@ class Nodes:
             nodes = sorted({n.id: n for n in (self.child(nid, name) for nid, name in named)
                             if n is not None}.values(), key=lambda n: n.id)
             for node in nodes:
-                while node.writer or node.readers:
+                while node.lock:
                     self._cond.wait()
-                node.writer = True
+                node.lock = -1
             return nodes
 
     def write_unlock(self, nodes):
         with self.lock:
             for node in nodes:
-                node.writer = False
+                node.lock = 0
             self._cond.notify_all()
 
     def path(self, nid):
         """The path of a node, or None for one whose name is gone."""
-        node = self.by_id.get(nid)
-        return None if node is None else node.path
+        with self.lock:
+            node = self.by_id.get(nid)
+            return None if node is None else node.path
 
     def child_path(self, nid, name):
-        parent = self.by_id.get(nid)
-        if parent is None or parent.path is None:
+        with self.lock:
+            parent = self.by_id.get(nid)
+            path = None if parent is None else parent.path
+        if path is None:
             return None
-        return ("/" if parent.path == "/" else parent.path + "/") + name
+        return ("/" if path == "/" else path + "/") + name
 
     def child(self, nid, name):
         parent = self.by_id.get(nid)
@@ -146,8 +198,7 @@ class Nodes:
                 kids = parent.children = {}
             node = kids.get(name)
             if node is None:
-                node = Node(next(self._ids), parent, name,
-                            ("/" if parent.path == "/" else parent.path + "/") + name)
+                node = Node(self.by_id.new_id(), parent, name)
                 kids[name] = node
                 self.by_id[node.id] = node
             node.nlookup += 1
@@ -161,7 +212,10 @@ class Nodes:
             node.nlookup -= n
             if node.nlookup <= 0:
                 del self.by_id[nid]
-                self._unlink(node)
+                parent = node.parent
+                if parent is not None and parent.children and \
+                        parent.children.get(node.name) is node:
+                    del parent.children[node.name]  # a new lookup makes a new node
 
     def _unlink(self, node):
         parent = node.parent
@@ -174,8 +228,7 @@ class Nodes:
         with self.lock:
             node = self.child(nid, name)
             if node is not None:
-                self._unlink(node)
-                self._repath(node, None)
+                self._unlink(node)  # no parent: no path, for it and what is below it
 
     def moved(self, nid, name, new_nid, new_name, exchange=False):
         with self.lock:
@@ -185,8 +238,6 @@ class Nodes:
                 self._unlink(other)
                 if exchange:
                     self._attach(other, self.by_id[nid], name)
-                else:
-                    self._repath(other, None)
             if node is not None:
                 self._unlink(node)
                 self._attach(node, self.by_id[new_nid], new_name)
@@ -195,19 +246,7 @@ class Nodes:
         if parent.children is None:
             parent.children = {}
         parent.children[name] = node
-        node.parent, node.name = parent, name
-        self._repath(node, ("/" if parent.path == "/" else parent.path + "/") + name
-                     if parent.path is not None else None)
-
-    def _repath(self, node, path):
-        node.path = path
-        stack = [node]
-        while stack:
-            n = stack.pop()
-            for kid in (n.children or {}).values():
-                kid.path = None if n.path is None else (
-                    ("/" if n.path == "/" else n.path + "/") + kid.name)
-                stack.append(kid)
+        node.parent, node.name = parent, name  # what is below it follows: paths are built
 
     def hidden_name(self, nid):
         """A name for a file unlinked while open (libfuse's form, which FuseOps knows)."""
@@ -408,7 +447,7 @@ class Server:
 
     def _attr(self, node, path, fh=None):
         st, ino, nlink = self._call("getattr", self.ops.stat, path, fh)
-        if node is not None and node.hidden and nlink > 0:
+        if node is not None and node in self.nodes.hidden and nlink > 0:
             nlink -= 1  # as libfuse: the hidden name is not a link the caller made
         return P.ATTR_OUT.pack(self.attr_valid[0], self.attr_valid[1], 0) + P.attr(st, ino, nlink)
 
@@ -554,13 +593,13 @@ class Server:
     def _hide_if_open(self, nid, name):
         """A file still open keeps its data: its name moves to a hidden one (libfuse's way)."""
         node = self.nodes.child(nid, name)
-        if node is None or node.opens == 0:
+        if node is None or not self.nodes.opens.get(node):
             return False
         path = self._child(nid, name)
         hidden = self.nodes.hidden_name(node.id)
         self._call("rename", self.ops.rename, path, self._child(nid, hidden), 0)
         self.nodes.moved(nid, name, nid, hidden)
-        node.hidden = True
+        self.nodes.hidden.add(node)
         return True
 
     def unlink(self, unique, nid, data):
@@ -629,7 +668,7 @@ class Server:
     def _opened(self, node, fh, backing=0):
         if node is not None:
             with self.nodes.lock:
-                node.opens += 1
+                self.nodes.opens[node] = self.nodes.opens.get(node, 0) + 1
         if backing:
             return P.OPEN_OUT.pack(fh, P.FOPEN_PASSTHROUGH, backing)
         return P.OPEN_OUT.pack(fh, P.FOPEN_DIRECT_IO if fh >= control.FH_BASE
@@ -715,11 +754,18 @@ class Server:
         if backing:
             self.channel.backing_close(backing)
         self._call("release", self.ops.release, self.nodes.path(nid), fh)
-        node = self.nodes.by_id.get(nid)
+        nodes = self.nodes
+        node = nodes.by_id.get(nid)
         if node is not None:
-            with self.nodes.lock:
-                node.opens -= 1
-                last = node.opens == 0 and node.hidden
+            with nodes.lock:
+                left = nodes.opens.get(node, 1) - 1
+                if left:
+                    nodes.opens[node] = left
+                else:
+                    nodes.opens.pop(node, None)
+                last = not left and node in nodes.hidden
+            if last:
+                nodes.hidden.discard(node)
             if last and node.parent is not None:
                 # the hidden name of a file unlinked while open goes with its last close
                 held = self.nodes.write_lock((node.parent.id, node.name))
@@ -731,7 +777,6 @@ class Server:
                     pass
                 finally:
                     self.nodes.write_unlock(held)
-                node.hidden = False
         self.channel.reply(unique)
 
     def fsync(self, unique, nid, data):

@@ -225,11 +225,13 @@ def test_forget_drops_only_at_zero():
     assert nodes.path(a) is None
     assert nodes.by_path("/a") is None
     assert nodes.child(ROOT, "a") is None
-    again = nodes.looked_up(ROOT, "a")
-    assert again != a  # node ids are never reused (the kernel's generation is always 0)
-    assert nodes.by_id[again].nlookup == 1
-    nodes.forget(a, 1)  # a stale forget is ignored
-    assert nodes.path(again) == "/a"
+    b = nodes.looked_up(ROOT, "b")
+    assert b == a  # a forgotten id is given out again: the kernel no longer knows it
+    assert nodes.path(b) == "/b" and nodes.by_id[b].nlookup == 1
+    assert nodes.by_path("/a") is None
+    nodes.forget(10 ** 6, 1)  # an id never given out is ignored
+    nodes.forget(2 ** 64 - 1, 1)
+    assert nodes.path(b) == "/b"
 
 
 def test_forget_more_than_held_drops():
@@ -413,7 +415,7 @@ def test_write_lock_waits_for_reader():
     nodes = Nodes()
     f = nodes.looked_up(ROOT, "f")
     node, path = nodes.read_lock(f)
-    assert path == "/f" and node.readers == 1
+    assert path == "/f" and node.lock == 1  # one reader
     t, done, out = _start(lambda: nodes.write_lock((ROOT, "f")))
     try:
         assert not done.wait(0.2)  # held by the reader
@@ -422,9 +424,9 @@ def test_write_lock_waits_for_reader():
     assert done.wait(5)
     held = out[0]
     assert [n.id for n in held] == [f]
-    assert held[0].writer and held[0].readers == 0
+    assert held[0].lock == -1  # held for removing or renaming
     nodes.write_unlock(held)
-    assert not held[0].writer
+    assert held[0].lock == 0
     t.join(5)
 
 
@@ -459,7 +461,7 @@ def test_reader_waits_for_writer_and_sees_new_path():
     node, path = out[0]
     assert node.id == f and path == "/g"
     nodes.read_unlock(node)
-    assert node.readers == 0
+    assert node.lock == 0
     t.join(5)
 
 
