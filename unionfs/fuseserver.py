@@ -46,6 +46,8 @@ def _handed(op, data):
     if op == P.READ or op == P.WRITE:
         return P.U64.unpack_from(data, 40)[0] >= control.FH_BASE
     return op in _HANDED
+
+
 # Seconds the kernel may keep entries, attributes and missing names. Every change reaches the
 # layers through this mount (changing them behind its back is unsupported, as for the kernel's
 # overlayfs), and the union has the kernel drop what changes under another name (hard links).
@@ -212,15 +214,17 @@ class Nodes:
             node.nlookup -= n
             if node.nlookup <= 0:
                 del self.by_id[nid]
-                parent = node.parent
-                if parent is not None and parent.children and \
-                        parent.children.get(node.name) is node:
-                    del parent.children[node.name]  # a new lookup makes a new node
+                self._drop_name(node)  # a new lookup makes a new node
 
-    def _unlink(self, node):
+    @staticmethod
+    def _drop_name(node):
+        """Take the node out of its parent's children (if it is still the one named there)."""
         parent = node.parent
         if parent is not None and parent.children and parent.children.get(node.name) is node:
             del parent.children[node.name]
+
+    def _unlink(self, node):
+        self._drop_name(node)
         node.parent = None
 
     def removed(self, nid, name):
@@ -295,7 +299,6 @@ class Server:
         self.allow_root = allow_root
         self.owner = os.getuid()
         self.local = threading.local()
-        self.readdirplus = False
         self.channel = P.Channel(mountpoint, options, options.get("fsname", "unionfs"),
                                  options.get("subtype", "unionfs"))
         observer = ops.union.observer
@@ -475,11 +478,10 @@ class Server:
         # the kernel clears setuid and setgid bits itself
         want = flags & (P.ASYNC_READ | P.ATOMIC_O_TRUNC | P.BIG_WRITES | P.AUTO_INVAL_DATA |
                         P.ASYNC_DIO | P.PARALLEL_DIROPS | P.MAX_PAGES | P.DO_READDIRPLUS)
-        self.readdirplus = bool(want & P.DO_READDIRPLUS)
-        flags2 = P.U32.unpack_from(data, 16)[0] if minor >= 36 and len(data) >= 20 else 0
-        speak, depth = min(minor, P.MINOR), 0
+        offered2 = P.U32.unpack_from(data, 16)[0] if minor >= 36 and len(data) >= 20 else 0
+        flags2, speak, depth = 0, min(minor, P.MINOR), 0
         if (self.passthrough_wanted and minor >= P.PASSTHROUGH_MINOR and flags & P.INIT_EXT
-                and flags2 & P.PASSTHROUGH_FLAGS2):
+                and offered2 & P.PASSTHROUGH_FLAGS2):
             # FUSE passthrough: the layers' files are read by the kernel itself. Only on
             # read-only mounts: a file the union may copy up, or whose writes it must see (trace,
             # setuid clearing), cannot be given away; and the kernel refuses to mix opens that
@@ -488,8 +490,6 @@ class Server:
             want |= P.INIT_EXT
             flags2, speak, depth = P.PASSTHROUGH_FLAGS2, P.PASSTHROUGH_MINOR, 1
             self.passthrough = True
-        else:
-            flags2 = 0
         self.channel.reply(unique, P.INIT_OUT.pack(
             7, speak, readahead, want, 0, 0, P.MAX_WRITE, 1, P.MAX_WRITE // 4096, 0, flags2,
             depth))
@@ -590,12 +590,12 @@ class Server:
         self._call("mkdir", self.ops.mkdir, path, mode, paths=(path,))
         self.channel.reply(unique, self._entry(nid, name, path))
 
-    def _hide_if_open(self, nid, name):
-        """A file still open keeps its data: its name moves to a hidden one (libfuse's way)."""
+    def _hide_if_open(self, nid, name, path):
+        """A file still open keeps its data: its name (path) moves to a hidden one (libfuse's
+        way)."""
         node = self.nodes.child(nid, name)
         if node is None or not self.nodes.opens.get(node):
             return False
-        path = self._child(nid, name)
         hidden = self.nodes.hidden_name(node.id)
         self._call("rename", self.ops.rename, path, self._child(nid, hidden), 0)
         self.nodes.moved(nid, name, nid, hidden)
@@ -607,7 +607,7 @@ class Server:
         held = self.nodes.write_lock((nid, name))
         try:
             path = self._child(nid, name)
-            if not self._hide_if_open(nid, name):
+            if not self._hide_if_open(nid, name, path):
                 self._call("unlink", self.ops.unlink, path, paths=(path,))
                 self.nodes.removed(nid, name)
             else:
@@ -632,7 +632,7 @@ class Server:
         try:
             old, new = self._child(nid, name), self._child(new_nid, new_name)
             if not flags & 2:  # not RENAME_EXCHANGE: an open target keeps its data
-                self._hide_if_open(new_nid, new_name)
+                self._hide_if_open(new_nid, new_name, new)
             self._call("rename", self.ops.rename, old, new, flags, paths=(old, new))
             self.nodes.moved(nid, name, new_nid, new_name, exchange=bool(flags & 2))
         finally:
@@ -698,14 +698,19 @@ class Server:
         name, _ = _name(data, P.CREATE_IN.size)
         path = self._child(nid, name)
         fh = self._call("create", self.ops.create, path, mode, flags, paths=(path,))
+        self.channel.reply(unique, self._created(nid, name, path, fh))
+
+    def _created(self, nid, name, path, fh):
+        """fuse_entry_out + fuse_open_out of a file just made and opened (closed again if its
+        attributes cannot be read)."""
         try:
             st, ino, nlink = self.ops.stat(path, fh)
         except OSError:
             self.ops.release(path, fh)
             raise
         node_id = self.nodes.looked_up(nid, name)
-        self.channel.reply(unique, self._entry_of(node_id, st, ino, nlink) +
-                           self._opened(self.nodes.by_id.get(node_id), fh))
+        return self._entry_of(node_id, st, ino, nlink) + self._opened(
+            self.nodes.by_id.get(node_id), fh)
 
     def tmpfile(self, unique, nid, data):
         """open(O_TMPFILE): a file made under a hidden name, then unlinked while open (as any
@@ -715,14 +720,11 @@ class Server:
         name = self.nodes.hidden_name(nid)
         path = self._child(nid, name)
         fh = self._call("tmpfile", self.ops.create, path, mode, flags | os.O_CREAT | os.O_EXCL)
+        out = self._created(nid, name, path, fh)  # nlink 1: the kernel drops it to 0
         try:
-            st, ino, nlink = self.ops.stat(path, fh)  # nlink 1: the kernel drops it to 0
-            node_id = self.nodes.looked_up(nid, name)
-            out = self._entry_of(node_id, st, ino, nlink) + self._opened(
-                self.nodes.by_id.get(node_id), fh)
             held = self.nodes.write_lock((nid, name))
             try:
-                self._hide_if_open(nid, name)
+                self._hide_if_open(nid, name, path)
             finally:
                 self.nodes.write_unlock(held)
         except BaseException:
@@ -768,15 +770,15 @@ class Server:
                 nodes.hidden.discard(node)
             if last and node.parent is not None:
                 # the hidden name of a file unlinked while open goes with its last close
-                held = self.nodes.write_lock((node.parent.id, node.name))
+                held = nodes.write_lock((node.parent.id, node.name))
                 try:
                     if node.path is not None:
                         self.ops.unlink(node.path)
-                        self.nodes.removed(node.parent.id, node.name)
+                        nodes.removed(node.parent.id, node.name)
                 except OSError:
                     pass
                 finally:
-                    self.nodes.write_unlock(held)
+                    nodes.write_unlock(held)
         self.channel.reply(unique)
 
     def fsync(self, unique, nid, data):
@@ -867,8 +869,9 @@ class Server:
         self._list(unique, nid, data, True)
 
     def _list(self, unique, nid, data, plus):
-        """Entries from offset on, as many as fit; each entry's offset is its index + 1 in the
-        handle's snapshot. With plus, each entry but . and .. hands the kernel a node."""
+        """Entries from offset on, as many as fit; each entry's offset names its listing and
+        its index in it (FuseOps.snapshot). With plus, each entry but . and .. hands the kernel
+        a node."""
         _fh, offset, size, *_ = P.RW_IN.unpack_from(data)
         path = self.nodes.path(nid)
         if path is None:  # a removed directory still open: nothing left in it

@@ -30,9 +30,8 @@ def fuse_options(spec):
     kw.update(spec.fuse)
     if spec.upper is None:
         kw["ro"] = True
-    if kw.pop("allow_root", False):
+    if kw.get("allow_root"):
         kw["allow_other"] = True  # the server refuses all but root and the owner
-        kw["allow_root"] = True
     return kw
 
 
