@@ -19,6 +19,7 @@ import stat
 
 from . import whiteout as wo
 from .ids import IdMapper
+from .sysutil import O_PATH, fd_path, open_regular
 
 _CHUNK = 1 << 20
 _FALLBACK = (errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EBADF)
@@ -100,9 +101,14 @@ class Copier:
         self.ids = ids if ids is not None else IdMapper(xattr_permissions=0)
         self._seq = itertools.count()
         self._tag = "#unionfs.%x." % os.getpid()
+        self._workfd = -1
 
     def temp(self):
-        return "%s/%s%x" % (self.workdir, self._tag, next(self._seq))
+        """A new name in the work dir, as a path through the work dir's fd (see clean)."""
+        if self._workfd < 0:
+            self._workfd = os.open(self.workdir, O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW
+                                   | os.O_CLOEXEC)
+        return fd_path(self._workfd, "%s%x" % (self._tag, next(self._seq)))
 
     def clean(self):
         """Remove what an interrupted copy-up, rename or rmdir left in the work dir."""
@@ -116,8 +122,13 @@ class Copier:
             st = None
         if st is None:
             os.mkdir(self.workdir, 0o700)
-        for name in os.listdir(self.workdir):
-            discard(self.workdir + "/" + name)
+        # held for the mount's life: temp names are made in this very directory
+        fd = os.open(self.workdir, O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        if self._workfd >= 0:
+            os.close(self._workfd)
+        self._workfd = fd
+        for name in os.listdir(fd_path(fd, ".")):
+            discard(fd_path(fd, name))
 
     def copy(self, src, st, dst, data=True, origin_ino=None):
         """Copy the entry at real path src (lstat st) to real path dst, atomically."""
@@ -136,7 +147,7 @@ class Copier:
     def _make(self, src, st, tmp, data):
         mode = st.st_mode
         if stat.S_ISREG(mode):
-            sfd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC) if data else -1
+            sfd = open_regular(src, os.O_RDONLY) if data else -1
             try:
                 dfd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
                 try:

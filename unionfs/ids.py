@@ -21,7 +21,10 @@ import errno
 import os
 import stat
 
-OVERRIDE = {1: "security.containers.override_stat", 2: "user.containers.override_stat"}
+from . import whiteout as wo
+from .sysutil import lchmod
+
+OVERRIDE = wo.OVERRIDE_XATTRS
 _NOATTR = (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP)
 
 
@@ -102,9 +105,6 @@ class IdMapper:
     def squashing(self):
         return self.squash_uid is not None or self.squash_gid is not None
 
-    def is_hidden_xattr(self, name):
-        return self.override is not None and name == self.override
-
     # ---- reading ----------------------------------------------------------------------------
 
     def read_override(self, target):
@@ -176,7 +176,7 @@ class IdMapper:
         # the daemon itself must still read and write what it stores for others
         owner_bits = 0o700 if stat.S_ISDIR(st.st_mode) else 0o600
         if stat.S_IMODE(st.st_mode) & owner_bits != owner_bits:
-            os.chmod(real, stat.S_IMODE(st.st_mode) | owner_bits)
+            lchmod(real, stat.S_IMODE(st.st_mode) | owner_bits)
 
     def chmod(self, real, mode):
         """chmod; where the entry's owner lives in the override xattr, its mode does too."""
@@ -184,4 +184,4 @@ class IdMapper:
         if ov is not None:
             self._write_override(real, -1, -1, mode, ov)
         else:
-            os.chmod(real, stat.S_IMODE(mode))
+            lchmod(real, stat.S_IMODE(mode))

@@ -1,8 +1,11 @@
 """The narrow interface every layer is read through: find one name, walk a path, list a directory.
 
-A layer is a real directory. Paths inside it are relative ('' is its root) and are only ever built
-from components that this module has seen as real directories (``lstat``, never following a
-symlink), so nothing a layer contains can send the daemon outside its layer directories.
+A layer is a real directory. Paths inside it are relative ('' is its root). A user who may write
+in a layer can swap any of its directories for a symlink at any moment, cached or not, so no layer
+path is ever handed to the kernel as a joined string: every directory is opened beneath the layer's
+root fd with openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS), and what ``real()`` returns is an
+FdPath, ``/proc/self/fd/N/name``, in which only the last name is looked up (callers never follow
+it). Nothing a layer contains, or turns into, can send the daemon outside its layer directories.
 
 Lower layers are read-only by contract (as for the kernel's overlayfs, changing them under a live
 mount is undefined), so their directory listings and markers are read once and kept, in a bounded
@@ -15,7 +18,7 @@ import stat
 import threading
 
 from . import whiteout as wo
-from .sysutil import O_PATH, PATH_LIMIT, open_beneath, open_deep, short_path
+from .sysutil import O_PATH, PATH_LIMIT, Fd, FdPath, fd_path, open_beneath, open_deep
 
 _ABSENT = (errno.ENOENT, errno.ENOTDIR, errno.ENAMETOOLONG)
 # what open_beneath says of a path with a symlink (ELOOP) or a way out (EXDEV) in it: not here
@@ -42,8 +45,9 @@ def join(rel, name):
     return rel + "/" + name if rel else name
 
 
-def _code(entry, xwh_dir):
-    """Listing code of a DirEntry: its S_IFMT, or WH for a whiteout."""
+def _code(entry, xwh_dir, dirfd=None):
+    """Listing code of a DirEntry: its S_IFMT, or WH for a whiteout (dirfd: the listed
+    directory's fd, for an xattr whiteout's check)."""
     if entry.is_dir(follow_symlinks=False):
         return stat.S_IFDIR
     if entry.is_symlink():
@@ -53,7 +57,7 @@ def _code(entry, xwh_dir):
     st = entry.stat(follow_symlinks=False)
     if wo.is_whiteout_stat(st):
         return WH
-    if xwh_dir and wo.is_xattr_whiteout(entry.path, st):
+    if xwh_dir and wo.is_xattr_whiteout(fd_path(dirfd, entry.name), st):
         return WH
     return stat.S_IFMT(st.st_mode)
 
@@ -61,7 +65,7 @@ def _code(entry, xwh_dir):
 class Layer:
     """A writable layer (the upper): read live from disk, every directory reached through
     openat2(RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS) from the layer's root, so that even an upper
-    changed behind the mount's back cannot lead a lookup through a symlink."""
+    changed behind the mount's back cannot lead a lookup or a change through a symlink."""
     writable = True
 
     def __init__(self, root, index, prefixes=(wo.TRUSTED,), oci=False):
@@ -71,35 +75,52 @@ class Layer:
         # whiteouts and opaque markers written as '.wh.' files (an upper whose owner may not
         # create device nodes: whiteout.OciWriter)
         self.oci = oci
-        st = os.stat(root)
-        self.dev = st.st_dev
-        self._rootfd = os.open(root, O_PATH | os.O_DIRECTORY | os.O_CLOEXEC) if self.writable else -1
+        self._rootfd = os.open(root, O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        self.dev = os.fstat(self._rootfd).st_dev
 
     def __repr__(self):
         return "<%s %d %s>" % (type(self).__name__, self.index, self.root)
 
-    def real(self, rel):
-        if not rel:
-            return self.root
-        p = self.root + "/" + rel
-        if len(p) < _SHORT or len(os.fsencode(p)) < PATH_LIMIT:
-            return p
-        return short_path(self._root_fd(), rel)  # longer than PATH_MAX: through /proc/self/fd
+    def shown(self, rel):
+        """The path of rel for people (logs, events); never used to reach the entry."""
+        return self.root + "/" + rel if rel else self.root
 
-    def _root_fd(self):
-        if self._rootfd < 0:
-            self._rootfd = os.open(self.root, O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-        return self._rootfd
+    def _open(self, rel, flags):
+        """fd of rel opened beneath the root with no symlink anywhere (O_PATH|O_NOFOLLOW gives
+        a symlink itself); raises OSError, ELOOP/EXDEV where a symlink or '..' is in the way."""
+        if len(rel) < _SHORT or len(os.fsencode(rel)) < PATH_LIMIT:
+            return open_beneath(self._rootfd, rel or ".", flags)
+        return open_deep(self._rootfd, rel, flags)
+
+    def dirfd(self, rel):
+        """An Fd (O_PATH) of directory rel; ENOENT where a symlink stands in the way."""
+        if not rel:
+            return fd_path(self._rootfd, ".").held
+        try:
+            return Fd(self._open(rel, O_PATH | os.O_DIRECTORY))
+        except OSError as e:
+            if e.errno in (errno.ELOOP, errno.EXDEV):
+                raise OSError(errno.ENOENT, os.strerror(errno.ENOENT), self.shown(rel))
+            raise
+
+    def real(self, rel):
+        """The FdPath of rel: its parent directory pinned, its own name looked up at use."""
+        if not rel:
+            return fd_path(self._rootfd, ".")
+        parent, _, name = rel.rpartition("/")
+        return FdPath(self.dirfd(parent), name)
 
     def lstat(self, rel):
-        return os.lstat(self.real(rel))
+        fd = self._open(rel, O_PATH | os.O_NOFOLLOW)
+        try:
+            return os.fstat(fd)
+        finally:
+            os.close(fd)
 
     def _open_dir(self, rel, flags=O_PATH):
         """fd of directory rel, or None if it is absent or not reachable without a symlink."""
         try:
-            if len(rel) < _SHORT or len(os.fsencode(rel)) < PATH_LIMIT:
-                return open_beneath(self._rootfd, rel or ".", flags | os.O_DIRECTORY)
-            return open_deep(self._rootfd, rel, flags | os.O_DIRECTORY)
+            return self._open(rel, flags | os.O_DIRECTORY)
         except OSError as e:
             if e.errno in _NOT_BENEATH:
                 return None
@@ -111,21 +132,21 @@ class Layer:
         if dfd is None:
             return None
         try:
-            st = os.lstat(name, dir_fd=dfd)
-        except OSError as e:
-            if e.errno not in _ABSENT:
-                raise
-            if self.oci and e.errno == errno.ENOENT and _exists(wo.WH_PREFIX + name, dfd):
-                return WHITEOUT
-            return None
+            try:
+                st = os.lstat(name, dir_fd=dfd)
+            except OSError as e:
+                if e.errno not in _ABSENT:
+                    raise
+                if self.oci and e.errno == errno.ENOENT and _exists(wo.WH_PREFIX + name, dfd):
+                    return WHITEOUT
+                return None
+            if stat.S_ISDIR(st.st_mode):
+                opaque, redirect, _ = wo.dir_markers(fd_path(dfd, name), self.prefixes)
+                if self.oci and not opaque:
+                    opaque = _exists(name + "/" + wo.WH_OPAQUE, dfd, beneath=True)
+                return Hit(st, opaque, redirect)
         finally:
             os.close(dfd)
-        if stat.S_ISDIR(st.st_mode):
-            path = self.real(join(dir_rel, name))
-            opaque, redirect, _ = wo.dir_markers(path, self.prefixes)
-            if self.oci and not opaque:
-                opaque = os.path.lexists(path + "/" + wo.WH_OPAQUE)
-            return Hit(st, opaque, redirect)
         if wo.is_whiteout_stat(st):
             return WHITEOUT
         return Hit(st)
@@ -163,20 +184,25 @@ class Layer:
             with os.scandir(fd) as it:
                 if not self.oci:
                     return [(e.name, _code(e, False)) for e in it]
-                return list(_oci_listing(it, False).items())
+                return list(_oci_listing(it, False, fd).items())
         finally:
             os.close(fd)
 
 
-def _exists(name, dir_fd):
+def _exists(name, dir_fd, beneath=False):
+    """Is there an entry at name in dir_fd (with beneath, a path of several names, reached
+    with no symlink)?"""
     try:
-        os.lstat(name, dir_fd=dir_fd)
+        if beneath:
+            os.close(open_beneath(dir_fd, name, O_PATH | os.O_NOFOLLOW))
+        else:
+            os.lstat(name, dir_fd=dir_fd)
         return True
     except OSError:
         return False
 
 
-def _oci_listing(entries, xwh):
+def _oci_listing(entries, xwh, dirfd):
     """{name: code} of a directory whose whiteouts may be '.wh.' files; those names never appear,
     and an entry present beside its own '.wh.' name wins (an interrupted change leaves both)."""
     names = {}
@@ -187,7 +213,7 @@ def _oci_listing(entries, xwh):
             if target:
                 hidden.append(target)
             continue
-        names[e.name] = _code(e, xwh)
+        names[e.name] = _code(e, xwh, dirfd)
     for n in hidden:
         names.setdefault(n, WH)
     return names
@@ -200,25 +226,44 @@ class _DirInfo:
         self.names = names
 
 
+_MAX_DIR_FDS = 1024  # open directory fds one lower layer keeps at most
+
+
 class LowerLayer(Layer):
-    """A read-only layer: listings and markers are read once, understood in every format."""
+    """A read-only layer: listings and markers are read once, understood in every format.
+
+    Each directory it has read is kept open (an O_PATH fd, a bounded number of them): a name in
+    it is then reached with one *at call, and whatever happens to the directory's path later, the
+    name is looked up in the directory that was verified beneath the root."""
     writable = False
 
     def __init__(self, root, index, max_entries=500_000):
         super().__init__(root, index, wo.READ_PREFIXES)
         self._dirs = {}
         self._markers = {}
+        self._fds = {}
         self._entries = 0
         self._max = max_entries
         self._lock = threading.Lock()
+
+    def dirfd(self, rel):
+        fd = self._fds.get(rel)
+        if fd is None:
+            fd = super().dirfd(rel)
+            with self._lock:
+                if len(self._fds) >= _MAX_DIR_FDS:
+                    # an Fd still named by a path in use stays open until that path goes
+                    self._fds.clear()
+                self._fds[rel] = fd
+        return fd
 
     def markers(self, rel):
         """(opaque, redirect, xattr_whiteouts) of a directory of this layer, cached."""
         m = self._markers.get(rel)
         if m is None:
-            path = self.real(rel)
-            opaque, redirect, xwh = wo.dir_markers(path, self.prefixes)
-            if not opaque and os.path.lexists(path + "/" + wo.WH_OPAQUE):
+            dfd = self.dirfd(rel)
+            opaque, redirect, xwh = wo.dir_markers(fd_path(dfd, "."), self.prefixes)
+            if not opaque and _exists(wo.WH_OPAQUE, dfd.fd):
                 opaque = True
             m = (opaque, redirect, xwh)
             self._markers[rel] = m
@@ -227,8 +272,8 @@ class LowerLayer(Layer):
     def _dir(self, rel):
         """The cached listing of directory rel, or None if rel is not a directory of this layer.
 
-        A listing is only read once its parent's listing has shown rel as a real directory, so
-        no symlink can lead a read out of the layer."""
+        A listing is only read once its parent's listing has shown rel as a real directory, and
+        through an fd opened beneath the root: no symlink can lead a read out of the layer."""
         info = self._dirs.get(rel)
         if info is not None:
             return info
@@ -237,14 +282,19 @@ class LowerLayer(Layer):
             pinfo = self._dir(parent)
             if pinfo is None or pinfo.names.get(name) != stat.S_IFDIR:
                 return None
-        xwh = self.markers(rel)[2]
         try:
-            with os.scandir(self.real(rel)) as it:
-                names = _oci_listing(it, xwh)
+            dfd = self.dirfd(rel)
+            xwh = self.markers(rel)[2]
+            fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=dfd.fd)
         except OSError as e:
-            if e.errno in _ABSENT:
+            if e.errno in _NOT_BENEATH:
                 return None
             raise
+        try:
+            with os.scandir(fd) as it:
+                names = _oci_listing(it, xwh, fd)
+        finally:
+            os.close(fd)
         info = _DirInfo(names)
         with self._lock:
             if self._entries + len(names) > self._max:
@@ -267,14 +317,15 @@ class LowerLayer(Layer):
             return WHITEOUT
         rel = join(dir_rel, name)
         try:
-            st = os.lstat(self.real(rel))
+            dfd = self.dirfd(dir_rel)  # held while its number is in use
+            st = os.lstat(name, dir_fd=dfd.fd)
+            if code == stat.S_IFDIR:
+                opaque, redirect, _ = self.markers(rel)
+                return Hit(st, opaque, redirect)
         except OSError as e:
-            if e.errno in _ABSENT:
+            if e.errno in _NOT_BENEATH:
                 return None
             raise
-        if code == stat.S_IFDIR:
-            opaque, redirect, _ = self.markers(rel)
-            return Hit(st, opaque, redirect)
         return Hit(st)
 
     def list(self, rel):

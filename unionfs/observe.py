@@ -281,7 +281,7 @@ class Observer:
 
     def whiteout(self, path):
         if self.bus.subscribers:
-            ev = {"event": "whiteout", "path": path, "upper": self.union.upper.real(path[1:])}
+            ev = {"event": "whiteout", "path": path, "upper": self.union.upper.shown(path[1:])}
             low = self._lower_entry(path)
             if low is not None:
                 ev["lower_layer"] = low[0].index
@@ -306,7 +306,7 @@ class Observer:
     def opaque(self, path, hides):
         self.opaques += 1
         if self.bus.subscribers:
-            self._emit({"event": "opaque", "path": path, "upper": self.union.upper.real(path[1:]),
+            self._emit({"event": "opaque", "path": path, "upper": self.union.upper.shown(path[1:]),
                         "hides": bool(hides)})
 
     def moved_opaque(self, to_parent, to_name):
@@ -320,7 +320,7 @@ class Observer:
             path = "/" + join(to_parent.comps[0][1], to_name)
             real = self.union.real(node)
             self._emit({"event": "redirect", "path": path,
-                        "upper": self.union.upper.real(path[1:]),
+                        "upper": self.union.upper.shown(path[1:]),
                         "redirect": self.union.writer.get_redirect(real)})
 
     # -- hooks called by the FUSE adapter

@@ -1,11 +1,10 @@
 """Thin wrappers for the Linux system calls the os module lacks (renameat2, fallocate with modes,
 openat2), and the way to name paths longer than PATH_MAX."""
-import collections
 import ctypes
 import ctypes.util
 import errno
 import os
-import threading
+import stat
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
@@ -52,6 +51,8 @@ class _OpenHow(ctypes.Structure):
 
 _syscall = _libc.syscall
 _syscall.restype = ctypes.c_long
+_HOW = {}  # open flags -> byref(open_how)
+_HOW_SIZE = ctypes.c_size_t(ctypes.sizeof(_OpenHow))
 _have_openat2 = True
 
 
@@ -62,9 +63,13 @@ def open_beneath(dirfd, rel, flags):
     """
     global _have_openat2
     if _have_openat2:
-        how = _OpenHow(flags | os.O_CLOEXEC, 0, RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)
-        fd = _syscall(_SYS_openat2, ctypes.c_int(dirfd), os.fsencode(rel), ctypes.byref(how),
-                      ctypes.c_size_t(ctypes.sizeof(how)))
+        how = _HOW.get(flags)
+        if how is None:
+            how = _HOW[flags] = ctypes.byref(_OpenHow(flags | os.O_CLOEXEC, 0,
+                                                      RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS))
+        # on every layer access: the arguments are made once (ctypes objects cost more than
+        # the system call itself)
+        fd = _syscall(_SYS_openat2, dirfd, os.fsencode(rel), how, _HOW_SIZE)
         if fd >= 0:
             return fd
         e = ctypes.get_errno()
@@ -93,7 +98,6 @@ def open_beneath(dirfd, rel, flags):
 # through /proc/self/fd, which every call accepts.
 PATH_LIMIT = 4000  # bytes; what is left of PATH_MAX (4096) is room for "/proc/self/fd/N/"
 _CHUNK = 3000
-_held = threading.local()
 
 
 def open_deep(dirfd, rel, flags):
@@ -119,19 +123,79 @@ def open_deep(dirfd, rel, flags):
         raise
 
 
+class Fd:
+    """An open descriptor, closed when the last reference to this object goes (CPython frees it
+    at once), so a path naming it can never outlive it and name a reused descriptor number."""
+    __slots__ = ("fd",)
+
+    def __init__(self, fd):
+        self.fd = fd
+
+    def __del__(self):
+        try:
+            os.close(self.fd)
+        except OSError:
+            pass
+
+
+class FdPath(str):
+    """'/proc/self/fd/N/name': a path whose directory part is an open descriptor, held for as
+    long as the string lives. N was opened beneath a layer root with no symlink on the way, so
+    when the path is used only `name` is looked up, in that very directory: a directory swapped
+    for a symlink meanwhile cannot lead the call anywhere else. Callers pass it with
+    follow_symlinks=False / O_NOFOLLOW, so `name` itself is never followed either."""
+
+    def __new__(cls, fd, name):
+        self = super().__new__(cls, "/proc/self/fd/%d/%s" % (fd.fd, name))
+        self.held = fd
+        return self
+
+
+def fd_path(dirfd, name):
+    """An FdPath for `name` in the directory open as dirfd (an int the caller keeps open, or an
+    Fd). '.' names the directory itself."""
+    return FdPath(dirfd if isinstance(dirfd, Fd) else _Borrowed(dirfd), name)
+
+
+class _Borrowed(Fd):
+    """An fd owned elsewhere (a layer's root): never closed from here."""
+    __slots__ = ()
+
+    def __del__(self):
+        pass
+
+
 def short_path(dirfd, rel):
-    """A path of fewer than PATH_MAX bytes for dirfd/rel ('/proc/self/fd/N/name'). The directory
-    fd stays open for the next 64 such paths of this thread, far longer than any one operation
-    uses its paths."""
+    """A path of fewer than PATH_MAX bytes for dirfd/rel: an FdPath whose directory is opened
+    beneath dirfd step by step (no symlinks), whatever rel's length."""
     parent, _, name = rel.rpartition("/")
-    fd = open_deep(dirfd, parent, O_PATH | os.O_DIRECTORY)
-    held = getattr(_held, "fds", None)
-    if held is None:
-        held = _held.fds = collections.deque()
-    held.append(fd)
-    if len(held) > 64:
-        os.close(held.popleft())
-    return "/proc/self/fd/%d/%s" % (fd, name)
+    if not parent:
+        return fd_path(dirfd, name)
+    return FdPath(Fd(open_deep(dirfd, parent, O_PATH | os.O_DIRECTORY)), name)
+
+
+def lchmod(path, mode):
+    """chmod that never follows a symlink at path (EOPNOTSUPP for a symlink, as the kernel)."""
+    try:
+        os.chmod(path, mode, follow_symlinks=False)
+    except NotImplementedError:
+        raise OSError(errno.EOPNOTSUPP, os.strerror(errno.EOPNOTSUPP), path)
+
+
+def open_regular(path, flags):
+    """open(2) of what must be a regular file, never following a symlink at path and never
+    blocking on a FIFO or a device planted there; ELOOP / EINVAL for anything that is not a
+    regular file."""
+    fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", path)
+        if not flags & os.O_NONBLOCK:
+            os.set_blocking(fd, True)
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def process_groups(pid):

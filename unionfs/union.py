@@ -18,7 +18,8 @@ from .ids import IdMapper
 from .layers import Hit, Layer, LowerLayer
 from .lookup import Node, check_name, lower_positive, resolve_child, resolve_root
 from .observe import Observer
-from .sysutil import RENAME_EXCHANGE, RENAME_NOREPLACE, fallocate, process_groups, renameat2
+from .sysutil import (RENAME_EXCHANGE, RENAME_NOREPLACE, fallocate, fd_path, open_regular,
+                      process_groups, renameat2)
 
 _INO_BITS = 48
 
@@ -214,7 +215,7 @@ class Union:
         return os.statvfs(self.layers[0].root)
 
     def _check_xattr(self, path, name):
-        if wo.is_private_xattr(name) or self.ids.is_hidden_xattr(name):
+        if wo.is_interpreted_xattr(name):
             raise _err(errno.EOPNOTSUPP, path)
 
     def getxattr(self, path, name):
@@ -224,7 +225,7 @@ class Union:
     def listxattr(self, path):
         names = os.listxattr(self.real(self.resolve(path)), follow_symlinks=False)
         return [n for n in names
-                if not wo.is_private_xattr(n) and not self.ids.is_hidden_xattr(n)]
+                if not wo.is_interpreted_xattr(n)]
 
     # ---- files ------------------------------------------------------------------------------
 
@@ -238,8 +239,7 @@ class Union:
             self._writable(path)
             if not node.in_upper:
                 node = self.copy_up(path, data=not flags & os.O_TRUNC)
-        fd = os.open(self.real(node), (flags & ~(os.O_CREAT | os.O_EXCL | os.O_NOCTTY))
-                     | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = open_regular(self.real(node), flags & ~(os.O_CREAT | os.O_EXCL | os.O_NOCTTY))
         if flags & os.O_TRUNC and caller:
             _kill_suid(fd)
         handle = Handle(fd, self.ino_of(node), path, lower=not node.in_upper)
@@ -347,7 +347,7 @@ class Union:
         if not node.in_upper:
             self._writable(path)
             node = self.copy_up(path, data=length > 0)
-        fd = os.open(self.real(node), os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = open_regular(self.real(node), os.O_WRONLY)
         try:
             os.ftruncate(fd, length)
         finally:
@@ -394,7 +394,7 @@ class Union:
             if src.is_dir:
                 raise _err(errno.EPERM, existing)
             src = self._copied_up(existing)
-            self._make(path, None, None, lambda p: os.link(self.real(src), p),
+            self._make(path, None, None, lambda p: os.link(self.real(src), p, follow_symlinks=False),
                        ino=self.ino_of(src))
             self.cache.forget(existing)
             st = os.lstat(self.real(src))
@@ -619,8 +619,9 @@ class Union:
         """After a whole tree moved to to_parent/to_name: opaque where lower layers have that
         name, as a new directory there would be; the whiteouts inside then hide nothing, and
         leaving them would put stray whiteouts into a layer built from this upper."""
-        for d, _dirs, _files in os.walk(real):
-            self.writer.clear_dir(d)
+        # fd by fd, never through a path a user could swap a directory of for a symlink
+        for _d, _dirs, _files, dfd in os.fwalk(real, follow_symlinks=False):
+            self.writer.clear_dir(fd_path(dfd, "."))
         if lower_positive(self.layers, to_parent, to_name):
             self.writer.set_opaque(real)
 
@@ -639,7 +640,7 @@ class Union:
         """Readers that opened the lower file now read the upper copy, as on the kernel."""
         handles = self._lower_handles.pop(path, ())
         for h in handles:
-            fd = os.open(self.real(node), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            fd = open_regular(self.real(node), os.O_RDONLY)
             os.dup2(fd, h.fd)
             os.close(fd)
             h.lower = False
@@ -735,9 +736,9 @@ class Union:
         parent, name = split(path)
         pnode = self.lookup(parent)
         need_whiteout = lower_positive(self.layers, pnode, name)
-        real = self.upper.real(path[1:])
         if need_whiteout:
             self._upper_dir(parent)
+            real = self.upper.real(path[1:])  # its parent is in the upper now
             if node.in_upper:
                 self.writer.whiteout_entry(real, self.copier.temp(), node.is_dir)
             else:
@@ -745,6 +746,7 @@ class Union:
             self.stats["whiteouts"] += 1
             self.observer.whiteout(path)
         elif node.in_upper:
+            real = self.upper.real(path[1:])
             if node.is_dir:
                 self.writer.clear_dir(real)
                 os.rmdir(real)

@@ -64,6 +64,19 @@ def is_private_xattr(name, prefixes=READ_PREFIXES):
     return name.startswith(prefixes)
 
 
+# Owner and mode kept for entries the daemon may not chown (fuse-overlayfs's form; ids.py):
+# by namespace, as the xattr_permissions option numbers them.
+OVERRIDE_XATTRS = {1: "security.containers.override_stat", 2: "user.containers.override_stat"}
+_INTERPRETED = frozenset(OVERRIDE_XATTRS.values())
+
+
+def is_interpreted_xattr(name):
+    """Is this an xattr the daemon reads as state (overlay markers, owner overrides)? Such a
+    name is never read, listed, set or removed through the mount, whatever the options: a user
+    who could set one could make a later mount show a setuid-root file or revive a deleted one."""
+    return name.startswith(READ_PREFIXES) or name in _INTERPRETED
+
+
 def _get(path, name):
     try:
         return os.getxattr(path, name, follow_symlinks=False)
@@ -181,10 +194,14 @@ class Writer:
     def clear_dir(self, path):
         """Remove the whiteouts (and opaque marker files) in an upper directory that shows no
         entries, so that rmdir(2) or rename(2) over it can succeed."""
-        with os.scandir(path) as it:
-            for e in it:
-                if self._is_marker(e):
-                    os.unlink(e.path)
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            with os.scandir(fd) as it:
+                for e in it:
+                    if self._is_marker(e):
+                        os.unlink(e.name, dir_fd=fd)
+        finally:
+            os.close(fd)
 
     @staticmethod
     def _is_marker(entry):
@@ -273,12 +290,17 @@ class OciWriter(Writer):
         return entry.name.startswith(WH_PREFIX) or Writer._is_marker(entry)
 
     def set_opaque(self, path):
-        _touch(path + "/" + WH_OPAQUE)
+        fd = os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            _touch(WH_OPAQUE, fd)
+        finally:
+            os.close(fd)
 
 
-def _touch(path):
+def _touch(path, dir_fd=None):
     """An empty marker file (never through a symlink planted at its name)."""
-    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                     dir_fd=dir_fd))
 
 
 # ---- which format an upper is written in -------------------------------------------------------
@@ -315,10 +337,10 @@ def _recorded_in_upper(upper):
         v = _get(upper, ns + FORMAT_XATTR)
         if v:
             return _parse_format(os.fsdecode(v))
-    for dirpath, dirnames, filenames in os.walk(upper):
+    for _dirpath, dirnames, filenames, dfd in os.fwalk(upper, follow_symlinks=False):
         if any(n.startswith(WH_PREFIX) for n in dirnames + filenames):
             return USER, "oci"
-        if any(is_whiteout_stat(os.lstat(dirpath + "/" + n)) for n in filenames):
+        if any(is_whiteout_stat(os.lstat(n, dir_fd=dfd)) for n in filenames):
             return TRUSTED, "chr"
     return None
 
@@ -357,7 +379,11 @@ def choose_writer(workdir, upper, userxattr=False):
         shutil.rmtree(probe_dir, ignore_errors=True)
     text = "xattr=%s whiteout=%s\n" % (_NS_NAMES[ns], form)
     tmp = record + ".tmp"
-    with open(tmp, "w") as f:
+    # 0600 whatever the umask: another user who could rewrite it could make a later mount
+    # write (or the kernel read) the upper in another format and bring deleted files back
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        os.fchmod(fd, 0o600)
         f.write(text)
     os.rename(tmp, record)
     if ns is not None:
