@@ -110,6 +110,7 @@ def test_status_of_a_dead_mount_names_no_fake_daemon(tree):
             rec = next(r for r in doc["mounts"] if r["mount"] == str(mnt))
             daemon = rec["pid"]
             assert rec["state"] == "ok" and daemon not in (None, fake)
+            assert daemon == json.loads((mnt / ".unionfs" / "stats").read_bytes())["pid"]
             os.kill(daemon, signal.SIGKILL)   # the daemon our mount started
             assert wait_for(lambda: not os.path.exists("/proc/%d" % daemon), 10)
             doc = json.loads(run_unionfs("status", "--json").stdout)
