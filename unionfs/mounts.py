@@ -18,15 +18,15 @@ What the daemon of another user's mount says is that user's word: ``layers_of`` 
 mount (root's mounts and the caller's own are read), so no command indexes directories on the
 say-so of someone else's daemon.
 """
+import errno
 import json
 import os
 import stat
+import threading
 from dataclasses import dataclass
 
 from . import control
 from .spec import SpecError, _mountinfo_path, is_unionfs_mount
-
-_FUSE_RDEV = os.makedev(10, 229)  # /dev/fuse (the misc device's fixed minor)
 
 
 class MountsError(SpecError):
@@ -112,9 +112,33 @@ def open_control(mnt, name):
     return fd
 
 
-def read_stats(mnt):
-    """The stats document the mount's daemon serves (unionfs/control.py)."""
+def read_stats(mnt, timeout=None):
+    """The stats document the mount's daemon serves (unionfs/control.py). With a timeout, a
+    daemon that does not answer in time is a TimeoutError (ETIMEDOUT); the reading thread is
+    left blocked in the kernel and dies with the process."""
     m = _mount(mnt)
+    if timeout is None:
+        return _read_stats(m)
+    box = []
+
+    def read():
+        try:
+            box.append((_read_stats(m), None))
+        except Exception as e:
+            box.append((None, e))
+    t = threading.Thread(target=read, daemon=True, name="unionfs-stats")
+    t.start()
+    t.join(timeout)
+    if not box:
+        raise TimeoutError(errno.ETIMEDOUT, "its daemon did not answer within %g s" % timeout,
+                           m.mountpoint)
+    doc, err = box[0]
+    if err is not None:
+        raise err
+    return doc
+
+
+def _read_stats(m):
     with os.fdopen(open_control(m, "stats"), "rb") as f:
         data = f.read()
     try:
@@ -151,9 +175,29 @@ def upper_and_lowers(mnt):
 
 # ---- the daemon --------------------------------------------------------------------------
 
-def _fuse_fds(pid):
-    """{fd: connection id or None} of the /dev/fuse fds process pid holds (None: fdinfo does
-    not name the connection); {} if the process is gone or not ours to look at."""
+def _fdinfo(path):
+    """{key: value} of a /proc/PID/fdinfo/FD file (bytes)."""
+    with open(path, "rb") as f:
+        return dict(line.split(b":", 1) for line in f.read().splitlines() if b":" in line)
+
+
+def _dev_fuse():
+    """(mnt_id, ino) of /dev/fuse, as fdinfo shows them: from an O_PATH fd of our own (which
+    opens no FUSE device)."""
+    fd = os.open("/dev/fuse", os.O_PATH | os.O_CLOEXEC)
+    try:
+        info = _fdinfo("/proc/self/fdinfo/%d" % fd)
+        return info[b"mnt_id"].strip(), info[b"ino"].strip()
+    finally:
+        os.close(fd)
+
+
+def _fuse_fds(pid, dev_fuse):
+    """{fd: connection id or None} of the /dev/fuse fds process pid holds (None: fdinfo names
+    no connection: not mounted yet, or an older kernel); {} if the process is gone or not ours
+    to look at. An fd is never followed (a stat of another process's open file may wait on a
+    hung FUSE daemon): its name, then its fdinfo (the FUSE device's own line, or the mount id
+    and inode of /dev/fuse) decide."""
     out = {}
     base = "/proc/%d" % pid
     try:
@@ -162,18 +206,16 @@ def _fuse_fds(pid):
         return out
     for fd in fds:
         try:
-            st = os.stat("%s/fd/%s" % (base, fd))
-            if not stat.S_ISCHR(st.st_mode) or st.st_rdev != _FUSE_RDEV:
+            if os.readlink("%s/fd/%s" % (base, fd)) != "/dev/fuse":
                 continue
-            with open("%s/fdinfo/%s" % (base, fd), "rb") as f:
-                info = f.read()
+            info = _fdinfo("%s/fdinfo/%s" % (base, fd))
         except OSError:
             continue
-        conn = None
-        for line in info.splitlines():
-            if line.startswith(b"fuse_connection:"):
-                conn = int(line.split()[1])
-        out[int(fd)] = conn
+        conn = info.get(b"fuse_connection")
+        if conn is not None:
+            out[int(fd)] = int(conn)
+        elif (info.get(b"mnt_id", b"").strip(), info.get(b"ino", b"").strip()) == dev_fuse:
+            out[int(fd)] = None
     return out
 
 
@@ -181,9 +223,13 @@ def fuse_holders():
     """{pid: {fd: connection id or None}} of every process holding /dev/fuse open that this
     process may look at (all of them for root)."""
     out = {}
+    try:
+        dev_fuse = _dev_fuse()
+    except (OSError, KeyError):
+        dev_fuse = None
     for name in os.listdir("/proc"):
         if name.isdigit():
-            fds = _fuse_fds(int(name))
+            fds = _fuse_fds(int(name), dev_fuse)
             if fds:
                 out[int(name)] = fds
     return out

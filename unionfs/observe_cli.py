@@ -83,9 +83,9 @@ def find_mount(path):
     return best, rel
 
 
-def read_stats(mnt):
+def read_stats(mnt, timeout=None):
     """The stats document, from the mount's own daemon (unionfs/mounts.py)."""
-    return mounts.read_stats(mnt)
+    return mounts.read_stats(mnt, timeout)
 
 
 # ---- which --------------------------------------------------------------------------------
@@ -421,6 +421,9 @@ def cmd_stats(args):
 
 # ---- status -------------------------------------------------------------------------------
 
+STATUS_TIMEOUT = 3.0   # seconds a daemon may take to answer; one hung mount must not hang status
+
+
 def mount_status(mnt, holders=None):
     """A mount's status record. Its daemon is the /dev/fuse holder of its connection (what the
     stats claim counts only where the kernel cannot tell: unionfs/mounts.py), never a process
@@ -430,12 +433,13 @@ def mount_status(mnt, holders=None):
            "cpu_seconds": None, "fds": None, "threads": None, "open_files": None}
     claimed = None
     try:
-        doc = read_stats(mnt)
+        doc = read_stats(mnt, STATUS_TIMEOUT)
         claimed = doc["pid"]
         rec["layers"] = doc["layers"]
         rec["open_files"] = doc["open_files"]
     except (OSError, SpecError, ValueError, KeyError, TypeError) as e:
-        rec["state"] = "dead" if getattr(e, "errno", None) == errno.ENOTCONN else "no stats"
+        rec["state"] = {errno.ENOTCONN: "dead", errno.ETIMEDOUT: "no answer"}.get(
+            getattr(e, "errno", None), "no stats")
     try:
         rec["pid"] = mounts.daemon_of(mnt, claimed, holders)
     except SpecError:    # unmounted meanwhile
