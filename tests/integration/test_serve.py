@@ -128,10 +128,10 @@ def test_another_local_user_needs_the_token(store):
     token it gets 403 from every route; with it, 200."""
     with bs.serving("inspect:1", "--store", store) as (url, _proc):
         u = urllib.parse.urlsplit(url)
-        token = urllib.parse.parse_qs(u.query)["token"][0]
         base = "%s://%s" % (u.scheme, u.netloc)
         for path in ("/", "/api/summary", "/api/tree?path=/etc", "/static/app.js"):
             assert curl_as_nobody(base + path) == "403", path
+        token = urllib.parse.parse_qs(u.query)["token"][0]
         assert curl_as_nobody(base + "/api/events?token=" + token[:-1] + "x") == "403"
         assert curl_as_nobody(url) == "200"
         assert curl_as_nobody(base + "/api/tree?path=/etc&token=" + token) == "200"
