@@ -16,7 +16,7 @@ from .. import mount as mountmod
 from .. import mounts
 from ..inspect import commands as inspect_commands
 from ..inspect import output
-from ..spec import MountSpec, SpecError, mounted_paths, parse_options, split_escaped, validate
+from ..spec import MountSpec, mounted_paths, parse_options, split_escaped, validate
 from . import digest
 from .errors import ImageError
 from .progress import human
