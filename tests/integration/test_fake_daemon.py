@@ -117,3 +117,19 @@ def test_status_of_a_dead_mount_names_no_fake_daemon(tree):
             rec = next(r for r in doc["mounts"] if r["mount"] == str(mnt))
             assert rec["state"] == "dead"
             assert rec["pid"] is None and rec["layers"] == []
+
+
+def test_status_does_not_wait_on_a_stopped_daemon(tree):
+    """status asks every mount's daemon; one that does not answer (stopped here) is reported as
+    `no answer` after a few seconds instead of hanging the command, and its pid is still known
+    from the /dev/fuse it holds."""
+    _secret, lower, upper, work, mnt, _store = tree
+    with unionfs_mount([lower], upper, work, str(mnt)):
+        daemon = json.loads((mnt / ".unionfs" / "stats").read_bytes())["pid"]
+        os.kill(daemon, signal.SIGSTOP)
+        try:
+            r = run_unionfs("status", "--json", timeout=30)
+        finally:
+            os.kill(daemon, signal.SIGCONT)
+        rec = next(r for r in json.loads(r.stdout)["mounts"] if r["mount"] == str(mnt))
+        assert rec["state"] == "no answer" and rec["pid"] == daemon
