@@ -13,7 +13,7 @@ import signal
 import threading
 import time
 
-from .. import messages
+from .. import messages, mounts
 
 from ..image.errors import ImageError
 from ..image.store import Store, default_root
@@ -47,9 +47,8 @@ def register(sub):
 
 def _mountpoint(target):
     """The real path of target if it is a mountpoint of a unionfs mount, else None."""
-    from ..inspect.stack import unionfs_mounts
-    real = os.path.realpath(target) if os.path.isdir(target) else None
-    return real if real in unionfs_mounts() else None
+    m = mounts.mount_at(target) if os.path.isdir(target) else None
+    return m.mountpoint if m is not None else None
 
 
 def build(args):
