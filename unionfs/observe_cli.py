@@ -13,7 +13,7 @@ import os
 import subprocess
 import threading
 
-from . import control, observe, which
+from . import control, mounts, observe, which
 from .image.progress import human
 from .inspect.output import emit_json, emit_table, write
 from .spec import SpecError, is_unionfs_mount, mount_table
@@ -83,13 +83,9 @@ def find_mount(path):
     return best, rel
 
 
-def read_stats(mnt):
-    try:
-        with open(os.path.join(mnt, control.NAME, "stats"), "rb") as f:
-            return json.loads(f.read())
-    except FileNotFoundError:
-        raise ObserveError("%s: no %s/stats (a unionfs older than this command?)"
-                           % (mnt, control.NAME))
+def read_stats(mnt, timeout=None):
+    """The stats document, from the mount's own daemon (unionfs/mounts.py)."""
+    return mounts.read_stats(mnt, timeout)
 
 
 # ---- which --------------------------------------------------------------------------------
@@ -425,28 +421,29 @@ def cmd_stats(args):
 
 # ---- status -------------------------------------------------------------------------------
 
-def _daemon_pid(mnt):
-    """The daemon of a mount found in /proc: a unionfs process whose last argument is it."""
-    import psutil
-    for p in psutil.process_iter(["cmdline"]):
-        cmd = p.info["cmdline"] or []
-        if cmd and "unionfs" in " ".join(cmd[:3]) and os.path.realpath(cmd[-1]) == mnt:
-            return p.pid
-    return None
+STATUS_TIMEOUT = 3.0   # seconds a daemon may take to answer; one hung mount must not hang status
 
 
-def mount_status(mnt):
+def mount_status(mnt, holders=None):
+    """A mount's status record. Its daemon is the /dev/fuse holder of its connection (what the
+    stats claim counts only where the kernel cannot tell: unionfs/mounts.py), never a process
+    whose command line merely names the mount."""
     import psutil
     rec = {"mount": mnt, "state": "ok", "pid": None, "layers": [], "rss_bytes": None,
            "cpu_seconds": None, "fds": None, "threads": None, "open_files": None}
+    claimed = None
     try:
-        doc = read_stats(mnt)
-        rec["pid"] = doc["pid"]
+        doc = read_stats(mnt, STATUS_TIMEOUT)
+        claimed = doc["pid"]
         rec["layers"] = doc["layers"]
         rec["open_files"] = doc["open_files"]
-    except (OSError, ObserveError, ValueError) as e:
-        rec["state"] = "dead" if getattr(e, "errno", None) == errno.ENOTCONN else "no stats"
-        rec["pid"] = _daemon_pid(mnt)
+    except (OSError, SpecError, ValueError, KeyError, TypeError) as e:
+        rec["state"] = {errno.ENOTCONN: "dead", errno.ETIMEDOUT: "no answer"}.get(
+            getattr(e, "errno", None), "no stats")
+    try:
+        rec["pid"] = mounts.daemon_of(mnt, claimed, holders)
+    except SpecError:    # unmounted meanwhile
+        pass
     if rec["pid"] is not None:
         try:
             p = psutil.Process(rec["pid"])
@@ -462,7 +459,8 @@ def mount_status(mnt):
 
 
 def cmd_status(args):
-    recs = [mount_status(m) for m in unionfs_mounts()]
+    holders = mounts.fuse_holders()
+    recs = [mount_status(m, holders) for m in unionfs_mounts()]
     if args.json:
         emit_json("status", {"mounts": recs})
         return 0

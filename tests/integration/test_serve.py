@@ -4,12 +4,18 @@ layer changed, the waste figure), and a live unionfs mount whose whiteout appear
 a file is deleted. Expected answers are worked out by hand from
 build_image_fixtures.inspect_layers. Servers and browsers are ours, stopped by PID; the mount is
 unmounted in finally."""
+import json
 import os
+import shutil
+import stat
+import subprocess
+import tempfile
+import urllib.parse
 
 import pytest
 
 from tests.integration.test_inspect_cli import store  # noqa: F401  (the inspect image, imported)
-from tests.mountutil import load_script, requires_fuse, unionfs_mount
+from tests.mountutil import load_script, requires_fuse, requires_root, unionfs_mount
 
 fx = load_script("build_image_fixtures")
 bs = load_script("bench_serve")
@@ -100,3 +106,64 @@ def test_mount_page_shows_a_whiteout_as_it_happens(tmp_path, page):
                                    ".count').textContent === '1'")
             proc.terminate()
             assert proc.wait(10) == 0
+
+
+NOBODY = 65534
+
+
+def curl_as_nobody(url, *args):
+    """The HTTP status of a GET of url by uid 65534 (another local user) with curl."""
+    r = subprocess.run(["setpriv", "--reuid=%d" % NOBODY, "--regid=%d" % NOBODY,
+                        "--clear-groups", "--", "curl", "-s", "-o", "/dev/null", "-w",
+                        "%{http_code}", "--max-time", "10"] + list(args) + [url],
+                       capture_output=True, text=True, timeout=30, cwd="/")
+    return r.stdout
+
+
+@requires_root
+@pytest.mark.skipif(not (shutil.which("setpriv") and shutil.which("curl")),
+                    reason="needs setpriv and curl")
+def test_another_local_user_needs_the_token(store):
+    """root serves an image on loopback: uid 65534 can connect, but without the printed URL's
+    token it gets 403 from every route; with it, 200."""
+    with bs.serving("inspect:1", "--store", store) as (url, _proc):
+        u = urllib.parse.urlsplit(url)
+        base = "%s://%s" % (u.scheme, u.netloc)
+        for path in ("/", "/api/summary", "/api/tree?path=/etc", "/static/app.js"):
+            assert curl_as_nobody(base + path) == "403", path
+        token = urllib.parse.parse_qs(u.query)["token"][0]
+        assert curl_as_nobody(base + "/api/events?token=" + token[:-1] + "x") == "403"
+        assert curl_as_nobody(url) == "200"
+        assert curl_as_nobody(base + "/api/tree?path=/etc&token=" + token) == "200"
+        assert curl_as_nobody(base + "/api/summary", "-H", "Authorization: token " + token) \
+            == "200"
+
+
+@requires_root
+@pytest.mark.skipif(not (shutil.which("setpriv") and shutil.which("curl")),
+                    reason="needs setpriv and curl")
+def test_unix_socket_is_the_starting_users_only(store):
+    d = tempfile.mkdtemp(prefix="unionfs-serve-", dir="/tmp")
+    os.chmod(d, 0o755)          # others may reach the directory: the socket's mode must stop them
+    sock = os.path.join(d, "serve.sock")
+    proc = subprocess.Popen(bs.UNIONFS + ["serve", "inspect:1", "--store", store,
+                                          "--unix-socket", sock], env=bs.ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        assert bs._read_line(proc, r"at unix:(\S+)", 60) == sock
+        assert stat.S_IMODE(os.stat(sock).st_mode) == 0o600
+        r = subprocess.run(["curl", "-s", "--max-time", "10", "--unix-socket", sock,
+                            "http://localhost/api/summary"], capture_output=True, timeout=30)
+        assert json.loads(r.stdout)["top"] == 3
+        r = subprocess.run(["setpriv", "--reuid=%d" % NOBODY, "--regid=%d" % NOBODY,
+                            "--clear-groups", "--", "curl", "-s", "--max-time", "10",
+                            "--unix-socket", sock, "http://localhost/api/summary"],
+                           capture_output=True, timeout=30, cwd="/")
+        assert r.returncode == 7 and r.stdout == b""    # 7: could not connect
+        proc.terminate()
+        assert proc.wait(10) == 0
+        assert not os.path.exists(sock)
+    finally:
+        bs._stop(proc)
+        shutil.rmtree(d, ignore_errors=True)

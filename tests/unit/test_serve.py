@@ -5,7 +5,9 @@ server itself (routes, errors, Host check, the event stream)."""
 import http.client
 import io
 import json
+import os
 import socket
+import stat
 import threading
 import time
 
@@ -16,7 +18,7 @@ from unionfs.inspect import stack as stackmod
 from unionfs.inspect.layerindex import InspectError
 from unionfs.serve import live
 from unionfs.serve.model import Explorer
-from unionfs.serve.server import Server, api
+from unionfs.serve.server import Server, UnixServer, api
 from tests.mountutil import load_script
 from tests.unit.test_inspect_image import store  # noqa: F401  (the inspect image, imported)
 from tests.unit.helpers import write
@@ -195,10 +197,16 @@ def server(ex):
         t.join(5)
 
 
-def get(srv, path, host=None):
+def get(srv, path, host=None, token=True, headers=None):
+    """(status, Content-Type, body); token=True sends the server's token in a header."""
     c = http.client.HTTPConnection(*srv.server_address[:2], timeout=10)
+    h = dict(headers or {})
+    if host:
+        h["Host"] = host
+    if token is True:
+        h["Authorization"] = "token " + srv.token
     try:
-        c.request("GET", path, headers={"Host": host} if host else {})
+        c.request("GET", path, headers=h)
         r = c.getresponse()
         return r.status, r.getheader("Content-Type"), r.read()
     finally:
@@ -230,10 +238,81 @@ def test_api_dispatch_matches_the_model(ex):
         api(ex, "nope", {})
 
 
+def test_every_request_needs_the_token(server):
+    """Any local user can reach a loopback port: without the token nothing is answered."""
+    t = server.token
+    other = Server(("127.0.0.1", 0), None)
+    other.server_close()
+    assert len(t) >= 32 and other.token != t
+    for path in ("/", "/index.html", "/static/app.js", "/api/summary", "/api/tree?path=/",
+                 "/api/events", "/api/nothing", "/api/tree?path=/&token=" + t[:-1]):
+        status, _, body = get(server, path, token=False)
+        assert status == 403 and b"token" in body, path
+    assert get(server, "/api/summary", token=False, headers={
+        "Authorization": "token x" + t, "Cookie": "unionfs-serve-1=" + t})[0] == 403
+    c = http.client.HTTPConnection(*server.server_address[:2], timeout=10)
+    try:
+        c.request("GET", "/?token=" + t)
+        r = c.getresponse()
+        assert r.status == 200 and r.read().startswith(b"<!")
+        cookie = r.getheader("Set-Cookie")
+    finally:
+        c.close()
+    name = "unionfs-serve-%d" % server.server_address[1]
+    assert cookie == name + "=" + t + "; Path=/; HttpOnly; SameSite=Strict"
+    for via in ({"Cookie": "a=b; %s=%s" % (name, t)}, {"Authorization": "Token " + t}):
+        assert get(server, "/static/app.js", token=False, headers=via)[0] == 200
+        assert get(server, "/api/summary", token=False, headers=via)[0] == 200
+    assert get(server, "/api/tree?token=%s&path=/cache" % t, token=False)[0] == 200
+
+
+def test_api_paths_stay_inside_the_layers(server):
+    """Paths name entries of the layers' indexes: '..' is refused, and a symlink (evil ->
+    /etc/passwd in the image) is a row, never followed."""
+    for bad in ("/api/tree?path=../../etc", "/api/tree?path=/cache/../../etc",
+                "/api/history?path=/../../etc/passwd", "/api/tree?path=/evil",
+                "/api/tree?path=/evil/", "/api/tree?path=%2e%2e%2fetc"):
+        status, _, body = get(server, bad)
+        assert status == 400, bad
+        assert b"root:" not in body
+    doc = json.loads(get(server, "/api/history?path=/evil")[2])
+    assert doc["path"] == "/evil" and b"root:" not in json.dumps(doc).encode()
+
+
+def test_unix_socket_server(ex, tmp_path):
+    path = str(tmp_path / "s.sock")
+    srv = UnixServer(path, ex)
+    t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    t.start()
+    try:
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600 and srv.token is None
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(10)
+            s.connect(path)
+            s.sendall(b"GET /api/summary HTTP/1.1\r\nHost: localhost\r\n"
+                      b"Connection: close\r\n\r\n")
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200") and json.loads(body)["top"] == 3
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        t.join(5)
+    assert not os.path.exists(path)
+    with open(path, "w") as f:
+        f.write("not ours")
+    with pytest.raises(OSError):
+        UnixServer(path, ex)
+    with open(path) as f:
+        assert f.read() == "not ours"     # a file that was there is left alone
+
+
 def test_event_stream(server):
     c = http.client.HTTPConnection(*server.server_address[:2], timeout=10)
     try:
-        c.request("GET", "/api/events")
+        c.request("GET", "/api/events", headers={"Authorization": "token " + server.token})
         r = c.getresponse()
         assert r.getheader("Content-Type") == "text/event-stream"
         assert r.fp.readline() == b"retry: 1000\n"
@@ -250,7 +329,7 @@ def test_event_stream(server):
 
 # ---- the command ----------------------------------------------------------------------------
 
-def test_command_errors_are_one_line(store, capsys):
+def test_command_errors_are_one_line(store, capsys, tmp_path):
     assert cli.main(["serve", "no-such-image", "--store", store.root]) == 1
     err = capsys.readouterr().err
     assert err.startswith("unionfs: ") and err.count("\n") == 1
@@ -268,6 +347,15 @@ def test_command_errors_are_one_line(store, capsys):
                      "--port", "0"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("unionfs: cannot listen on no.such.host.invalid") and err.count("\n") == 1
+    sock = tmp_path / "taken"
+    sock.write_text("x")
+    assert cli.main(["serve", "inspect:1", "--store", store.root, "--unix-socket", str(sock)]) == 1
+    assert capsys.readouterr().err == "unionfs: cannot listen on %s: it exists (remove it, or " \
+                                      "choose another path)\n" % sock
+    assert sock.read_text() == "x"
+    assert cli.main(["serve", "inspect:1", "--store", store.root, "--unix-socket", str(sock),
+                     "--host", "::1"]) == 1
+    assert "exclude each other" in capsys.readouterr().err
 
 
 def test_layer_trees_are_kept_within_bounds(tmp_path, monkeypatch):

@@ -13,9 +13,10 @@ import uuid
 
 from .. import messages
 from .. import mount as mountmod
+from .. import mounts
 from ..inspect import commands as inspect_commands
 from ..inspect import output
-from ..spec import MountSpec, SpecError, mounted_paths, parse_options, split_escaped, validate
+from ..spec import MountSpec, mounted_paths, parse_options, split_escaped, validate
 from . import digest
 from .errors import ImageError
 from .progress import human
@@ -492,28 +493,6 @@ def cmd_save(args):
 
 # ---- diff / commit targets -------------------------------------------------------------------------
 
-def _daemon_spec(mnt):
-    """The spec of the unionfs daemon serving mnt (read from its command line), or None."""
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open("/proc/%s/cmdline" % pid, "rb") as f:
-                argv = [os.fsdecode(a) for a in f.read().split(b"\0") if a]
-        except OSError:
-            continue
-        if "_daemon" not in argv or not argv or argv[-1] != mnt:
-            continue
-        opts = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "-o"]
-        spec = MountSpec(lowers=[], mountpoint=mnt)
-        try:
-            parse_options(opts, spec)
-        except SpecError:
-            continue
-        return spec
-    return None
-
-
 class Target:
     def __init__(self, upper, lowers, image=None, name=None):
         self.upper, self.lowers, self.image, self.name = upper, lowers, image, name
@@ -535,13 +514,11 @@ def resolve_target(store, arg, lower=None, image_ref=None):
             if not rec.get("upper"):
                 raise ImageError("%s is a read-only image mount: it has no changes" % real)
             return from_upper(rec["upper"])
-        spec = _daemon_spec(real)
-        if spec is None:
-            raise ImageError("%s: not a unionfs mount this store or a daemon can describe" % real)
-        if spec.upper is None:
+        upper, lowers = mounts.upper_and_lowers(real)
+        if upper is None:
             raise ImageError("%s is a read-only mount: it has no changes" % real)
         img = store.get(image_ref) if image_ref else None
-        return Target(spec.upper, spec.lowers, img)
+        return Target(upper, lowers, img)
     if real is None and "/" not in arg and arg in uppers:
         return from_upper(arg)
     if real is None or not os.path.isdir(real):

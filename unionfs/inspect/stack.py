@@ -117,8 +117,8 @@ def mount_of(path, mounts):
 
 def from_mount(store, mnt):
     """The stack a mount shows: an image mount (image layers + its upper) or a unionfs mount
-    whose daemon names its layers."""
-    from ..image.commands import _daemon_spec
+    whose daemon names its layers in its control directory (unionfs/mounts.py)."""
+    from .. import mounts
     rec = store.live_mounts().get(mnt)
     if rec is not None:
         st = from_image(store, rec["image"])
@@ -126,7 +126,8 @@ def from_mount(store, mnt):
             upper = os.path.join(store.upper_dir(rec["upper"]), "upper")
             st.add(upper, upper=True, created_by="(uncommitted changes in upper %s)" % rec["upper"])
         return st
-    spec = _daemon_spec(mnt)
-    if spec is None:
-        raise InspectError("%s: not a unionfs mount this store or a daemon can describe" % mnt)
-    return from_dirs(list(reversed(spec.lowers)), name=mnt, upper=spec.upper)
+    try:
+        upper, lowers = mounts.upper_and_lowers(mnt)
+    except mounts.MountsError as e:
+        raise InspectError(str(e))
+    return from_dirs(list(reversed(lowers)), name=mnt, upper=upper)

@@ -1,8 +1,11 @@
-"""``unionfs serve IMAGE|MNT [--port P] [--host H]``: the live explorer's command.
+"""``unionfs serve IMAGE|MNT [--port P] [--host H | --unix-socket PATH]``: the live explorer.
 
 cli.py calls ``register(subparsers)`` and hands ``serve`` to ``run(args)``. The server listens on
-loopback (127.0.0.1) unless ``--host`` names another address; it prints its URL and serves until
-interrupted. Every failure is one ``unionfs: ...`` line and exit status 1.
+loopback (127.0.0.1) unless ``--host`` names another address, and answers only requests with the
+random token in the URL it prints (any local user can reach a loopback port); with
+``--unix-socket`` it listens on a new 0600 socket instead. It serves until interrupted. A mount's
+layers are what its own daemon says (unionfs/mounts.py). Every failure is one ``unionfs: ...``
+line and exit status 1.
 """
 import errno
 import os
@@ -10,7 +13,7 @@ import signal
 import threading
 import time
 
-from .. import messages
+from .. import messages, mounts
 
 from ..image.errors import ImageError
 from ..image.store import Store, default_root
@@ -18,7 +21,7 @@ from ..inspect.commands import TARGET_HELP, open_target
 from ..inspect.layerindex import InspectError
 from . import live
 from .model import Explorer
-from .server import Server, is_loopback
+from .server import Server, UnixServer, is_loopback
 
 COMMANDS = {"serve"}
 DEFAULT_PORT = 8470
@@ -35,15 +38,17 @@ def register(sub):
     p.add_argument("--host", default=None, metavar="ADDR",
                    help="address to listen on (default 127.0.0.1; anything else is reachable "
                         "from other machines)")
+    p.add_argument("--unix-socket", metavar="PATH",
+                   help="listen on a new unix socket at PATH (mode 0600, no token) instead of "
+                        "TCP: for curl --unix-socket, or a proxy")
     p.add_argument("--store", metavar="DIR",
                    help="image store (default: $UNIONFS_STORE, else %s)" % default_root())
 
 
 def _mountpoint(target):
     """The real path of target if it is a mountpoint of a unionfs mount, else None."""
-    from ..inspect.stack import unionfs_mounts
-    real = os.path.realpath(target) if os.path.isdir(target) else None
-    return real if real in unionfs_mounts() else None
+    m = mounts.mount_at(target) if os.path.isdir(target) else None
+    return m.mountpoint if m is not None else None
 
 
 def build(args):
@@ -51,8 +56,12 @@ def build(args):
     host = args.host or "127.0.0.1"
     if not 0 <= args.port <= 65535:
         raise InspectError("--port %d: not a TCP port (0-65535)" % args.port)
+    if args.unix_socket and args.host:
+        raise InspectError("--unix-socket and --host exclude each other")
     explorer = Explorer(open_target(Store(args.store), args.target), mount=_mountpoint(args.target))
     explorer.warm()
+    if args.unix_socket:
+        return explorer, _unix_server(args.unix_socket, explorer)
     try:
         server = Server((host, args.port), explorer, loopback_only=is_loopback(host))
     except OSError as e:
@@ -64,9 +73,24 @@ def build(args):
     return explorer, server
 
 
+def _unix_server(path, explorer):
+    try:
+        return UnixServer(path, explorer)
+    except OSError as e:
+        if e.errno == errno.EADDRINUSE:
+            raise InspectError("cannot listen on %s: it exists (remove it, or choose another "
+                               "path)" % path)
+        raise InspectError("cannot listen on %s: %s" % (path, e.strerror or e))
+
+
 def url_of(server):
+    """Where to point a browser (TCP, token included) or curl (a unix socket)."""
+    if isinstance(server, UnixServer):
+        return "unix:%s (curl --unix-socket %s http://localhost/api/summary)" % (
+            server.path, server.path)
     host, port = server.server_address[:2]
-    return "http://%s:%d/" % ("[%s]" % host if ":" in host else host, port)
+    return "http://%s:%d/?token=%s" % ("[%s]" % host if ":" in host else host, port,
+                                       server.token)
 
 
 def _interrupt(signum, frame):

@@ -17,7 +17,7 @@ import os
 import threading
 import time
 
-from .. import control
+from .. import mounts
 from ..inspect.layerindex import LayerIndex
 
 POLL = 0.5          # seconds between polls of the upper (fallback)
@@ -146,10 +146,11 @@ def poll_upper(explorer, publish, stop, upper):
 
 
 def open_trace(mnt):
-    """The mount's trace stream opened for reading, or None when it cannot be."""
+    """The mount's trace stream, served by its own daemon (unionfs/mounts.py), opened for
+    reading; None when it cannot be."""
     try:
-        return open(os.path.join(mnt, control.NAME, "trace"), "rb", buffering=0)
-    except OSError:
+        return os.fdopen(mounts.open_control(mnt, "trace"), "rb", buffering=0)
+    except (OSError, mounts.MountsError):
         return None
 
 

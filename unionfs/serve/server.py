@@ -14,12 +14,22 @@ Routes (GET only; every answer is JSON but the page and its static files):
 Bad input is a 400 with {"error": "..."}. Requests whose Host header names another host are
 refused (403) while the server listens on loopback, so a web page elsewhere cannot reach it
 through DNS rebinding.
+
+Every local user can connect to a loopback port, so a TCP server answers only requests that
+carry its token (random, made at start, printed in its URL as Jupyter does): ``?token=T``, an
+``Authorization: token T`` header, or the cookie the page gets with its first answer
+(HttpOnly, SameSite=Strict, named for the port since a browser sends a host's cookies to all
+its ports). Anything else is a 403, static files included. ``UnixServer`` listens on a unix
+socket made 0600 instead, and needs no token: the socket's mode keeps other users out.
 """
+import hmac
 import ipaddress
 import json
 import os
 import queue
+import secrets
 import socket
+import socketserver
 import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -117,6 +127,7 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
         self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("Referrer-Policy", "no-referrer")
         for k, v in extra:
             self.send_header(k, v)
         self.end_headers()
@@ -132,17 +143,46 @@ class Handler(BaseHTTPRequestHandler):
         host = (self.headers.get("Host") or "").rsplit(":", 1)[0].strip("[]")
         return is_loopback(host)
 
+    def _given_tokens(self, qs):
+        """The tokens this request offers: in the query, the Authorization header, the cookie."""
+        out = list(qs.get("token", ()))
+        scheme, _, value = (self.headers.get("Authorization") or "").partition(" ")
+        if scheme.lower() == "token":
+            out.append(value.strip())
+        for part in (self.headers.get("Cookie") or "").split(";"):
+            name, _, value = part.strip().partition("=")
+            if name == self.server.cookie:
+                out.append(value)
+        return out
+
+    def _token_ok(self, qs):
+        token = self.server.token
+        return token is None or any(
+            hmac.compare_digest(t.encode("utf-8", "replace"), token.encode())
+            for t in self._given_tokens(qs))
+
     def do_GET(self):
         url = urlsplit(self.path)
+        qs = parse_qs(url.query)
         if not self._host_ok():
             return self._json(HTTPStatus.FORBIDDEN, {"error": "unexpected Host header"})
+        if not self._token_ok(qs):
+            return self._json(HTTPStatus.FORBIDDEN, {
+                "error": "no valid token: open the URL unionfs serve printed (with ?token=)"})
         if url.path == "/api/events":
             return self._events()
         if url.path.startswith("/api/"):
-            return self._api(url.path[5:], parse_qs(url.query))
+            return self._api(url.path[5:], qs)
         if url.path in ("/", "/index.html"):
-            return self._static("index.html")
+            return self._static("index.html", self._cookie())
         return self._static(url.path[len("/static/"):] if url.path.startswith("/static/") else None)
+
+    def _cookie(self):
+        """The Set-Cookie header that lets the page's own requests in without ?token=."""
+        if self.server.token is None:
+            return ()
+        return (("Set-Cookie", "%s=%s; Path=/; HttpOnly; SameSite=Strict" % (
+            self.server.cookie, self.server.token)),)
 
     def _api(self, route, qs):
         try:
@@ -152,7 +192,7 @@ class Handler(BaseHTTPRequestHandler):
         except InspectError as e:
             self._json(HTTPStatus.BAD_REQUEST, {"error": str(e)})
 
-    def _static(self, name):
+    def _static(self, name, extra=()):
         ext = os.path.splitext(name or "")[1]
         if not name or "/" in name or name.startswith(".") or ext not in TYPES:
             return self._json(HTTPStatus.NOT_FOUND, {"error": "not found"})
@@ -161,7 +201,7 @@ class Handler(BaseHTTPRequestHandler):
                 body = f.read()
         except OSError:
             return self._json(HTTPStatus.NOT_FOUND, {"error": "not found"})
-        self._send(HTTPStatus.OK, body, TYPES[ext])
+        self._send(HTTPStatus.OK, body, TYPES[ext], extra)
 
     def _events(self):
         hub = self.server.hub
@@ -188,12 +228,12 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
 
 
-class Server(ThreadingHTTPServer):
+class _Explorer:
+    """What both servers give the handler: the explorer, the event hub, the token."""
     daemon_threads = True
+    token = cookie = None
 
-    def __init__(self, addr, explorer, loopback_only=True):
-        self.address_family = _family(addr[0])
-        super().__init__(addr, Handler)
+    def _setup(self, explorer, loopback_only):
         self.explorer = explorer
         self.loopback_only = loopback_only
         self.hub = Hub()
@@ -203,6 +243,44 @@ class Server(ThreadingHTTPServer):
         self.stopping.set()
         self.hub.publish("bye", {})
         super().shutdown()
+
+
+class Server(_Explorer, ThreadingHTTPServer):
+    """HTTP on a TCP address; requests need `token` (a new random one unless given)."""
+
+    def __init__(self, addr, explorer, loopback_only=True, token=None):
+        self.address_family = _family(addr[0])
+        self.token = token or secrets.token_urlsafe(32)
+        super().__init__(addr, Handler)
+        self._setup(explorer, loopback_only)
+        self.cookie = "unionfs-serve-%d" % self.server_address[1]
+
+
+class UnixServer(_Explorer, socketserver.ThreadingUnixStreamServer):
+    """HTTP on a unix socket at path, created 0600 (it must not exist yet); no token."""
+
+    def __init__(self, path, explorer):
+        self.path = path
+        self.bound = False
+        super().__init__(path, Handler)
+        self._setup(explorer, True)
+
+    def server_bind(self):
+        old = os.umask(0o177)     # the socket is born 0600: no moment when others may connect
+        try:
+            super().server_bind()
+            self.bound = True
+        finally:
+            os.umask(old)
+
+    def server_close(self):
+        super().server_close()
+        if self.bound:           # not a file that was there before us
+            self.bound = False
+            try:
+                os.unlink(self.path)
+            except OSError:
+                pass
 
 
 def _family(host):
