@@ -176,6 +176,8 @@ class Union:
 
     def readlink(self, path):
         node = self.resolve(path)
+        if self.ids.override and stat.S_ISREG(node.comps[0][2].st.st_mode):
+            return self.ids.readlink(self.real(node))  # a symlink kept as a file (ids.py)
         return os.readlink(self.real(node))
 
     def listdir(self, path, plus=False):
@@ -199,6 +201,8 @@ class Union:
                     # what a lower layer serves cannot change while the listing is cached
                     # (a copy-up or removal drops it): its attributes are taken once
                     fixed = None if child.in_upper else self._stat(base + "/" + name, child)
+                    if code == stat.S_IFREG and self.ids.override:  # maybe a device (ids.py)
+                        code = stat.S_IFMT((fixed or self._stat(base + "/" + name, child))[0].st_mode)
                     children.append((name, code, child, fixed))
             self.cache.put_listing(path, children, gen)
         for name, code, child, full in children:
@@ -219,12 +223,11 @@ class Union:
 
     def getxattr(self, path, name):
         self._check_xattr(path, name)
-        return os.getxattr(self.real(self.resolve(path)), name, follow_symlinks=False)
+        return self.ids.getxattr(self.real(self.resolve(path)), name)
 
     def listxattr(self, path):
         names = os.listxattr(self.real(self.resolve(path)), follow_symlinks=False)
-        return [n for n in names
-                if not wo.is_private_xattr(n) and not self.ids.is_hidden_xattr(n)]
+        return self.ids.listxattr([n for n in names if not wo.is_private_xattr(n)])
 
     # ---- files ------------------------------------------------------------------------------
 
