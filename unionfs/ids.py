@@ -110,6 +110,35 @@ def parse_mapping(value):
     return [tuple(nums[i:i + 3]) for i in range(0, len(nums), 3)]
 
 
+def stored_view(real, st):
+    """(S_IFMT, mode bits, uid, gid, rdev) of the entry at real path real (lstat st) as a layer
+    made from it must record it: its override xattr, if any, wins (for commit and inspection,
+    which read layers and uppers without a mount)."""
+    fmt, mode, uid, gid, rdev = (stat.S_IFMT(st.st_mode), stat.S_IMODE(st.st_mode), st.st_uid,
+                                 st.st_gid, st.st_rdev)
+    if fmt in (stat.S_IFREG, stat.S_IFDIR):   # the only types that carry user.* xattrs
+        for name in (OVERRIDE[2], OVERRIDE[1]):
+            try:
+                ov = parse_override(os.getxattr(real, name, follow_symlinks=False))
+            except OSError:
+                continue
+            if ov is not None:
+                uid, gid, mode = ov.uid, ov.gid, ov.mode
+                if ov.fmt is not None and fmt == stat.S_IFREG:
+                    fmt, rdev = ov.fmt, ov.rdev
+                break
+    return fmt, mode, uid, gid, rdev
+
+
+def stored_xattrs(xattrs):
+    """{name: value} of an entry's xattrs as a layer must record them: storage names left out,
+    a stored capability as security.capability."""
+    out = {k: v for k, v in xattrs.items() if k not in HIDDEN_XATTRS}
+    if CAP_STORE in xattrs:
+        out.setdefault(CAP, xattrs[CAP_STORE])
+    return out
+
+
 class _Map:
     def __init__(self, ranges, overflow):
         self.ranges = list(ranges)

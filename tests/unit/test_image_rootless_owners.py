@@ -200,3 +200,38 @@ def test_tar_cannot_plant_the_storage_names(tmp_path):
     assert res.dropped_xattrs == 3
     names = os.listxattr(tmp_path / "r2" / "f")
     assert OV not in names and ids.CAP_STORE not in names
+
+
+def test_commit_of_an_upper_written_without_root(user_layers, tmp_path):
+    """An upper a daemon without root wrote (owners, types and capabilities in xattrs) is
+    committed as the entries it shows: a layer tar says what the mount said."""
+    import io
+    from unionfs.image.changes import Changes
+    from unionfs.image.commit import write_layer
+    _layers, roots = user_layers
+    up = tmp_path / "upper"
+    for rel, data, ov in (("dev/zero", b"", b"0:0:666:char-1-5"),
+                          ("etc/shadow", b"changed\n", b"0:42:640"),
+                          ("home/u/link2", b"file", b"1000:1000:777:symlink"),
+                          ("srv/pipe2", b"", b"33:33:620:pipe"),
+                          ("usr/bin/ping", b"ping v3\n", b"0:0:755")):
+        p = up / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+        os.setxattr(p, OV, ov)
+    os.setxattr(up / "usr/bin/ping", ids.CAP_STORE, fx.CAP)
+    buf = io.BytesIO()
+    write_layer(Changes(str(up), list(reversed(roots))).layer_entries(), buf)
+    buf.seek(0)
+    got = {}
+    with tarfile.open(fileobj=buf) as t:
+        for ti in t:
+            got[ti.name] = (ti.type, ti.mode, ti.uid, ti.gid, ti.linkname, ti.devmajor,
+                            ti.devminor, ti.size, sorted(k for k in ti.pax_headers
+                                                         if k.startswith("SCHILY.")))
+    assert got["dev/zero"] == (tarfile.CHRTYPE, 0o666, 0, 0, "", 1, 5, 0, [])
+    assert got["etc/shadow"] == (tarfile.REGTYPE, 0o640, 0, 42, "", 0, 0, 8, [])
+    assert got["home/u/link2"] == (tarfile.SYMTYPE, 0o777, 1000, 1000, "file", 0, 0, 0, [])
+    assert got["srv/pipe2"] == (tarfile.FIFOTYPE, 0o620, 33, 33, "", 0, 0, 0, [])
+    assert got["usr/bin/ping"] == (tarfile.REGTYPE, 0o755, 0, 0, "", 0, 0, 8,
+                                   ["SCHILY.xattr." + ids.CAP])
