@@ -429,7 +429,7 @@ def sample_image(compression=None, tags=("localhost/sample:1.0",), devices=True)
     return Img([layer_tar(l) for l in layers], compression, tags)
 
 
-# ---- the owners image: what an inspection audits (tests/integration/test_image_owners.py) ----------
+# ---- the owners image: what an inspection audits (tests/integration/test_image_owners.py) ---
 
 # a second v2 capability blob, unlike CAP: not effective, permitted and inheritable bit 13
 CAP_PI = bytes.fromhex("0000000200200000002000000000000000000000")

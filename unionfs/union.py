@@ -202,7 +202,8 @@ class Union:
                     # (a copy-up or removal drops it): its attributes are taken once
                     fixed = None if child.in_upper else self._stat(base + "/" + name, child)
                     if code == stat.S_IFREG and self.ids.override:  # maybe a device (ids.py)
-                        code = stat.S_IFMT((fixed or self._stat(base + "/" + name, child))[0].st_mode)
+                        shown = fixed or self._stat(base + "/" + name, child)
+                        code = stat.S_IFMT(shown[0].st_mode)
                     children.append((name, code, child, fixed))
             self.cache.put_listing(path, children, gen)
         for name, code, child, full in children:

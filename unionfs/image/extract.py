@@ -98,7 +98,6 @@ class Result:
     def __init__(self):
         self.entries = 0
         self.size = 0          # bytes of regular-file content
-        self.skipped_devices = 0
         self.dropped_xattrs = 0
         self.xattr_errors = 0
         self.owners = "real"   # "xattr": owners, modes, types in override xattrs (not root)
