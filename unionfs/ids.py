@@ -238,7 +238,8 @@ class IdMapper:
         ov = self.read_override(real)
         if ov is None or ov.fmt != stat.S_IFLNK:
             raise OSError(errno.EINVAL, os.strerror(errno.EINVAL), real)
-        fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        # O_NONBLOCK: a FIFO put in the file's place must not hold the daemon
+        fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         try:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 raise OSError(errno.EINVAL, os.strerror(errno.EINVAL), real)

@@ -235,3 +235,16 @@ def test_commit_of_an_upper_written_without_root(user_layers, tmp_path):
     assert got["srv/pipe2"] == (tarfile.FIFOTYPE, 0o620, 33, 33, "", 0, 0, 0, [])
     assert got["usr/bin/ping"] == (tarfile.REGTYPE, 0o755, 0, 0, "", 0, 0, 8,
                                    ["SCHILY.xattr." + ids.CAP])
+
+
+
+def test_readlink_of_a_fifo_put_in_a_links_place_does_not_block(tmp_path, monkeypatch):
+    """A layer's owner may swap files under a mount, between the xattr read and the open:
+    readlink must answer EINVAL, not wait for a writer."""
+    p = str(tmp_path / "link")
+    os.mkfifo(p)
+    m = IdMapper(xattr_permissions=2)
+    monkeypatch.setattr(m, "read_override", lambda real: Override(0, 0, 0o777, stat.S_IFLNK, 0))
+    with pytest.raises(OSError) as e:
+        m.readlink(p)
+    assert e.value.errno == 22
