@@ -187,9 +187,9 @@ def uf(*args, user=False):
     return run_unionfs(*args)
 
 
-def mounted_tree(store, mnt, user=False):
+def mounted_tree(store, mnt, user=False, image="owners:1"):
     """Mount the store's image on mnt (as the user or root), walk it as that user, unmount."""
-    r = uf("image", "mount", "owners:1", mnt, "--store", store, user=user)
+    r = uf("image", "mount", image, mnt, "--store", store, user=user)
     assert r.returncode == 0, r.stderr
     try:
         if user:
@@ -263,3 +263,50 @@ def test_imported_by_a_user_mounted_by_the_user_and_by_root(work):
     r = uf("image", "mount", "owners:1", rootmnt, "--store", store, "-o", "dev")
     assert r.returncode == 1 and "imported without root" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and not is_mounted(rootmnt)
+
+
+CHANGE = r"""
+import os, sys
+m = sys.argv[1]
+with open(m + "/srv/nobody", "ab") as f:
+    f.write(b"appended\n")
+with open(m + "/tmp/new", "wb") as f:
+    f.write(b"new\n")
+os.chmod(m + "/tmp/new", 0o640)
+os.symlink("new", m + "/tmp/new-link")
+"""
+
+
+def test_a_users_commit_keeps_the_owners(work):
+    """A user's --rw mount, changed and committed: the new image is the old one, owners and
+    all, plus the user's changes, as root sees it."""
+    base, archive, want, _ = work
+    home = os.path.join(base, "home2")
+    os.mkdir(home)
+    os.chown(home, UID, GID)
+    store, mnt = home + "/store", home + "/mnt"
+    as_user("mkdir", mnt)
+    assert uf("image", "import", archive, "--store", store, user=True).returncode == 0
+    with fuse_open_to_users():
+        r = uf("image", "mount", "owners:1", mnt, "--upper", "s", "--store", store, user=True)
+        assert r.returncode == 0, r.stderr
+        try:
+            as_user(PYTHON, "-c", CHANGE, mnt)
+        finally:
+            uf("image", "umount", mnt, "--store", store, user=True)
+            if is_mounted(mnt):
+                unmount(mnt)
+    r = uf("commit", "s", "owners:2", "--store", store, user=True)
+    assert r.returncode == 0, r.stderr
+    rootmnt = os.path.join(base, "root-of-commit-mnt")
+    os.mkdir(rootmnt)
+    got = mounted_tree(store, rootmnt, image="owners:2")
+    data = b"the importer's own\nappended\n"
+    want = dict(want)
+    want["srv/nobody"] = dict(want["srv/nobody"], size=len(data),
+                              sha256=hashlib.sha256(data).hexdigest())
+    want["tmp/new"] = {"type": stat.S_IFREG, "mode": 0o640, "uid": UID, "gid": GID, "size": 4,
+                       "sha256": hashlib.sha256(b"new\n").hexdigest()}
+    want["tmp/new-link"] = {"type": stat.S_IFLNK, "mode": 0o777, "uid": UID, "gid": GID,
+                            "target": "new"}
+    compare(got, want)

@@ -118,7 +118,7 @@ def store_layer(store, tar_path, diff_id, tar_size, work):
     res = extract.extract_tar(os.path.join(dest, "layer.tar"), root, what="committed layer")
     write_json_atomic(os.path.join(dest, "meta.json"), {
         "diff_id": diff_id, "size": res.size, "tar_size": tar_size, "entries": res.entries,
-        "compression": "none", "added": now_iso()})
+        "compression": "none", "added": now_iso(), "owners": res.owners})
     os.rename(dest, store.layer_dir(diff_id))
     return store.layer_dir(diff_id)
 
