@@ -260,6 +260,25 @@ class IdMapper:
             except OSError:
                 raise e from None
 
+    def removexattr(self, real, name):
+        """removexattr; the capability goes from where getxattr finds it, both places."""
+        try:
+            os.removexattr(real, name, follow_symlinks=False)
+        except OSError as e:
+            if name != CAP or self.override is None or e.errno not in _NOATTR:
+                raise
+            try:
+                os.removexattr(real, CAP_STORE, follow_symlinks=False)
+            except OSError:
+                raise e from None
+            return
+        if name == CAP and self.override is not None:
+            try:
+                os.removexattr(real, CAP_STORE, follow_symlinks=False)
+            except OSError as e:
+                if e.errno not in _NOATTR:
+                    raise
+
     def listxattr(self, names):
         """The names of listxattr(2) as the mount shows them: storage names hidden, a stored
         capability listed as security.capability."""

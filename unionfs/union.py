@@ -377,8 +377,8 @@ class Union:
         node = self.resolve(path)
         if not node.in_upper:
             # as the kernel: removing an absent name fails without copying up
-            os.getxattr(self.real(node), name, follow_symlinks=False)
-        os.removexattr(self.real(self._copied_up(path)), name, follow_symlinks=False)
+            self.ids.getxattr(self.real(node), name)
+        self.ids.removexattr(self.real(self._copied_up(path)), name)
 
     # ---- namespace --------------------------------------------------------------------------
 

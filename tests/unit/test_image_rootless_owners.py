@@ -248,3 +248,27 @@ def test_readlink_of_a_fifo_put_in_a_links_place_does_not_block(tmp_path, monkey
     with pytest.raises(OSError) as e:
         m.readlink(p)
     assert e.value.errno == 22
+
+
+def test_storage_names_refused_and_capability_removable_through_the_union(user_layers,
+                                                                          tmp_path):
+    """Nobody may forge an override or a stored capability through the mount, in any mode;
+    a stored capability the mount shows can be removed through it."""
+    _layers, roots = user_layers
+    for mode in (0, 2):
+        up, work = tmp_path / ("up%d" % mode), tmp_path / ("work%d" % mode)
+        up.mkdir()
+        work.mkdir()
+        u = make_union(list(reversed(roots)), str(up), str(work),
+                       ids=IdMapper(xattr_permissions=mode))
+        for name in (OV, ids.OVERRIDE[1], ids.CAP_STORE):
+            with pytest.raises(OSError):
+                u.setxattr("/etc/shadow", name, b"0:0:4755", 0)
+            assert name not in u.listxattr("/usr/bin/ping")
+        assert os.listdir(up) == []                      # refused before any copy-up
+    assert ids.CAP in u.listxattr("/usr/bin/ping")
+    u.removexattr("/usr/bin/ping", ids.CAP)
+    assert ids.CAP not in u.listxattr("/usr/bin/ping")
+    with pytest.raises(OSError):
+        u.getxattr("/usr/bin/ping", ids.CAP)
+    assert u.getattr("/usr/bin/ping")[0].st_uid == 0   # the owner stayed
