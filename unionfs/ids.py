@@ -25,11 +25,12 @@ whose inode can carry no ``user.*`` xattr), and is shown as the type it records:
 ``st_rdev``, the listing's type, ``readlink``. A type is honoured on regular files only; on
 anything else it must match the entry's own. A file capability that may not be set
 (``security.capability`` needs CAP_SETFCAP) is kept in ``user.unionfs.security.capability`` and
-shown as ``security.capability``. Both storage names are never visible through the mount, and
-the first can't be set through it (``user.unionfs.*`` is the which-report namespace, refused by
-fuseops). unionfs writes them when it imports an image without root (image/extract.py); whoever
-can write the layers can make the files themselves say anything, so trusting these xattrs in a
-store's layers trusts nobody but the store's owner.
+shown as ``security.capability``. No storage name is ever visible through the mount, in any
+mode, nor may it be set or removed there (the override names are refused by the union,
+``user.unionfs.*``, the which-report namespace, by fuseops), so only the daemon and the import
+write them. unionfs writes them when it imports an image without root (image/extract.py, which
+drops any copy a layer tar brings); whoever can write a store's layers can make its files say
+anything anyway, so trusting these xattrs there trusts nobody but the store's owner.
 """
 import errno
 import os

@@ -41,7 +41,7 @@ WH_PREFIX = ".wh."
 WH_OPAQUE = ".wh..wh..opq"
 WH_META = ".wh..wh."
 XATTR_PAX = "SCHILY.xattr."
-DROPPED_XATTRS = ("trusted.overlay.", "user.overlay.", ids.CAP_STORE) + tuple(ids.OVERRIDE.values())
+DROPPED_XATTRS = ("trusted.overlay.", "user.overlay.", ids.CAP_STORE, *ids.OVERRIDE.values())
 DIRFLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 CHUNK = 1 << 20
 
@@ -112,7 +112,7 @@ class Extractor:
         self.rootfd = os.open(root, DIRFLAGS)
         # as_root=False: as without root (owners in xattrs), for tests run as root
         self.is_root = os.geteuid() == 0 if as_root is None else as_root
-        self.ids = (os.geteuid(), os.getegid())
+        self.me = (os.geteuid(), os.getegid())
         self.seen = {}         # name -> 'dir' | 'implicit' | 'file' (non-dir)
         self.dir_attrs = {}    # name -> tarinfo of explicit directory entries
         self.result = Result()
@@ -281,7 +281,7 @@ class Extractor:
         if self.is_root:
             return False
         special = ti.isfifo() and ti.mode & 0o7000
-        return (ti.uid, ti.gid) != self.ids or bool(special)
+        return (ti.uid, ti.gid) != self.me or bool(special)
 
     def _file(self, pfd, leaf, name, ti, fmt, rdev=0, data=b""):
         """Without root: an entry of type fmt as a regular file holding data, its type in the
