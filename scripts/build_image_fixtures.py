@@ -429,6 +429,64 @@ def sample_image(compression=None, tags=("localhost/sample:1.0",), devices=True)
     return Img([layer_tar(l) for l in layers], compression, tags)
 
 
+# ---- the owners image: what an inspection audits (tests/integration/test_image_owners.py) ---
+
+# a second v2 capability blob, unlike CAP: not effective, permitted and inheritable bit 13
+CAP_PI = bytes.fromhex("0000000200200000002000000000000000000000")
+
+
+def owners_layers():
+    """Two layers, bottom first: setuid/setgid root files, file capabilities, char and block
+    devices, FIFOs, files, links and directories of other owners, modes no owner could use."""
+    base = [
+        E("usr", "dir"), E("usr/bin", "dir"), E("bin", "symlink", link="usr/bin"),
+        E("usr/bin/passwd", data=b"\x7fELF passwd\n", mode=0o4755),
+        # a hard link's header carries its inode's mode, as tar writers do (podman applies it)
+        E("usr/bin/passwd-hl", "hardlink", link="usr/bin/passwd", mode=0o4755),
+        E("usr/bin/wall", data=b"wall\n", mode=0o2755, gid=5),
+        E("usr/bin/ping", data=b"ping\n", mode=0o755, xattrs={"security.capability": CAP}),
+        E("usr/bin/arping", data=b"arping\n", mode=0o710, gid=7,
+          xattrs={"security.capability": CAP_PI, "user.note": b"kept"}),
+        E("dev", "dir"),
+        E("dev/null", "char", mode=0o666, dev=(1, 3)),
+        E("dev/console", "char", mode=0o600, dev=(5, 1)),
+        E("dev/sda", "block", mode=0o660, gid=6, dev=(8, 0)),
+        E("dev/big", "char", mode=0o640, dev=(4095, 1048575)),
+        E("etc", "dir"),
+        E("etc/shadow", data=b"root:*:1::::::\n", mode=0o640, gid=42),
+        E("etc/nothing", data=b"mode 0000\n", mode=0o000),
+        E("etc/localtime", "symlink", link="/usr/share/zoneinfo/UTC"),
+        E("tmp", "dir", mode=0o1777),
+        E("srv", "dir", mode=0o2775, gid=50),
+        E("srv/pipe", "fifo", mode=0o620, uid=33, gid=33),
+        E("srv/nobody", data=b"the importer's own\n", uid=65534, gid=65534),
+        E("srv/nobody-link", "symlink", link="nobody", uid=65534, gid=65534),
+        E("home", "dir"),
+        E("home/u", "dir", uid=1000, gid=1000),
+        E("home/u/file", data=b"user file\n", uid=1000, gid=1000, mode=0o644),
+        E("home/u/private", data=b"private\n", uid=1000, gid=1000, mode=0o600),
+        E("home/u/link", "symlink", link="file", uid=1000, gid=1000),
+        E("home/u/run", "fifo", mode=0o600, uid=1000, gid=1000),
+        E("root", "dir", mode=0o700),
+        E("root/.profile", data=b"root only\n", mode=0o600),
+        E("opt/implied/file", data=b"its directories have no entries\n", uid=2, gid=3),
+    ]
+    top = [
+        E("dev", "dir"), E("dev/console", "whiteout"),
+        E("dev/tty", "char", mode=0o666, gid=5, dev=(5, 0)),
+        E("usr", "dir"), E("usr/bin", "dir"),
+        E("usr/bin/newgrp", data=b"newgrp\n", mode=0o4755),
+        E("usr/bin/ping", data=b"ping v2\n", mode=0o755, xattrs={"security.capability": CAP}),
+        E("home", "dir"), E("home/u", "dir", uid=1000, gid=1000, mode=0o750),
+        E("home/u/file", data=b"user file, changed\n", uid=1000, gid=1000, mode=0o640),
+    ]
+    return [base, top]
+
+
+def owners_image(compression=None, tags=("localhost/owners:1",)):
+    return Img([layer_tar(l) for l in owners_layers()], compression, tags)
+
+
 # ---- the inspect image: known waste, history and diffs (tests/unit/test_inspect_*.py) -------------
 
 TOOL_V1 = bytes(range(64))

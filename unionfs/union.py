@@ -177,6 +177,8 @@ class Union:
 
     def readlink(self, path):
         node = self.resolve(path)
+        if self.ids.override and stat.S_ISREG(node.comps[0][2].st.st_mode):
+            return self.ids.readlink(self.real(node))  # a symlink kept as a file (ids.py)
         return os.readlink(self.real(node))
 
     def listdir(self, path, plus=False):
@@ -200,6 +202,9 @@ class Union:
                     # what a lower layer serves cannot change while the listing is cached
                     # (a copy-up or removal drops it): its attributes are taken once
                     fixed = None if child.in_upper else self._stat(base + "/" + name, child)
+                    if code == stat.S_IFREG and self.ids.override:  # maybe a device (ids.py)
+                        shown = fixed or self._stat(base + "/" + name, child)
+                        code = stat.S_IFMT(shown[0].st_mode)
                     children.append((name, code, child, fixed))
             self.cache.put_listing(path, children, gen)
         for name, code, child, full in children:
@@ -220,12 +225,11 @@ class Union:
 
     def getxattr(self, path, name):
         self._check_xattr(path, name)
-        return os.getxattr(self.real(self.resolve(path)), name, follow_symlinks=False)
+        return self.ids.getxattr(self.real(self.resolve(path)), name)
 
     def listxattr(self, path):
         names = os.listxattr(self.real(self.resolve(path)), follow_symlinks=False)
-        return [n for n in names
-                if not wo.is_interpreted_xattr(n)]
+        return self.ids.listxattr(names)
 
     # ---- files ------------------------------------------------------------------------------
 
@@ -373,8 +377,8 @@ class Union:
         node = self.resolve(path)
         if not node.in_upper:
             # as the kernel: removing an absent name fails without copying up
-            os.getxattr(self.real(node), name, follow_symlinks=False)
-        os.removexattr(self.real(self._copied_up(path)), name, follow_symlinks=False)
+            self.ids.getxattr(self.real(node), name)
+        self.ids.removexattr(self.real(self._copied_up(path)), name)
 
     # ---- namespace --------------------------------------------------------------------------
 

@@ -21,6 +21,11 @@ char 0/0 whiteouts, ``<ns>overlay.opaque=y``, ``<ns>overlay.redirect``. unionfs 
 bookkeeping under ``<ns>overlay.unionfs.*`` (the original inode number of a copied-up file); the kernel
 ignores names it does not know, and both hide every ``<ns>overlay.*`` xattr from users.
 
+Owners, modes and types kept in ``user.containers.override_stat`` (``uid:gid:mode[:type]``) and file
+capabilities kept in ``user.unionfs.security.capability``, which an image import without root
+writes and mounts that honour stored owners read, are ids.py's; neither is ever visible through
+the mount.
+
 Names beginning with ``.wh.`` cannot be created through the mount (EINVAL): such a file would read as a
 whiteout once the upper is used as an image layer.
 """
@@ -67,7 +72,9 @@ def is_private_xattr(name, prefixes=READ_PREFIXES):
 # Owner and mode kept for entries the daemon may not chown (fuse-overlayfs's form; ids.py):
 # by namespace, as the xattr_permissions option numbers them.
 OVERRIDE_XATTRS = {1: "security.containers.override_stat", 2: "user.containers.override_stat"}
-_INTERPRETED = frozenset(OVERRIDE_XATTRS.values())
+# a file capability kept by a daemon that may not set security.capability (a rootless import)
+CAP_STORE = "user.unionfs.security.capability"
+_INTERPRETED = frozenset(OVERRIDE_XATTRS.values()) | {CAP_STORE}
 
 
 def is_interpreted_xattr(name):

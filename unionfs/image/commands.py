@@ -408,6 +408,7 @@ def cmd_mount(args):
         lowers = [empty]
     spec = MountSpec(lowers=lowers, mountpoint=args.mountpoint)
     parse_options(args.options, spec)
+    _stored_owners(img, spec)
     name = created = None
     if args.rw or args.upper:
         name = args.upper or "%s-%s" % (img.hex[:12], uuid.uuid4().hex[:8])
@@ -437,6 +438,22 @@ def cmd_mount(args):
     if name:
         print(name)
     return 0
+
+
+def _stored_owners(img, spec):
+    """An image imported without root keeps owners, modes and device nodes in override xattrs
+    (image/extract.py): its mounts read them (xattr_permissions=2, unless -o says otherwise), for
+    root too. They are what the importing user wrote, so root may not mount such an image with
+    suid or dev: a setuid-root file or a device node there is only as trusted as that user."""
+    if not img.owners_in_xattrs():
+        return
+    if spec.xattr_permissions is None:
+        spec.xattr_permissions = 2
+    unsafe = sorted(o for o in ("suid", "dev") if o in spec.fuse)
+    if unsafe:
+        raise ImageError("image %s was imported without root (its owners and device nodes are "
+                         "xattrs its importer wrote): -o %s refused" % (
+                             digest.short(img.id), ",".join(unsafe)))
 
 
 def cmd_umount(args):

@@ -17,6 +17,7 @@ import os
 import stat
 import tarfile
 
+from .. import ids
 from .. import whiteout as wo
 from . import extract
 from .digest import HashingWriter
@@ -67,9 +68,9 @@ def write_layer(entries, out):
                 continue
             real = value[1]
             st = os.lstat(real)
-            fmt = stat.S_IFMT(st.st_mode)
-            ti = _ti(path, tarfile.REGTYPE, stat.S_IMODE(st.st_mode), st.st_mtime_ns,
-                     st.st_uid, st.st_gid)
+            # owners, modes, devices a daemon without root kept in override xattrs (ids.py)
+            fmt, mode, uid, gid, rdev = ids.stored_view(real, st)
+            ti = _ti(path, tarfile.REGTYPE, mode, st.st_mtime_ns, uid, gid)
             data = None
             if fmt == stat.S_IFDIR:
                 ti.type = tarfile.DIRTYPE
@@ -85,16 +86,17 @@ def write_layer(entries, out):
                     data = real
             elif fmt == stat.S_IFLNK:
                 ti.type = tarfile.SYMTYPE
-                ti.linkname = os.readlink(real)
+                ti.linkname = (os.readlink(real) if stat.S_ISLNK(st.st_mode)
+                               else ids.IdMapper(xattr_permissions=2).readlink(real))
             elif fmt in (stat.S_IFCHR, stat.S_IFBLK):
                 ti.type = tarfile.CHRTYPE if fmt == stat.S_IFCHR else tarfile.BLKTYPE
-                ti.devmajor, ti.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
+                ti.devmajor, ti.devminor = os.major(rdev), os.minor(rdev)
             elif fmt == stat.S_IFIFO:
                 ti.type = tarfile.FIFOTYPE
             else:
                 skipped += 1
                 continue
-            for k, v in _xattrs(real).items():
+            for k, v in ids.stored_xattrs(_xattrs(real)).items():
                 ti.pax_headers[extract.XATTR_PAX + k] = v.decode("utf-8", "surrogateescape")
             if data is not None:
                 with open(real, "rb") as f:
@@ -116,7 +118,7 @@ def store_layer(store, tar_path, diff_id, tar_size, work):
     res = extract.extract_tar(os.path.join(dest, "layer.tar"), root, what="committed layer")
     write_json_atomic(os.path.join(dest, "meta.json"), {
         "diff_id": diff_id, "size": res.size, "tar_size": tar_size, "entries": res.entries,
-        "compression": "none", "added": now_iso()})
+        "compression": "none", "added": now_iso(), "owners": res.owners})
     os.rename(dest, store.layer_dir(diff_id))
     return store.layer_dir(diff_id)
 

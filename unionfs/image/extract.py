@@ -13,11 +13,20 @@ opaque markers, extracted as empty regular files whatever type, size or link nam
 carries (real tools write whiteouts with a stray link name and opaque markers with mode 0755).
 aufs metadata (``.wh..wh.plnk``, ``.wh..wh.aufs`` ...) is skipped, as docker does.
 
-Preserved: data (sparse files included), modes (setuid/setgid/sticky), ownership and device nodes
-(when running as root), symlinks, hard links, FIFOs, mtimes to the nanosecond when a PAX record
-gives them, and xattrs from ``SCHILY.xattr.*`` PAX records (``security.capability`` included).
+Preserved: data (sparse files included), modes (setuid/setgid/sticky), ownership, device nodes,
+symlinks, hard links, FIFOs, mtimes to the nanosecond when a PAX record gives them, and xattrs from
+``SCHILY.xattr.*`` PAX records (``security.capability`` included).
 ``trusted.overlay.*`` / ``user.overlay.*`` xattrs are dropped: in a lower layer they would be read
-as overlay markers (opaque, redirect), which an image layer must not be able to plant.
+as overlay markers (opaque, redirect), which an image layer must not be able to plant; so are the
+names unionfs keeps owners and capabilities in (ids.py), which only the import may write.
+
+Without root, nothing is lost either: every entry's owner, mode and, where it can't be made, type
+go to ``user.containers.override_stat`` (``uid:gid:mode[:type]``, ids.py), which image mounts
+read. The entry on disk is the importing user's, with its owner's read/write (and search) bits
+and no setuid/setgid/sticky bit. Device nodes, and FIFOs and symlinks of another owner (their
+inodes can't carry ``user.*`` xattrs), are regular files: empty, or holding the link's target.
+``security.capability`` goes to ``user.unionfs.security.capability``. Result.owners says which
+way the layer was written ("xattr" or "real"); the store records it (meta.json "owners").
 """
 import errno
 import os
@@ -25,13 +34,14 @@ import stat
 import sys
 import tarfile
 
+from .. import ids
+from .. import whiteout as wo
 from .errors import ImageError
 
 WH_PREFIX = ".wh."
 WH_OPAQUE = ".wh..wh..opq"
 WH_META = ".wh..wh."
 XATTR_PAX = "SCHILY.xattr."
-DROPPED_XATTRS = ("trusted.overlay.", "user.overlay.")
 DIRFLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 CHUNK = 1 << 20
 
@@ -88,22 +98,26 @@ class Result:
     def __init__(self):
         self.entries = 0
         self.size = 0          # bytes of regular-file content
-        self.skipped_devices = 0
         self.dropped_xattrs = 0
         self.xattr_errors = 0
+        self.owners = "real"   # "xattr": owners, modes, types in override xattrs (not root)
 
 
 class Extractor:
     """Extract tar entries under root (an existing, empty directory)."""
 
-    def __init__(self, root, what="layer"):
+    def __init__(self, root, what="layer", as_root=None):
         self.root = root
         self.what = what
         self.rootfd = os.open(root, DIRFLAGS)
-        self.is_root = os.geteuid() == 0
+        # as_root=False: as without root (owners in xattrs), for tests run as root
+        self.is_root = os.geteuid() == 0 if as_root is None else as_root
+        self.me = (os.geteuid(), os.getegid())
         self.seen = {}         # name -> 'dir' | 'implicit' | 'file' (non-dir)
         self.dir_attrs = {}    # name -> tarinfo of explicit directory entries
         self.result = Result()
+        if not self.is_root:
+            self.result.owners = "xattr"
 
     def close(self):
         os.close(self.rootfd)
@@ -129,6 +143,8 @@ class Extractor:
                     os.mkdir(comp, 0o755, dir_fd=fd)
                     self.seen[cur] = "implicit"
                     nfd = os.open(comp, DIRFLAGS, dir_fd=fd)
+                    if not self.is_root:   # as root makes it: 0:0, 0755
+                        self._override(nfd, cur, 0, 0, 0o755)
                 except OSError as e:
                     if e.errno in (errno.ELOOP, errno.ENOTDIR):
                         self.fail(name, "parent %s is not a directory (a symlink or file placed "
@@ -179,6 +195,8 @@ class Extractor:
                 self._xattrs(pfd, leaf, name, ti)
             elif ti.islnk():
                 self._hardlink(pfd, leaf, name, ti)
+            elif ti.issym() and self._as_file(ti):
+                self._file(pfd, leaf, name, ti, stat.S_IFLNK, data=os.fsencode(ti.linkname))
             elif ti.issym():
                 os.symlink(ti.linkname, leaf, dir_fd=pfd)
                 self.seen[name] = "file"
@@ -187,6 +205,8 @@ class Extractor:
                 os.utime(leaf, ns=(mtime_ns(ti), mtime_ns(ti)), dir_fd=pfd, follow_symlinks=False)
             elif ti.ischr() or ti.isblk():
                 self._device(pfd, leaf, name, ti)
+            elif ti.isfifo() and self._as_file(ti):
+                self._file(pfd, leaf, name, ti, stat.S_IFIFO)
             elif ti.isfifo():
                 os.mkfifo(leaf, 0o600, dir_fd=pfd)
                 self.seen[name] = "file"
@@ -238,14 +258,46 @@ class Extractor:
         finally:
             os.close(fd)
 
-    def _finish_fd(self, fd, name, ti):
+    def _finish_fd(self, fd, name, ti, fmt=None, rdev=0):
+        """Owner, mode, xattrs and mtime of a regular file (or, without root, of the file that
+        stands for an entry of type fmt, device number rdev)."""
         if self.is_root:
             os.fchown(fd, ti.uid, ti.gid)
-        os.fchmod(fd, stat.S_IMODE(ti.mode))  # after chown, which clears setuid/setgid
+            os.fchmod(fd, stat.S_IMODE(ti.mode))  # after chown, which clears setuid/setgid
+        else:
+            os.fchmod(fd, _stored_mode(ti.mode, 0o600))
+            mode = 0o777 if fmt == stat.S_IFLNK else ti.mode  # what lstat shows of a symlink
+            self._override(fd, name, ti.uid, ti.gid, mode, fmt, rdev)
         for k, v in self._wanted_xattrs(ti):
             self._setx(lambda: os.setxattr(fd, k, v), name, k)
         t = mtime_ns(ti)
         os.utime(fd, ns=(t, t))
+
+    # ---- without root: owners, modes and types in xattrs (ids.py) ---------------------------
+
+    def _as_file(self, ti):
+        """Must this FIFO or symlink be kept as a regular file? Only without root, and only if it
+        is another's or has a special mode bit (its inode can't carry user.* xattrs)."""
+        if self.is_root:
+            return False
+        special = ti.isfifo() and ti.mode & 0o7000
+        return (ti.uid, ti.gid) != self.me or bool(special)
+
+    def _file(self, pfd, leaf, name, ti, fmt, rdev=0, data=b""):
+        """Without root: an entry of type fmt as a regular file holding data, its type in the
+        override xattr."""
+        fd = os.open(leaf, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o600, dir_fd=pfd)
+        try:
+            self.seen[name] = "file"
+            _write_all(fd, data)
+            self._finish_fd(fd, name, ti, fmt, rdev)
+        finally:
+            os.close(fd)
+
+    def _override(self, fd, name, uid, gid, mode, fmt=None, rdev=0):
+        value = ids.format_override(uid, gid, mode, fmt, rdev)
+        self._setx(lambda: os.setxattr(fd, ids.OVERRIDE[2], value), name, ids.OVERRIDE[2])
 
     def _finish_special(self, pfd, leaf, name, ti):
         self._owner(pfd, leaf, ti)
@@ -270,9 +322,11 @@ class Extractor:
     def _wanted_xattrs(self, ti):
         out = []
         for k, v in sorted(xattrs_of(ti).items()):
-            if k.startswith(DROPPED_XATTRS):
+            if wo.is_interpreted_xattr(k):  # only the daemon and the import write those
                 self.result.dropped_xattrs += 1
                 continue
+            if k == ids.CAP and not self.is_root:
+                k = ids.CAP_STORE   # only CAP_SETFCAP may set it
             out.append((k, v))
         return out
 
@@ -298,13 +352,10 @@ class Extractor:
             self._setx(lambda: os.setxattr(path, k, v, follow_symlinks=False), name, k)
 
     def _device(self, pfd, leaf, name, ti):
-        if not self.is_root:
-            self.result.skipped_devices += 1
-            if self.result.skipped_devices == 1:
-                print("unionfs: warning: %s: not root, device nodes (%s ...) are skipped" % (
-                    self.what, name), file=sys.stderr)
-            return
         kind = stat.S_IFCHR if ti.ischr() else stat.S_IFBLK
+        if not self.is_root:
+            self._file(pfd, leaf, name, ti, kind, os.makedev(ti.devmajor, ti.devminor))
+            return
         os.mknod(leaf, kind | 0o600, os.makedev(ti.devmajor, ti.devminor), dir_fd=pfd)
         self.seen[name] = "file"
         self._finish_special(pfd, leaf, name, ti)
@@ -329,6 +380,9 @@ class Extractor:
 
     def finish(self):
         """Directory attributes last (deepest first), so their mtimes and modes stick."""
+        if "" not in self.dir_attrs and not self.is_root:
+            # no entry for the layer root: as root extracts it, owned by 0:0
+            self._override(self.rootfd, "", 0, 0, stat.S_IMODE(os.fstat(self.rootfd).st_mode))
         for name in sorted(self.dir_attrs, key=lambda n: -n.count("/") - (1 if n else 0)):
             ti = self.dir_attrs[name]
             if name == "":
@@ -345,11 +399,21 @@ class Extractor:
                         self._setx(lambda: os.setxattr(fd, k, v), name, k)
                 if self.is_root:
                     os.fchown(fd, ti.uid, ti.gid)
-                os.fchmod(fd, stat.S_IMODE(ti.mode))
+                    os.fchmod(fd, stat.S_IMODE(ti.mode))
+                else:
+                    os.fchmod(fd, _stored_mode(ti.mode, 0o700))
+                    self._override(fd, name, ti.uid, ti.gid, ti.mode)
                 t = mtime_ns(ti)
                 os.utime(fd, ns=(t, t))
             finally:
                 os.close(fd)
+
+
+def _stored_mode(mode, owner_bits):
+    """Without root, the mode on disk: the owner (the importing user, who serves the layer) may
+    read and write (and search), and no setuid/setgid/sticky bit is left on a file of the
+    user's; the real mode is in the override xattr."""
+    return (stat.S_IMODE(mode) & 0o777) | owner_bits
 
 
 def _write_all(fd, data):

@@ -69,7 +69,8 @@ def fetch_layer(lref, diff_id, dest, what, progress):
     res = extract.extract_tar(tar_path, root, what=what)
     write_json_atomic(os.path.join(dest, "meta.json"), {
         "diff_id": diff_id, "size": res.size, "tar_size": hw.n, "entries": res.entries,
-        "compression": kind or "none", "blob_digest": hr.digest(), "added": now_iso()})
+        "compression": kind or "none", "blob_digest": hr.digest(), "added": now_iso(),
+        "owners": res.owners})
     progress.done()
     return res
 

@@ -10,7 +10,9 @@ Layout::
       repositories.json          {"name:tag": "sha256:<image id>"}
       layers/<hex>/root/         the extracted layer, used as a unionfs lower layer as it is
       layers/<hex>/layer.tar     the uncompressed layer tar, byte for byte (its sha256 is <hex>)
-      layers/<hex>/meta.json     {"diff_id", "size" (file content bytes), "tar_size"}
+      layers/<hex>/meta.json     {"diff_id", "size" (file content bytes), "tar_size", "owners":
+                                 "xattr" if extracted without root: owners, modes, device nodes
+                                 in override xattrs (image/extract.py), else "real"}
       images/<hex>/config.json   the image config, byte for byte (the image id is its sha256)
       images/<hex>/meta.json     {"layers": [DiffIDs bottom first], "added"}
       uppers/<name>/upper, work  writable container layers (``image mount --rw``)
@@ -140,6 +142,10 @@ class Image:
 
     def size(self):
         return sum(self.layer_sizes())
+
+    def owners_in_xattrs(self):
+        """True if a layer was extracted without root: a mount must read its override xattrs."""
+        return any(self.store.layer_meta(d).get("owners") == "xattr" for d in self.layers)
 
     def lower_dirs(self):
         """The layer directories as unionfs lowers: top first."""
