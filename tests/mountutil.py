@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from unionfs.spec import mounted_paths
+from unionfs.mounts import mounted_paths
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 UNIONFS = [sys.executable, "-m", "unionfs"]

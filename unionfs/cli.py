@@ -8,7 +8,8 @@ from .inspect import commands as inspect_commands
 from .lab import commands as lab_commands
 from .serve import commands as serve_commands
 from . import observe_cli
-from .spec import MountSpec, SpecError, load_spec_file, parse_options, split_escaped, validate
+from .errors import UnionfsError
+from .spec import MountSpec, load_spec_file, parse_options, split_escaped, validate
 
 MOUNT_HELP = """\
 Mount lower layers (read-only, top first) under an optional writable upper directory.
@@ -155,8 +156,10 @@ def main(argv=None):
             spec = validate(spec_from_args(args))
             mountmod.run_daemon(spec, args.ready_fd)
         return 0
-    except SpecError as e:
+    except UnionfsError as e:   # every module's one-line failure, printed here only
         messages.error(e)
+        return 1
+    except BrokenPipeError:     # output piped into head(1) and the like
         return 1
     except OSError as e:
         where = "%s: " % e.filename if e.filename else ""

@@ -17,7 +17,8 @@ import sys
 import time
 
 from .fuseproto import MountError, fusermount as _fusermount
-from .spec import SpecError, dead_fuse_mount, is_unionfs_mount, mounted_paths
+from .mounts import dead_fuse_mount, is_unionfs_mount, mounted_paths
+from .spec import SpecError
 
 READY_TIMEOUT = 60.0
 

@@ -21,15 +21,20 @@ say-so of someone else's daemon.
 import errno
 import json
 import os
+import re
 import stat
 import threading
 from dataclasses import dataclass
 
 from . import control
-from .spec import SpecError, _mountinfo_path, is_unionfs_mount
+from .errors import UnionfsError
+
+_OCTAL = re.compile(rb"\\([0-7]{3})")
+# what stat(2) of a FUSE mount whose daemon is gone returns (ECONNABORTED after a sysfs abort)
+DEAD_ERRNOS = (errno.ENOTCONN, errno.ECONNABORTED)
 
 
-class MountsError(SpecError):
+class MountsError(UnionfsError):
     """A one-line failure about a mount (cli.main prints it as ``unionfs: ...``)."""
 
 
@@ -50,6 +55,16 @@ class Mount:
     @property
     def is_unionfs(self):
         return is_unionfs_mount(self.fstype, self.source)
+
+
+def _mountinfo_path(field):
+    """A path as /proc/self/mountinfo writes it (space, tab, newline, backslash as \\ooo)."""
+    return os.fsdecode(_OCTAL.sub(lambda m: bytes([int(m.group(1), 8)]), os.fsencode(field)))
+
+
+def is_unionfs_mount(fstype, source):
+    return fstype in ("fuse.unionfs", "fuseblk.unionfs") or (
+        fstype.startswith("fuse") and source == "unionfs")
 
 
 def mount_table():
@@ -77,6 +92,32 @@ def unionfs_mounts():
     for m in mount_table():
         top[m.mountpoint] = m
     return [m for m in top.values() if m.is_unionfs]
+
+
+def mounted_paths():
+    """Every mountpoint (of any filesystem)."""
+    return {m.mountpoint for m in mount_table()}
+
+
+def dead_fuse_mount(path):
+    """(fstype, source) of the FUSE mount on `path` if it is dead (its daemon is gone: statfs or
+    stat fail with ENOTCONN), else None. Only a path that is itself a FUSE mountpoint is probed."""
+    mnt = os.path.realpath(path)  # a dead mount's own lstat fails; realpath keeps the name as is
+    top = None
+    for m in mount_table():
+        if m.mountpoint == mnt:
+            top = (m.fstype, m.source)  # the last mount on a path is the one on top
+    if top is None or not top[0].startswith("fuse"):
+        return None
+    # statfs always reaches the daemon; stat may be answered from the kernel's attribute cache
+    # for up to attr_timeout after the daemon died
+    for probe in (os.statvfs, os.stat):
+        try:
+            probe(mnt)
+        except OSError as e:
+            if e.errno in DEAD_ERRNOS:
+                return top
+    return None
 
 
 def mount_at(path):

@@ -16,7 +16,7 @@ import threading
 from . import control, mounts, observe, which
 from .image.progress import human
 from .inspect.output import emit_json, emit_table, write
-from .spec import SpecError, is_unionfs_mount, mount_table
+from .spec import SpecError
 
 COMMANDS = {"which", "trace", "stats", "status"}
 
@@ -53,18 +53,15 @@ def _formats(p, csv=False):
 
 def run(args):
     """Run a parsed command. ObserveError and OSError reach cli.main, which prints them."""
-    try:
-        return {"which": cmd_which, "trace": cmd_trace, "stats": cmd_stats,
-                "status": cmd_status}[args.command](args)
-    except BrokenPipeError:
-        return 1
+    return {"which": cmd_which, "trace": cmd_trace, "stats": cmd_stats,
+            "status": cmd_status}[args.command](args)
 
 
 # ---- finding the mount --------------------------------------------------------------------
 
 def unionfs_mounts():
     """Mountpoints of unionfs mounts, in mount table order."""
-    return [mp for mp, fstype, source in mount_table() if is_unionfs_mount(fstype, source)]
+    return [m.mountpoint for m in mounts.unionfs_mounts()]
 
 
 def find_mount(path):

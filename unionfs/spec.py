@@ -2,13 +2,13 @@
 
 Every problem is reported as a SpecError whose message is one line naming the bad path or option.
 """
-import errno
 import os
-import re
 import tomllib
 from dataclasses import dataclass, field
 
+from .errors import UnionfsError
 from .ids import parse_mapping
+from .mounts import dead_fuse_mount, is_unionfs_mount, mounted_paths
 
 # FUSE and mount options (name -> takes a value), for the FUSE server (unionfs/mount.py)
 FUSE_OPTIONS = {
@@ -46,7 +46,7 @@ def _check_number(name, value):
             name, "whole number" if kind is int else "number", least, value))
 
 
-class SpecError(Exception):
+class SpecError(UnionfsError):
     """A one-line, user-facing error about the mount request."""
 
 
@@ -227,62 +227,6 @@ def _dir(kind, path):
     if not os.path.isdir(path):
         raise SpecError("%s %s: not a directory" % (kind, path))
     return os.path.realpath(path)
-
-
-_OCTAL = re.compile(rb"\\([0-7]{3})")
-# what stat(2) of a FUSE mount whose daemon is gone returns (ECONNABORTED after a sysfs abort)
-DEAD_ERRNOS = (errno.ENOTCONN, errno.ECONNABORTED)
-
-
-def _mountinfo_path(field):
-    """A path as /proc/self/mountinfo writes it (space, tab, newline, backslash as \\ooo)."""
-    return os.fsdecode(_OCTAL.sub(lambda m: bytes([int(m.group(1), 8)]), os.fsencode(field)))
-
-
-def mount_table():
-    """[(mountpoint, fstype, source)] in /proc/self/mountinfo order (a later mount on the same
-    path is stacked on the earlier one)."""
-    out = []
-    with open("/proc/self/mountinfo", "rb") as f:
-        for line in f:
-            fields = line.split(b" ")
-            try:
-                sep = fields.index(b"-", 6)
-            except ValueError:
-                continue
-            out.append((_mountinfo_path(fields[4]), os.fsdecode(fields[sep + 1]),
-                        os.fsdecode(fields[sep + 2])))
-    return out
-
-
-def mounted_paths():
-    return {mp for mp, _, _ in mount_table()}
-
-
-def is_unionfs_mount(fstype, source):
-    return fstype in ("fuse.unionfs", "fuseblk.unionfs") or (
-        fstype.startswith("fuse") and source == "unionfs")
-
-
-def dead_fuse_mount(path):
-    """(fstype, source) of the FUSE mount on `path` if it is dead (its daemon is gone: statfs or
-    stat fail with ENOTCONN), else None. Only a path that is itself a FUSE mountpoint is probed."""
-    mnt = os.path.realpath(path)  # a dead mount's own lstat fails; realpath keeps the name as is
-    top = None
-    for mp, fstype, source in mount_table():
-        if mp == mnt:
-            top = (fstype, source)  # the last mount on a path is the one on top
-    if top is None or not top[0].startswith("fuse"):
-        return None
-    # statfs always reaches the daemon; stat may be answered from the kernel's attribute cache
-    # for up to attr_timeout after the daemon died
-    for probe in (os.statvfs, os.stat):
-        try:
-            probe(mnt)
-        except OSError as e:
-            if e.errno in DEAD_ERRNOS:
-                return top
-    return None
 
 
 def validate(spec, check_mountpoint=True):

@@ -11,7 +11,7 @@ import subprocess
 import psutil
 import pytest
 
-from unionfs.spec import mount_table
+from unionfs.mounts import mount_table
 from tests.mountutil import (kernel_overlay_mount, have_kernel_overlay, is_mounted,
                              unionfs_mount, unmount)
 
@@ -24,7 +24,7 @@ requires_daemon = pytest.mark.skipif(
 def mount_count(mnt):
     """How many mounts are stacked on mnt (0 = not a mountpoint)."""
     mnt = os.path.realpath(mnt)
-    return sum(1 for mp, _fstype, _source in mount_table() if mp == mnt)
+    return sum(1 for m in mount_table() if m.mountpoint == mnt)
 
 
 def mount_options(mnt):
@@ -154,7 +154,7 @@ def _no_leftover_mounts(tmp_path_factory):
     of other, concurrent pytest sessions are none of our business)."""
     base = os.path.realpath(str(tmp_path_factory.getbasetemp())) + os.sep
     yield
-    left = [mp for mp, _fstype, _source in mount_table() if (mp + os.sep).startswith(base)]
+    left = [m.mountpoint for m in mount_table() if (m.mountpoint + os.sep).startswith(base)]
     for mp in reversed(left):
         unmount(mp, fuse=True)
         unmount(mp, fuse=False)

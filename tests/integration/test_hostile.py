@@ -391,8 +391,9 @@ def test_odd_names_match_the_kernel(tmp_path):
 
 
 def _mounts_on(path):
-    from unionfs.spec import mount_table
-    return [m for m in mount_table() if m[0] == os.path.realpath(path)]
+    from unionfs.mounts import mount_table
+    return [(m.mountpoint, m.fstype, m.source) for m in mount_table()
+            if m.mountpoint == os.path.realpath(path)]
 
 
 @requires_daemon

@@ -18,7 +18,7 @@ import pytest
 from tests.integration.conftest import requires_daemon
 from tests.mountutil import ENV, UNIONFS, is_mounted, requires_fuse, requires_root
 from unionfs.lab import commands, exercises
-from unionfs.spec import mount_table
+from unionfs.mounts import mount_table
 
 pytestmark = [requires_fuse, requires_root, requires_daemon]
 
@@ -38,7 +38,7 @@ def lab(tmp, *args, stdin=None):
 def assert_clean(tmp):
     assert os.listdir(tmp) == [], "the lab left %r behind" % os.listdir(tmp)
     base = os.path.realpath(str(tmp)) + os.sep
-    assert not [mp for mp, _t, _s in mount_table() if mp.startswith(base)]
+    assert not [m.mountpoint for m in mount_table() if m.mountpoint.startswith(base)]
 
 
 def record_of(proc):

@@ -36,7 +36,7 @@ import tempfile
 import psutil
 import pytest
 
-from unionfs.spec import mount_table
+from unionfs.mounts import mount_table
 from tests.integration.conftest import daemon_pid
 from tests.integration.test_image_podman import CONF
 from tests.integration.test_rootless import PYTHON, USER_ENV, fuse_open_to_users
@@ -154,7 +154,7 @@ class Store:
                 pass
         for d in (self.dir, self.run):
             prefix = os.path.realpath(d) + os.sep
-            for mp, fstype, _src in reversed(mount_table()):
+            for mp, fstype in [(m.mountpoint, m.fstype) for m in reversed(mount_table())]:
                 if (mp + os.sep).startswith(prefix):
                     unmount(mp, fuse=fstype.startswith("fuse"))
             shutil.rmtree(d, ignore_errors=True)
@@ -433,7 +433,7 @@ def test_live_container_mount_and_unmount(stores):
     try:
         merged = s("inspect", "--format", "{{.GraphDriver.Data.MergedDir}}", "live").stdout.strip()
         if s.user is None:  # a rootless podman mounts in its own mount namespace
-            assert [fs for mp, fs, _ in mount_table() if mp == merged] == ["fuse.unionfs"]
+            assert [m.fstype for m in mount_table() if m.mountpoint == merged] == ["fuse.unionfs"]
         pid = daemon_pid(merged)
         cmdline = " ".join(psutil.Process(pid).cmdline())
         assert "lowerdir=" in cmdline and "upperdir=" in cmdline, cmdline
@@ -455,7 +455,7 @@ def test_live_container_mount_and_unmount(stores):
     finally:
         s("rm", "-f", "-t", "0", "live")
     assert wait_for(lambda: not psutil.pid_exists(pid))
-    assert merged not in {mp for mp, _, _ in mount_table()}
+    assert merged not in {m.mountpoint for m in mount_table()}
 
 
 def test_build_layers_match_kernel(stores):

@@ -11,12 +11,12 @@ import signal
 import sys
 import uuid
 
-from .. import messages
 from .. import mount as mountmod
 from .. import mounts
 from ..inspect import commands as inspect_commands
 from ..inspect import output
-from ..spec import MountSpec, mounted_paths, parse_options, split_escaped, validate
+from ..mounts import mounted_paths
+from ..spec import MountSpec, parse_options, split_escaped, validate
 from . import digest
 from .errors import ImageError
 from .progress import human
@@ -595,21 +595,15 @@ VERBS = {
 
 def run(args):
     """Run a parsed image/diff/commit command; returns the exit status."""
-    try:
-        if getattr(args, "json", False) and getattr(args, "csv", False):
-            raise ImageError("--json and --csv exclude each other")
-        if args.command == "diff":
-            return cmd_diff(args)
-        if args.command == "commit":
-            return cmd_commit(args)
-        verb = getattr(args, "image_command", None)
-        if verb is None:
-            if _IMAGE_PARSER is not None:
-                _IMAGE_PARSER.print_help()
-            return 2
-        return VERBS[verb](args)
-    except ImageError as e:
-        messages.error(e)
-        return 1
-    except BrokenPipeError:
-        return 1
+    if getattr(args, "json", False) and getattr(args, "csv", False):
+        raise ImageError("--json and --csv exclude each other")
+    if args.command == "diff":
+        return cmd_diff(args)
+    if args.command == "commit":
+        return cmd_commit(args)
+    verb = getattr(args, "image_command", None)
+    if verb is None:
+        if _IMAGE_PARSER is not None:
+            _IMAGE_PARSER.print_help()
+        return 2
+    return VERBS[verb](args)

@@ -1,5 +1,6 @@
 """The one error type of the image commands: a one-line, user-facing message."""
+from ..errors import UnionfsError
 
 
-class ImageError(Exception):
+class ImageError(UnionfsError):
     """A one-line error about an archive, an image reference or the store."""

@@ -310,7 +310,7 @@ class Store:
 
     def live_mounts(self):
         """{mountpoint: record} of image mounts that are still mounted."""
-        from ..spec import mounted_paths
+        from ..mounts import mounted_paths
         recs = read_json(self.path("mounts.json"), {}) or {}
         mounted = mounted_paths()
         return {m: r for m, r in recs.items() if m in mounted}

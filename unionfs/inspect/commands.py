@@ -10,8 +10,6 @@ import base64
 import os
 import sys
 
-from .. import messages
-from ..image.errors import ImageError
 from ..image.store import Store, default_root
 from . import analysis, output, stack as stackmod, waste as wastemod
 from .commitplan import plan
@@ -279,12 +277,6 @@ VERBS = {"history": cmd_history, "find": cmd_find, "cat": cmd_cat, "waste": cmd_
 
 
 def run(args):
-    try:
-        if getattr(args, "json", False) and getattr(args, "csv", False):
-            raise InspectError("--json and --csv exclude each other")
-        return VERBS[args.command](args)
-    except ImageError as e:
-        messages.error(e)
-        return 1
-    except BrokenPipeError:
-        return 1
+    if getattr(args, "json", False) and getattr(args, "csv", False):
+        raise InspectError("--json and --csv exclude each other")
+    return VERBS[args.command](args)

@@ -8,7 +8,7 @@ from 1 (the base) upwards, as ``--layer N`` takes them.
 import os
 from dataclasses import dataclass, field
 
-from ..spec import is_unionfs_mount, mount_table
+from .. import mounts
 from .layerindex import InspectError, LayerIndex
 
 
@@ -95,7 +95,7 @@ def from_dirs(dirs, name="layers", upper=None):
 
 def unionfs_mounts():
     """The mountpoints of every live unionfs mount."""
-    return {mp for mp, fstype, source in mount_table() if is_unionfs_mount(fstype, source)}
+    return {m.mountpoint for m in mounts.unionfs_mounts()}
 
 
 def mount_of(path, mounts):

@@ -16,7 +16,7 @@ import os
 import sys
 import textwrap
 
-from .. import messages
+from ..errors import UnionfsError
 from .exercises import EXERCISES, run_step
 from .sandbox import Sandbox, interruptible, render
 
@@ -35,7 +35,7 @@ Without EXERCISE, list the exercises. Exit status: 0 every prediction right, 2 s
 """
 
 
-class LabError(Exception):
+class LabError(UnionfsError):
     """A one-line, user-facing error about the lab request."""
 
 
@@ -212,23 +212,19 @@ def list_exercises(as_json):
 
 def run(args):
     """Run a parsed `lab` command; returns the exit status."""
-    try:
-        if args.exercise is None:
-            if args.answers is not None or args.auto:
-                raise LabError("--answers and --auto need an exercise: unionfs lab NAME")
-            return list_exercises(args.json)
-        ex = EXERCISES.get(args.exercise)
-        if ex is None:
-            raise LabError("no exercise %r; the exercises are: %s" % (
-                args.exercise, ", ".join(EXERCISES)))
-        answers = parse_answers(ex, args.answers) if args.answers is not None else None
-        if os.geteuid() != 0:
-            raise LabError("the lab needs root: whiteouts (mknod 0/0) and trusted.overlay.* "
-                           "xattrs in upper/ need CAP_MKNOD and CAP_SYS_ADMIN")
-        status, record = Lab(ex, answers, args.auto, args.json).run()
-        if args.json:
-            print(json.dumps(record, indent=2))
-        return status
-    except LabError as e:
-        messages.error(e)
-        return 1
+    if args.exercise is None:
+        if args.answers is not None or args.auto:
+            raise LabError("--answers and --auto need an exercise: unionfs lab NAME")
+        return list_exercises(args.json)
+    ex = EXERCISES.get(args.exercise)
+    if ex is None:
+        raise LabError("no exercise %r; the exercises are: %s" % (
+            args.exercise, ", ".join(EXERCISES)))
+    answers = parse_answers(ex, args.answers) if args.answers is not None else None
+    if os.geteuid() != 0:
+        raise LabError("the lab needs root: whiteouts (mknod 0/0) and trusted.overlay.* "
+                       "xattrs in upper/ need CAP_MKNOD and CAP_SYS_ADMIN")
+    status, record = Lab(ex, answers, args.auto, args.json).run()
+    if args.json:
+        print(json.dumps(record, indent=2))
+    return status

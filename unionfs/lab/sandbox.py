@@ -21,7 +21,8 @@ import tempfile
 
 from .. import mount as mountmod
 from .. import whiteout as wo
-from ..spec import MountSpec, SpecError, mounted_paths, validate
+from ..mounts import mounted_paths
+from ..spec import MountSpec, SpecError, validate
 
 DIRS = ("lower", "upper", "work", "merged")
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)

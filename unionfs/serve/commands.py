@@ -15,7 +15,6 @@ import time
 
 from .. import messages, mounts
 
-from ..image.errors import ImageError
 from ..image.store import Store, default_root
 from ..inspect.commands import TARGET_HELP, open_target
 from ..inspect.layerindex import InspectError
@@ -98,12 +97,8 @@ def _interrupt(signum, frame):
 
 
 def run(args):
-    try:
-        t0 = time.monotonic()
-        explorer, server = build(args)
-    except ImageError as e:
-        messages.error(e)
-        return 1
+    t0 = time.monotonic()
+    explorer, server = build(args)
     if not server.loopback_only:
         messages.error("warning: listening on %s: anyone who can reach it can browse this "
                        "image's files" % args.host)
