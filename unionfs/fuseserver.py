@@ -275,6 +275,71 @@ def _name(data, start=0):
     return raw[:end].decode(*_UTF8), start + end + 1
 
 
+class Notifier:
+    """Sends the kernel the page invalidations of nodes, from a thread of its own.
+
+    Dropping a node's pages waits for every page a read has locked while its READ is in
+    flight; a request thread may hold the reader's turn, the only thread that would read that
+    READ, so it must never wait there (Server._invalidate says what is sent where). Nodes
+    queued again before their turn are sent once."""
+
+    def __init__(self, channel):
+        self.channel = channel
+        self._pending = {}       # node id -> None: a set in queue order
+        self._cond = threading.Condition()
+        self._send = threading.Lock()   # held while a notification is being written
+        self._stopping = False
+        self.sent = 0
+        self._thread = threading.Thread(target=self._run, name="fuse-notify", daemon=True)
+
+    def start(self):
+        self._thread.start()
+
+    def pages(self, nid):
+        with self._cond:
+            self._pending[nid] = None
+            self._cond.notify()
+
+    def idle(self, timeout):
+        """True once nothing is queued or being sent (tests)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._cond:
+                if not self._pending and not self._send.locked():
+                    return True
+            time.sleep(0.01)
+        return False
+
+    def stop(self, timeout=5.0):
+        """True once the thread has ended: no notification can be written after it (the
+        channel may then be closed, its descriptor number reused)."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def _run(self):
+        while True:
+            with self._cond:
+                while not self._pending and not self._stopping:
+                    self._cond.wait()
+                batch = list(self._pending)
+                self._pending.clear()
+            for nid in batch:
+                with self._send:
+                    if self._stopping:
+                        return
+                    try:
+                        self.channel.inval_inode(nid, 0, 0)
+                        self.sent += 1
+                    except OSError as e:
+                        log.warning("invalidating the pages of node %d: %s", nid, e)
+            if self._stopping:
+                return
+
+
 class Server:
     """Serves one mount: negotiates, runs the worker threads, dispatches each request."""
 
@@ -308,6 +373,7 @@ class Server:
         self._slots = {}
         self._stopping = False
         self._turn = threading.Lock()  # held by the thread reading /dev/fuse
+        self.notifier = Notifier(self.channel)
         self._handlers = {
             P.LOOKUP: self.lookup, P.FORGET: self.forget, P.BATCH_FORGET: self.batch_forget,
             P.GETATTR: self.getattr, P.SETATTR: self.setattr, P.READLINK: self.readlink,
@@ -340,6 +406,7 @@ class Server:
         done = threading.Event()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, lambda *_: self.stop())
+        self.notifier.start()
         for w in workers:
             w.start()
 
@@ -351,7 +418,8 @@ class Server:
         while not done.wait(1.0):
             pass
         self.ops.destroy(None)
-        self.channel.close()
+        if self.notifier.stop():
+            self.channel.close()  # else a notification is stuck in the kernel: left to exit
 
     def stop(self):
         if not self._stopping:
@@ -454,11 +522,28 @@ class Server:
             nlink -= 1  # as libfuse: the hidden name is not a link the caller made
         return P.ATTR_OUT.pack(self.attr_valid[0], self.attr_valid[1], 0) + P.attr(st, ino, nlink)
 
-    def _invalidate(self, paths):
+    def _invalidate(self, paths, pages=True):
+        """The union changed what the kernel caches for `paths`, names the request did not
+        give (hard-link aliases, ancestors copied up, a directory become merged), or gave
+        without the kernel expecting a change (a file copied up on open).
+
+        Attributes are dropped here, before the reply, so every answer is true when the
+        request returns: the attribute-only notification takes spinlocks only (and the
+        superblock's teardown lock, held for writing only at unmount), so it never waits on
+        this daemon, also from a thread holding the reader's turn. It also raises the node's
+        attribute version, so a GETATTR answered meanwhile with the old attributes is not
+        cached. Pages (`pages`: the data may have changed) go to the notifier thread, never
+        sent from a request thread: dropping them waits for pages locked by a read whose READ
+        may be queued behind this very request (go-fuse and libfuse send notifications
+        outside the request path for the same reason). Until the notifier has sent them, a
+        reader whose attributes show a new size or mtime has them dropped by the kernel itself
+        (auto_inval_data); the notifier covers writes that keep both."""
         for p in paths:
             nid = self.nodes.by_path(p)
             if nid is not None:
                 self.channel.inval_inode(nid)
+                if pages:
+                    self.notifier.pages(nid)
 
     def ok(self, unique, nid, data):
         self.channel.reply(unique)

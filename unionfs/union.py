@@ -75,9 +75,11 @@ class Union:
         for layer in layers:
             self._devs.setdefault(layer.dev, len(self._devs))
         self._lower_handles = {}
-        # Hard links: the FUSE server gives every name its own kernel inode, so after a change
-        # through one name the others' cached attributes and pages are dropped through this
-        # callback (set by the FUSE adapter). Keyed by the upper inode; only for nlink > 1.
+        # on_invalidate(paths, pages=True), set by the FUSE adapter: the kernel's cached
+        # attributes (and pages) of merged paths the union changed besides the path a request
+        # named: the other names of a hard link (the FUSE server gives every name its own
+        # kernel inode; _aliases, keyed by the upper inode, only for nlink > 1), and every
+        # entry copied up (an ancestor's nlink and ctime, a file's link count).
         self.on_invalidate = None
         self._aliases = {}
         # Files unlinked while open: alias -> Node. The name is gone from the namespace, but the
@@ -447,7 +449,7 @@ class Union:
                 # the lower file keeps its link count (the kernel's FUSE client drops it to 0
                 # in its cache on unlink): have the kernel ask again
                 if self.on_invalidate is not None:
-                    self.on_invalidate([path])
+                    self.on_invalidate([path], False)
             orphan.ino = orphan_ino
             self._orphans[alias] = orphan
             self.cache.forget_tree(path)
@@ -591,6 +593,8 @@ class Union:
                 self.stats["copyup_bytes"] += hit.st.st_size
             self.observer.copied_up(path, layer, hit, data, t0)
             self.cache.forget(path)
+            if self.on_invalidate is not None:
+                self.on_invalidate([path], False)
             new = self.resolve(path)
             new.ino = node.ino
             self._reopen_handles(path, new)
