@@ -243,6 +243,11 @@ class FuseOps:
         elif fh >= control.FH_BASE:
             self.control.release(fh)
 
+    def flush(self, fh):
+        h = self.files.get(fh)
+        if h is not None:
+            self.union.flushed(h)
+
     def fsync(self, path, datasync, fh):
         self.union.fsync(self.files[fh], datasync)
 

@@ -325,19 +325,18 @@ class Notifier:
             with self._cond:
                 while not self._pending and not self._stopping:
                     self._cond.wait()
-                batch = list(self._pending)
-                self._pending.clear()
-            for nid in batch:
-                with self._send:
-                    if self._stopping:
-                        return
-                    try:
-                        self.channel.inval_inode(nid, 0, 0)
-                        self.sent += 1
-                    except OSError as e:
-                        log.warning("invalidating the pages of node %d: %s", nid, e)
-            if self._stopping:
-                return
+                if self._stopping:
+                    return
+                nid = next(iter(self._pending))  # one at a time: the rest may coalesce
+                del self._pending[nid]
+                self._send.acquire()
+            try:
+                self.channel.inval_inode(nid, 0, 0)
+                self.sent += 1
+            except OSError as e:
+                log.warning("invalidating the pages of node %d: %s", nid, e)
+            finally:
+                self._send.release()
 
 
 class Server:
@@ -382,7 +381,7 @@ class Server:
             P.RENAME2: self.rename2, P.LINK: self.link, P.OPEN: self.open, P.READ: self.read,
             P.WRITE: self.write, P.STATFS: self.statfs, P.RELEASE: self.release,
             P.FSYNC: self.fsync, P.SETXATTR: self.setxattr, P.GETXATTR: self.getxattr,
-            P.LISTXATTR: self.listxattr, P.REMOVEXATTR: self.removexattr, P.FLUSH: self.ok,
+            P.LISTXATTR: self.listxattr, P.REMOVEXATTR: self.removexattr, P.FLUSH: self.flush,
             P.INIT: self.init, P.OPENDIR: self.opendir, P.READDIR: self.readdir,
             P.READDIRPLUS: self.readdirplus_, P.RELEASEDIR: self.ok,
             P.FSYNCDIR: self.ok, P.CREATE: self.create, P.INTERRUPT: None,
@@ -864,6 +863,12 @@ class Server:
                     pass
                 finally:
                     nodes.write_unlock(held)
+        self.channel.reply(unique)
+
+    def flush(self, unique, nid, data):
+        """close(): the caller waits for this reply (not for RELEASE), so the other names of
+        a hard link written through this file are brought up to date here."""
+        self.ops.flush(P.U64.unpack_from(data)[0])
         self.channel.reply(unique)
 
     def fsync(self, unique, nid, data):
