@@ -5,8 +5,8 @@ holds (its lookup count above zero), its parent and name; a request's path is bu
 (no string per node: a walk of a million paths holds a million nodes), and renames and removals
 move and detach nodes as the kernel's dentries move. Like libfuse's
 high-level API (whose behaviour the differential tests were written against), each name is its
-own node, and a file unlinked or renamed over while open is first renamed to a hidden name that
-goes on its last close (`FuseOps.rename` turns that into `Union.detach`).
+own node, and a file unlinked or renamed over while open is detached (`Union.detach`): its node
+leaves the namespace and is known by a path no user can name until its last close.
 
 Threads take turns as the reader of /dev/fuse, and the reader answers most requests itself
 before reading the next: no hand-over between threads under the GIL per request
@@ -129,7 +129,7 @@ class Nodes:
         root.nlookup = 1
         self.by_id = _Ids(root)
         self.opens = {}      # Node -> handles open on it
-        self.hidden = set()  # Nodes renamed to a hidden name while open
+        self.hidden = set()  # Nodes whose name was removed while open (hide())
         self._hide = itertools.count()
 
     # Requests by node id and requests that remove or move the node's name exclude each other
@@ -253,8 +253,22 @@ class Nodes:
         node.parent, node.name = parent, name  # what is below it follows: paths are built
 
     def hidden_name(self, nid):
-        """A name for a file unlinked while open (libfuse's form, which FuseOps knows)."""
+        """A name for the file open(O_TMPFILE) makes before it is detached."""
         return ".fuse_hidden%08x%08x" % (nid & 0xFFFFFFFF, next(self._hide) & 0xFFFFFFFF)
+
+    def hidden_path(self):
+        """The path a detached node is known by: the NUL in it is in no name a user can give
+        (nor can any system call take it), so it never collides with a user's name, and no
+        lookup, listing or rename reaches it."""
+        return "/\0detached-%x" % next(self._hide)
+
+    def hide(self, node, path):
+        """The node's name is gone while the node stays open: it takes `path`, outside every
+        directory's children."""
+        with self.lock:
+            self._unlink(node)
+            node.parent, node.name = self.by_id[ROOT], path[1:]
+            self.hidden.add(node)
 
     def by_path(self, path):
         """The node the kernel holds for a path, if any."""
@@ -517,8 +531,8 @@ class Server:
 
     def _attr(self, node, path, fh=None):
         st, ino, nlink = self._call("getattr", self.ops.stat, path, fh)
-        if node is not None and node in self.nodes.hidden and nlink > 0:
-            nlink -= 1  # as libfuse: the hidden name is not a link the caller made
+        if fh is not None and node is not None and node in self.nodes.hidden and nlink > 0:
+            nlink -= 1  # the open file's work-dir name is not a link users made
         return P.ATTR_OUT.pack(self.attr_valid[0], self.attr_valid[1], 0) + P.attr(st, ino, nlink)
 
     def _invalidate(self, paths, pages=True):
@@ -675,15 +689,14 @@ class Server:
         self.channel.reply(unique, self._entry(nid, name, path))
 
     def _hide_if_open(self, nid, name, path):
-        """A file still open keeps its data: its name (path) moves to a hidden one (libfuse's
-        way)."""
+        """A file still open keeps its data: its name goes as on unlink, and its node is
+        detached (Nodes.hide), tracked by the node itself, never by a name's shape."""
         node = self.nodes.child(nid, name)
         if node is None or not self.nodes.opens.get(node):
             return False
-        hidden = self.nodes.hidden_name(node.id)
-        self._call("rename", self.ops.rename, path, self._child(nid, hidden), 0)
-        self.nodes.moved(nid, name, nid, hidden)
-        self.nodes.hidden.add(node)
+        alias = self.nodes.hidden_path()
+        self._call("unlink", self.ops.detach, path, alias, paths=(path,))
+        self.nodes.hide(node, alias)
         return True
 
     def unlink(self, unique, nid, data):
@@ -694,8 +707,6 @@ class Server:
             if not self._hide_if_open(nid, name, path):
                 self._call("unlink", self.ops.unlink, path, paths=(path,))
                 self.nodes.removed(nid, name)
-            else:
-                self._record("unlink", time.perf_counter_ns(), 0, (path,))
         finally:
             self.nodes.write_unlock(held)
         self.channel.reply(unique)
@@ -801,9 +812,17 @@ class Server:
         such file: it lives in the work dir until its last close, and linkat can name it)."""
         flags, mode, _umask, _ = P.CREATE_IN.unpack_from(data)
         flags &= ~(os.O_TMPFILE | os.O_CREAT | os.O_EXCL)
-        name = self.nodes.hidden_name(nid)
-        path = self._child(nid, name)
-        fh = self._call("tmpfile", self.ops.create, path, mode, flags | os.O_CREAT | os.O_EXCL)
+        for _ in range(8):  # a name a user already has is left alone: another one
+            name = self.nodes.hidden_name(nid)
+            path = self._child(nid, name)
+            try:
+                fh = self._call("tmpfile", self.ops.create, path, mode,
+                                flags | os.O_CREAT | os.O_EXCL)
+                break
+            except FileExistsError:
+                continue
+        else:
+            raise OSError(errno.EEXIST, "no free name")
         out = self._created(nid, name, path, fh)  # nlink 1: the kernel drops it to 0
         try:
             held = self.nodes.write_lock((nid, name))
@@ -852,17 +871,15 @@ class Server:
                 last = not left and node in nodes.hidden
             if last:
                 nodes.hidden.discard(node)
-            if last and node.parent is not None:
-                # the hidden name of a file unlinked while open goes with its last close
-                held = nodes.write_lock((node.parent.id, node.name))
+            if last:
+                # a file unlinked while open goes with its last close
+                with nodes.lock:
+                    path, node.parent = node.path, None
                 try:
-                    if node.path is not None:
-                        self.ops.unlink(node.path)
-                        nodes.removed(node.parent.id, node.name)
+                    if path is not None:
+                        self.ops.unlink(path)
                 except OSError:
                     pass
-                finally:
-                    nodes.write_unlock(held)
         self.channel.reply(unique)
 
     def flush(self, unique, nid, data):

@@ -386,16 +386,32 @@ def test_moved_exchange_same_directory():
     assert nodes.by_path("/a") == ids["/b"] and nodes.by_path("/b") == ids["/a"]
 
 
-def test_hidden_name_matches_fuseops_and_differs():
+def test_hidden_names_differ():
     nodes = Nodes()
     a = nodes.looked_up(ROOT, "a")
     names = [nodes.hidden_name(a) for _ in range(3)] + [nodes.hidden_name(ROOT)]
     assert len(set(names)) == 4
-    for n in names:
-        assert fuseops._HIDDEN.match(n), n
-        assert fuseops._hidden("/dir/" + n)
-    assert not fuseops._hidden("/dir/" + names[0] + "x")
     assert re.fullmatch(r"\.fuse_hidden[0-9a-f]{16}", nodes.hidden_name(2**40 + 3))
+
+
+def test_hide_takes_a_node_out_of_every_name():
+    """A file unlinked while open is tracked by its node under a path no user can name: no
+    lookup, rename or listing by name reaches it, whatever the names users give."""
+    nodes = Nodes()
+    d = nodes.looked_up(ROOT, "d")
+    f = nodes.looked_up(d, "f")
+    shaped = nodes.looked_up(d, ".fuse_hidden0000000100000002")  # a user's own name
+    alias = nodes.hidden_path()
+    assert "\0" in alias and alias.startswith("/") and alias != nodes.hidden_path()
+    node = nodes.by_id[f]
+    nodes.hide(node, alias)
+    assert node in nodes.hidden
+    assert nodes.path(f) == alias
+    assert nodes.by_path("/d/f") is None and nodes.child(d, "f") is None
+    assert nodes.by_path("/d/.fuse_hidden0000000100000002") == shaped
+    assert nodes.write_lock((d, "f")) == []  # a new file of the old name is not this node
+    nodes.forget(f, 1)
+    assert f not in nodes.by_id and nodes.path(shaped) == "/d/.fuse_hidden0000000100000002"
 
 
 # ---- Nodes: the name locks ------------------------------------------------------------------
