@@ -21,6 +21,9 @@ import time
 from . import control, which
 
 LISTINGS_KEPT = 200_000  # directory entries kept for listings the kernel may continue
+# The paths the server gives files unlinked while open (fuseserver.Nodes.hide): no user's path
+# can begin so (a NUL is in no name), and a system call given one fails rather than reach a file.
+DETACHED = "/\0detached-"
 
 
 class FuseOps:
@@ -113,6 +116,8 @@ class FuseOps:
     # -- xattrs
     def getxattr(self, path, name, *args):
         if control.owns(path) or name.startswith(which.XATTR_PREFIX):
+            if path is not None and path.startswith(DETACHED):
+                raise OSError(errno.ENODATA, os.strerror(errno.ENODATA))  # no merged path
             return self.control.getxattr(path, name)
         return self.union.getxattr(path, name)
 

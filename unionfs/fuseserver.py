@@ -28,6 +28,7 @@ import time
 
 from . import control
 from . import fuseproto as P
+from .fuseops import DETACHED
 from .observe import CHANGING
 
 log = logging.getLogger("unionfs")
@@ -260,7 +261,7 @@ class Nodes:
         """The path a detached node is known by: the NUL in it is in no name a user can give
         (nor can any system call take it), so it never collides with a user's name, and no
         lookup, listing or rename reaches it."""
-        return "/\0detached-%x" % next(self._hide)
+        return "%s%x" % (DETACHED, next(self._hide))
 
     def hide(self, node, path):
         """The node's name is gone while the node stays open: it takes `path`, outside every

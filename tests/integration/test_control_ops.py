@@ -60,3 +60,17 @@ def test_a_lower_control_dir_is_shadowed_in_the_listing(stack):
         after = os.stat(os.path.join(m, ".unionfs"))  # the listing's attributes: the same
         assert (after.st_ino, after.st_mode) == (ours.st_ino, ours.st_mode)
         assert sorted(os.listdir(os.path.join(m, ".unionfs"))) == ["stats", "trace"]
+
+
+def test_which_xattrs_of_a_file_unlinked_while_open(stack):
+    """A detached file has no merged path to report: ENODATA, not an error of the daemon."""
+    (stack.lower / "f").write_bytes(b"f")
+    with stack.mount():
+        fd = os.open(os.path.join(str(stack.mnt), "f"), os.O_RDWR)
+        try:
+            os.unlink(os.path.join(str(stack.mnt), "f"))
+            for name in ("user.unionfs.source", "user.unionfs.layers", "user.other"):
+                assert _errno(os.getxattr, fd, name) == "ENODATA", name
+            assert os.fstat(fd).st_nlink == 0
+        finally:
+            os.close(fd)
