@@ -16,6 +16,10 @@ rename, xattr changes), flush to disk (fsync, fallocate) or wait for events (rea
 control directory's trace) first passes the reader's turn on, so it holds only its own thread.
 Requests that wait on the union's lock behind such a copy-up hold the reader until it ends, as
 every request waits in a single-threaded daemon (fuse-overlayfs's default).
+
+What the kernel caches stays true: when the union changes an entry the request did not name
+(another name of a hard link, an ancestor copied up), the node's attributes are invalidated
+before the reply, its pages by the notifier thread (`Server._invalidate` says why).
 """
 import errno
 import itertools
@@ -51,7 +55,8 @@ def _handed(op, data):
 
 # Seconds the kernel may keep entries, attributes and missing names. Every change reaches the
 # layers through this mount (changing them behind its back is unsupported, as for the kernel's
-# overlayfs), and the union has the kernel drop what changes under another name (hard links).
+# overlayfs), and the union has the kernel drop what it changes under another name (hard links,
+# ancestors copied up: Union.on_invalidate).
 CACHE_TIMEOUT = 3600.0
 _UTF8 = ("utf-8", "surrogateescape")
 
