@@ -7,6 +7,7 @@
     scripts/soak.py --only crash --crash-rounds 200
     scripts/soak.py --only rss --rss-paths 1000000
     scripts/soak.py --only fsx --fsx-ops 50000
+    scripts/soak.py --only notify --notify-minutes 5
 
 Parts:
   diff   Hypothesis stateful testing, unionfs and the kernel's overlayfs side by side
@@ -17,6 +18,10 @@ Parts:
   rss    a walk of --rss-paths paths through a mount; prints the daemon's RSS (and fails over
          --rss-ceiling-mib).
   fsx    scripts/fsx.py on lower files with --fsx-ops operations per file.
+  notify processes as uid 65534 reading hard links with page drops, writing, linking, renaming
+         and unlinking on an allow_other mount (tests/integration/test_notify_stress.py) for
+         --notify-minutes (default: --minutes / 4); a hang fails it (the watchdog aborts the
+         connection and kills the daemon).
 
 Needs root, /dev/fuse and the kernel's overlayfs. Everything is made in a temporary directory
 that is unmounted and removed at the end (also on Ctrl-C).
@@ -145,7 +150,27 @@ def part_fsx(base, args):
     return True
 
 
-PARTS = {"diff": part_diff, "crash": part_crash, "rss": part_rss, "fsx": part_fsx}
+def part_notify(base, args):
+    from tests.integration.test_notify_stress import run_stress
+    minutes = args.notify_minutes if args.notify_minutes is not None else (args.minutes or 4) / 4
+    d = os.path.join(base, "notify")
+    os.makedirs(d)
+    os.chmod(base, 0o755)  # the workers run as another user
+    os.chmod(d, 0o755)
+    try:
+        reports = run_stress(d, 60 * minutes, log=say)
+    except AssertionError as e:
+        say("FAILED: notify: %s" % e)
+        return False
+    bad = [r for r in reports if r["errors"] or not r["ops"]]
+    if bad:
+        say("FAILED: notify: workers with errors or no progress: %r" % bad)
+        return False
+    return True
+
+
+PARTS = {"diff": part_diff, "crash": part_crash, "rss": part_rss, "fsx": part_fsx,
+         "notify": part_notify}
 
 
 def main(argv=None):
@@ -167,13 +192,14 @@ def main(argv=None):
     ap.add_argument("--rss-paths", type=int, default=1_000_000)
     ap.add_argument("--rss-ceiling-mib", type=int, default=1024)
     ap.add_argument("--fsx-ops", type=int, default=20000)
+    ap.add_argument("--notify-minutes", type=float, default=None)
     args = ap.parse_args(argv)
     if args.minutes is None and args.seed is None:
         args.minutes = 10
     if os.geteuid() != 0:
         say("soak: needs root (mounts, the kernel's overlayfs)")
         return 2
-    parts = args.only or ["diff", "crash", "fsx", "rss"]
+    parts = args.only or ["diff", "crash", "fsx", "rss", "notify"]
     base = tempfile.mkdtemp(prefix="unionfs-soak-")
     ok = True
     t = time.monotonic()

@@ -10,7 +10,9 @@
   one of libfuse's worker threads.
 
 The directory is not in the root's listing, is never stored in a layer (a layer's own
-``.unionfs`` is shadowed by it), and cannot be created, removed, renamed or written (EPERM).
+``.unionfs`` is shadowed by it: the listing shows this one in its place), and cannot be created,
+removed, renamed or written (EPERM). Every operation on its files answers (fsync: nothing to
+do; lseek SEEK_DATA/SEEK_HOLE: the document's extent, ESPIPE on the stream).
 The FUSE adapter routes paths for which ``owns()`` is true, and handles >= ``FH_BASE``, here.
 """
 import errno
@@ -103,6 +105,13 @@ class ControlDir:
             out.append((name, stat.S_IFREG, _INO + _FILES[name][1], full))
         return out
 
+    def shadow(self, entries, plus):
+        """In the root's listing, a layer's own ``.unionfs`` is shown as this directory, the
+        one every lookup of the name finds."""
+        for i, entry in enumerate(entries):
+            if entry[0] == NAME:
+                entries[i] = (NAME, stat.S_IFDIR, _INO, self.stat(PATH) if plus else None)
+
     def getxattr(self, path, name):
         """The ``user.unionfs.*`` xattrs of any path (unionfs/which.py); none on our own."""
         if owns(path):
@@ -157,6 +166,19 @@ class ControlDir:
             data = h[offset:offset + size]
         memoryview(buf).cast("B")[:len(data)] = data
         return len(data)
+
+    def lseek(self, fh, offset, whence):
+        """SEEK_DATA / SEEK_HOLE (the kernel answers the other forms itself)."""
+        h = self.handles.get(fh)
+        if h is None:
+            raise _err(errno.EBADF)
+        if isinstance(h, _Trace):
+            raise _err(errno.ESPIPE)  # a stream
+        if whence not in (os.SEEK_DATA, os.SEEK_HOLE):
+            raise _err(errno.EINVAL)
+        if offset < 0 or offset >= len(h):
+            raise _err(errno.ENXIO)
+        return offset if whence == os.SEEK_DATA else len(h)
 
     def _fill(self, h):
         events = h.sub.get(TICK)

@@ -4,16 +4,16 @@ Errors are the Union's OSErrors; `fuseserver` answers the kernel with their errn
 str, names that are not UTF-8 carried as surrogate escapes.
 
 The server names files by path, as libfuse's high-level API did. Two consequences handled here:
-* a file unlinked while open is renamed by the server to `.fuse_hidden<16 hex>` and unlinked on
-  its last close; that rename becomes `Union.detach` (the name goes exactly as on unlink) and
-  the server's nlink adjustment for hidden files is compensated;
+* a file unlinked while open is detached by the server (`detach`: the name goes exactly as on
+  unlink) and known by a path no user can name (a NUL in it) until its last close unlinks that;
+  no user's name is ever taken for internal state;
 * each hard-link name is a separate kernel node, so the Union asks (`on_invalidate`) for the
   kernel's cached attributes and pages of the other names to be dropped after a change.
 """
 import collections
+import errno
 import itertools
 import os
-import re
 import stat
 import threading
 import time
@@ -21,13 +21,9 @@ import time
 from . import control, which
 
 LISTINGS_KEPT = 200_000  # directory entries kept for listings the kernel may continue
-# the name the server gives a file unlinked while open (libfuse's form)
-_HIDDEN = re.compile(r"\.fuse_hidden[0-9a-f]{16}\Z")
-
-
-def _hidden(path):
-    return (path is not None and ".fuse_hidden" in path
-            and _HIDDEN.match(path.rpartition("/")[2]) is not None)
+# The paths the server gives files unlinked while open (fuseserver.Nodes.hide): no user's path
+# can begin so (a NUL is in no name), and a system call given one fails rather than reach a file.
+DETACHED = "/\0detached-"
 
 
 class FuseOps:
@@ -72,10 +68,7 @@ class FuseOps:
         h = self.files.get(fh) if fh is not None else None
         if h is not None:
             return self.union.fgetattr(h)
-        st, ino, nlink = self.union.getattr(path)
-        if _hidden(path):
-            nlink += 1  # the server subtracts one for the hidden name it made
-        return st, ino, nlink
+        return self.union.getattr(path)
 
     def chmod(self, path, mode, fh=None):
         self._guard(path)
@@ -123,6 +116,8 @@ class FuseOps:
     # -- xattrs
     def getxattr(self, path, name, *args):
         if control.owns(path) or name.startswith(which.XATTR_PREFIX):
+            if path is not None and path.startswith(DETACHED):
+                raise OSError(errno.ENODATA, os.strerror(errno.ENODATA))  # no merged path
             return self.control.getxattr(path, name)
         return self.union.getxattr(path, name)
 
@@ -168,10 +163,12 @@ class FuseOps:
 
     def rename(self, old, new, flags=0):
         self._guard(old, new)
-        if not flags and _hidden(new):
-            self.union.detach(old, new)  # the server hiding a file unlinked while open
-        else:
-            self.union.rename(old, new, flags)
+        self.union.rename(old, new, flags)
+
+    def detach(self, path, alias):
+        """Unlink a file still open; it stays reachable as `alias` until its last close."""
+        self._guard(path)
+        self.union.detach(path, alias)
 
     # -- directories
     def snapshot(self, path, offset, plus):
@@ -186,7 +183,10 @@ class FuseOps:
             return 0, self.control.listdir(path, plus)
         listing = self._listing(offset >> 32) if offset else None
         if listing is None or (plus and not listing[2]):
-            listing = (next(self._gens), self.union.listdir(path, plus), plus)
+            entries = self.union.listdir(path, plus)
+            if path == "/":
+                self.control.shadow(entries, plus)
+            listing = (next(self._gens), entries, plus)
             self._keep(listing)
         return listing[:2]
 
@@ -225,13 +225,21 @@ class FuseOps:
         self.files[h.fd] = h
         return h.fd
 
+    def _handle(self, fh):
+        """The union's handle; a control file's (read-only, its own answers) or an unknown
+        one is not a file these operations can use."""
+        h = self.files.get(fh)
+        if h is None:
+            raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+        return h
+
     def readinto(self, fh, buf, offset):
         if fh >= control.FH_BASE:
             return self.control.readinto(fh, buf, offset)
-        return self.union.readinto(self.files[fh], buf, offset)
+        return self.union.readinto(self._handle(fh), buf, offset)
 
     def write(self, path, data, offset, fh):
-        h = self.files[fh]
+        h = self._handle(fh)
         if not h.written:
             self.union.first_write(h, *self.context())
         return self.union.write(h, data, offset)
@@ -243,11 +251,20 @@ class FuseOps:
         elif fh >= control.FH_BASE:
             self.control.release(fh)
 
+    def flush(self, fh):
+        h = self.files.get(fh)
+        if h is not None:
+            self.union.flushed(h)
+
     def fsync(self, path, datasync, fh):
-        self.union.fsync(self.files[fh], datasync)
+        if fh >= control.FH_BASE:
+            return  # served from memory: nothing to write back
+        self.union.fsync(self._handle(fh), datasync)
 
     def fallocate(self, path, mode, offset, size, fh):
-        self.union.fallocate(self.files[fh], mode, offset, size)
+        self.union.fallocate(self._handle(fh), mode, offset, size)
 
     def lseek(self, path, offset, whence, fh):
-        return self.union.lseek(self.files[fh], offset, whence)
+        if fh >= control.FH_BASE:
+            return self.control.lseek(fh, offset, whence)
+        return self.union.lseek(self._handle(fh), offset, whence)

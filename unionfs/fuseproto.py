@@ -213,13 +213,17 @@ class Channel:
     def reply_error(self, unique, err):
         self.send([OUT_HEADER.pack(16, -err, unique)])
 
-    def inval_inode(self, nodeid):
-        """Have the kernel drop a node's cached attributes and pages."""
+    def inval_inode(self, nodeid, offset=-1, length=0):
+        """Have the kernel drop a node's cached attributes; with offset >= 0 also its cached
+        pages from offset on (length 0: to the end). Only the attribute form never waits on
+        the daemon: the page form waits for pages locked by reads in flight (fuseserver)."""
+        self._notify(NOTIFY_INVAL_INODE, NOTIFY_INVAL.pack(nodeid, offset, length))
+
+    def _notify(self, code, payload):
         try:
-            os.writev(self.fd, [OUT_HEADER.pack(16 + NOTIFY_INVAL.size, NOTIFY_INVAL_INODE, 0),
-                                NOTIFY_INVAL.pack(nodeid, 0, 0)])
+            os.writev(self.fd, [OUT_HEADER.pack(16 + len(payload), code, 0), payload])
         except OSError as e:
-            if e.errno != errno.ENOENT:  # the kernel no longer knows the node
+            if e.errno not in (errno.ENOENT, errno.ENODEV):  # node forgotten; unmounted
                 raise
 
     def backing_open(self, fd):

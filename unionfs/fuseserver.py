@@ -5,8 +5,8 @@ holds (its lookup count above zero), its parent and name; a request's path is bu
 (no string per node: a walk of a million paths holds a million nodes), and renames and removals
 move and detach nodes as the kernel's dentries move. Like libfuse's
 high-level API (whose behaviour the differential tests were written against), each name is its
-own node, and a file unlinked or renamed over while open is first renamed to a hidden name that
-goes on its last close (`FuseOps.rename` turns that into `Union.detach`).
+own node, and a file unlinked or renamed over while open is detached (`Union.detach`): its node
+leaves the namespace and is known by a path no user can name until its last close.
 
 Threads take turns as the reader of /dev/fuse, and the reader answers most requests itself
 before reading the next: no hand-over between threads under the GIL per request
@@ -16,6 +16,10 @@ rename, xattr changes), flush to disk (fsync, fallocate) or wait for events (rea
 control directory's trace) first passes the reader's turn on, so it holds only its own thread.
 Requests that wait on the union's lock behind such a copy-up hold the reader until it ends, as
 every request waits in a single-threaded daemon (fuse-overlayfs's default).
+
+What the kernel caches stays true: when the union changes an entry the request did not name
+(another name of a hard link, an ancestor copied up), the node's attributes are invalidated
+before the reply, its pages by the notifier thread (`Server._invalidate` says why).
 """
 import errno
 import itertools
@@ -28,6 +32,7 @@ import time
 
 from . import control
 from . import fuseproto as P
+from .fuseops import DETACHED
 from .observe import CHANGING
 
 log = logging.getLogger("unionfs")
@@ -50,7 +55,8 @@ def _handed(op, data):
 
 # Seconds the kernel may keep entries, attributes and missing names. Every change reaches the
 # layers through this mount (changing them behind its back is unsupported, as for the kernel's
-# overlayfs), and the union has the kernel drop what changes under another name (hard links).
+# overlayfs), and the union has the kernel drop what it changes under another name (hard links,
+# ancestors copied up: Union.on_invalidate).
 CACHE_TIMEOUT = 3600.0
 _UTF8 = ("utf-8", "surrogateescape")
 
@@ -129,7 +135,7 @@ class Nodes:
         root.nlookup = 1
         self.by_id = _Ids(root)
         self.opens = {}      # Node -> handles open on it
-        self.hidden = set()  # Nodes renamed to a hidden name while open
+        self.hidden = set()  # Nodes whose name was removed while open (hide())
         self._hide = itertools.count()
 
     # Requests by node id and requests that remove or move the node's name exclude each other
@@ -253,8 +259,22 @@ class Nodes:
         node.parent, node.name = parent, name  # what is below it follows: paths are built
 
     def hidden_name(self, nid):
-        """A name for a file unlinked while open (libfuse's form, which FuseOps knows)."""
+        """A name for the file open(O_TMPFILE) makes before it is detached."""
         return ".fuse_hidden%08x%08x" % (nid & 0xFFFFFFFF, next(self._hide) & 0xFFFFFFFF)
+
+    def hidden_path(self):
+        """The path a detached node is known by: the NUL in it is in no name a user can give
+        (nor can any system call take it), so it never collides with a user's name, and no
+        lookup, listing or rename reaches it."""
+        return "%s%x" % (DETACHED, next(self._hide))
+
+    def hide(self, node, path):
+        """The node's name is gone while the node stays open: it takes `path`, outside every
+        directory's children."""
+        with self.lock:
+            self._unlink(node)
+            node.parent, node.name = self.by_id[ROOT], path[1:]
+            self.hidden.add(node)
 
     def by_path(self, path):
         """The node the kernel holds for a path, if any."""
@@ -273,6 +293,70 @@ def _name(data, start=0):
     raw = data[start:].tobytes()
     end = raw.index(0)
     return raw[:end].decode(*_UTF8), start + end + 1
+
+
+class Notifier:
+    """Sends the kernel the page invalidations of nodes, from a thread of its own.
+
+    Dropping a node's pages waits for every page a read has locked while its READ is in
+    flight; a request thread may hold the reader's turn, the only thread that would read that
+    READ, so it must never wait there (Server._invalidate says what is sent where). Nodes
+    queued again before their turn are sent once."""
+
+    def __init__(self, channel):
+        self.channel = channel
+        self._pending = {}       # node id -> None: a set in queue order
+        self._cond = threading.Condition()
+        self._send = threading.Lock()   # held while a notification is being written
+        self._stopping = False
+        self.sent = 0
+        self._thread = threading.Thread(target=self._run, name="fuse-notify", daemon=True)
+
+    def start(self):
+        self._thread.start()
+
+    def pages(self, nid):
+        with self._cond:
+            self._pending[nid] = None
+            self._cond.notify()
+
+    def idle(self, timeout):
+        """True once nothing is queued or being sent (tests)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._cond:
+                if not self._pending and not self._send.locked():
+                    return True
+            time.sleep(0.01)
+        return False
+
+    def stop(self, timeout=5.0):
+        """True once the thread has ended: no notification can be written after it (the
+        channel may then be closed, its descriptor number reused)."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def _run(self):
+        while True:
+            with self._cond:
+                while not self._pending and not self._stopping:
+                    self._cond.wait()
+                if self._stopping:
+                    return
+                nid = next(iter(self._pending))  # one at a time: the rest may coalesce
+                del self._pending[nid]
+                self._send.acquire()
+            try:
+                self.channel.inval_inode(nid, 0, 0)
+                self.sent += 1
+            except OSError as e:
+                log.warning("invalidating the pages of node %d: %s", nid, e)
+            finally:
+                self._send.release()
 
 
 class Server:
@@ -308,6 +392,7 @@ class Server:
         self._slots = {}
         self._stopping = False
         self._turn = threading.Lock()  # held by the thread reading /dev/fuse
+        self.notifier = Notifier(self.channel)
         self._handlers = {
             P.LOOKUP: self.lookup, P.FORGET: self.forget, P.BATCH_FORGET: self.batch_forget,
             P.GETATTR: self.getattr, P.SETATTR: self.setattr, P.READLINK: self.readlink,
@@ -316,7 +401,7 @@ class Server:
             P.RENAME2: self.rename2, P.LINK: self.link, P.OPEN: self.open, P.READ: self.read,
             P.WRITE: self.write, P.STATFS: self.statfs, P.RELEASE: self.release,
             P.FSYNC: self.fsync, P.SETXATTR: self.setxattr, P.GETXATTR: self.getxattr,
-            P.LISTXATTR: self.listxattr, P.REMOVEXATTR: self.removexattr, P.FLUSH: self.ok,
+            P.LISTXATTR: self.listxattr, P.REMOVEXATTR: self.removexattr, P.FLUSH: self.flush,
             P.INIT: self.init, P.OPENDIR: self.opendir, P.READDIR: self.readdir,
             P.READDIRPLUS: self.readdirplus_, P.RELEASEDIR: self.ok,
             P.FSYNCDIR: self.ok, P.CREATE: self.create, P.INTERRUPT: None,
@@ -340,6 +425,7 @@ class Server:
         done = threading.Event()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, lambda *_: self.stop())
+        self.notifier.start()
         for w in workers:
             w.start()
 
@@ -351,7 +437,8 @@ class Server:
         while not done.wait(1.0):
             pass
         self.ops.destroy(None)
-        self.channel.close()
+        if self.notifier.stop():
+            self.channel.close()  # else a notification is stuck in the kernel: left to exit
 
     def stop(self):
         if not self._stopping:
@@ -450,15 +537,32 @@ class Server:
 
     def _attr(self, node, path, fh=None):
         st, ino, nlink = self._call("getattr", self.ops.stat, path, fh)
-        if node is not None and node in self.nodes.hidden and nlink > 0:
-            nlink -= 1  # as libfuse: the hidden name is not a link the caller made
+        if fh is not None and node is not None and node in self.nodes.hidden and nlink > 0:
+            nlink -= 1  # the open file's work-dir name is not a link users made
         return P.ATTR_OUT.pack(self.attr_valid[0], self.attr_valid[1], 0) + P.attr(st, ino, nlink)
 
-    def _invalidate(self, paths):
+    def _invalidate(self, paths, pages=True):
+        """The union changed what the kernel caches for `paths`, names the request did not
+        give (hard-link aliases, ancestors copied up, a directory become merged), or gave
+        without the kernel expecting a change (a file copied up on open).
+
+        Attributes are dropped here, before the reply, so every answer is true when the
+        request returns: the attribute-only notification takes spinlocks only (and the
+        superblock's teardown lock, held for writing only at unmount), so it never waits on
+        this daemon, also from a thread holding the reader's turn. It also raises the node's
+        attribute version, so a GETATTR answered meanwhile with the old attributes is not
+        cached. Pages (`pages`: the data may have changed) go to the notifier thread, never
+        sent from a request thread: dropping them waits for pages locked by a read whose READ
+        may be queued behind this very request (go-fuse and libfuse send notifications
+        outside the request path for the same reason). Until the notifier has sent them, a
+        reader whose attributes show a new size or mtime has them dropped by the kernel itself
+        (auto_inval_data); the notifier covers writes that keep both."""
         for p in paths:
             nid = self.nodes.by_path(p)
             if nid is not None:
                 self.channel.inval_inode(nid)
+                if pages:
+                    self.notifier.pages(nid)
 
     def ok(self, unique, nid, data):
         self.channel.reply(unique)
@@ -591,15 +695,14 @@ class Server:
         self.channel.reply(unique, self._entry(nid, name, path))
 
     def _hide_if_open(self, nid, name, path):
-        """A file still open keeps its data: its name (path) moves to a hidden one (libfuse's
-        way)."""
+        """A file still open keeps its data: its name goes as on unlink, and its node is
+        detached (Nodes.hide), tracked by the node itself, never by a name's shape."""
         node = self.nodes.child(nid, name)
         if node is None or not self.nodes.opens.get(node):
             return False
-        hidden = self.nodes.hidden_name(node.id)
-        self._call("rename", self.ops.rename, path, self._child(nid, hidden), 0)
-        self.nodes.moved(nid, name, nid, hidden)
-        self.nodes.hidden.add(node)
+        alias = self.nodes.hidden_path()
+        self._call("unlink", self.ops.detach, path, alias, paths=(path,))
+        self.nodes.hide(node, alias)
         return True
 
     def unlink(self, unique, nid, data):
@@ -610,8 +713,6 @@ class Server:
             if not self._hide_if_open(nid, name, path):
                 self._call("unlink", self.ops.unlink, path, paths=(path,))
                 self.nodes.removed(nid, name)
-            else:
-                self._record("unlink", time.perf_counter_ns(), 0, (path,))
         finally:
             self.nodes.write_unlock(held)
         self.channel.reply(unique)
@@ -717,9 +818,17 @@ class Server:
         such file: it lives in the work dir until its last close, and linkat can name it)."""
         flags, mode, _umask, _ = P.CREATE_IN.unpack_from(data)
         flags &= ~(os.O_TMPFILE | os.O_CREAT | os.O_EXCL)
-        name = self.nodes.hidden_name(nid)
-        path = self._child(nid, name)
-        fh = self._call("tmpfile", self.ops.create, path, mode, flags | os.O_CREAT | os.O_EXCL)
+        for _ in range(8):  # a name a user already has is left alone: another one
+            name = self.nodes.hidden_name(nid)
+            path = self._child(nid, name)
+            try:
+                fh = self._call("tmpfile", self.ops.create, path, mode,
+                                flags | os.O_CREAT | os.O_EXCL)
+                break
+            except FileExistsError:
+                continue
+        else:
+            raise OSError(errno.EEXIST, "no free name")
         out = self._created(nid, name, path, fh)  # nlink 1: the kernel drops it to 0
         try:
             held = self.nodes.write_lock((nid, name))
@@ -768,17 +877,21 @@ class Server:
                 last = not left and node in nodes.hidden
             if last:
                 nodes.hidden.discard(node)
-            if last and node.parent is not None:
-                # the hidden name of a file unlinked while open goes with its last close
-                held = nodes.write_lock((node.parent.id, node.name))
+            if last:
+                # a file unlinked while open goes with its last close
+                with nodes.lock:
+                    path, node.parent = node.path, None
                 try:
-                    if node.path is not None:
-                        self.ops.unlink(node.path)
-                        nodes.removed(node.parent.id, node.name)
+                    if path is not None:
+                        self.ops.unlink(path)
                 except OSError:
                     pass
-                finally:
-                    nodes.write_unlock(held)
+        self.channel.reply(unique)
+
+    def flush(self, unique, nid, data):
+        """close(): the caller waits for this reply (not for RELEASE), so the other names of
+        a hard link written through this file are brought up to date here."""
+        self.ops.flush(P.U64.unpack_from(data)[0])
         self.channel.reply(unique)
 
     def fsync(self, unique, nid, data):

@@ -76,9 +76,11 @@ class Union:
         for layer in layers:
             self._devs.setdefault(layer.dev, len(self._devs))
         self._lower_handles = {}
-        # Hard links: the FUSE server gives every name its own kernel inode, so after a change
-        # through one name the others' cached attributes and pages are dropped through this
-        # callback (set by the FUSE adapter). Keyed by the upper inode; only for nlink > 1.
+        # on_invalidate(paths, pages=True), set by the FUSE adapter: the kernel's cached
+        # attributes (and pages) of merged paths the union changed besides the path a request
+        # named: the other names of a hard link (the FUSE server gives every name its own
+        # kernel inode; _aliases, keyed by the upper inode, only for nlink > 1), and every
+        # entry copied up (an ancestor's nlink and ctime, a file's link count).
         self.on_invalidate = None
         self._aliases = {}
         # Files unlinked while open: alias -> Node. The name is gone from the namespace, but the
@@ -164,6 +166,8 @@ class Union:
         nlink = 1 if node.is_dir and len(node.comps) > 1 else st.st_nlink
         if layer is self._work_layer:
             nlink -= 1  # an unlinked open file: its work-dir name is not a name users see
+        elif nlink > 1 and self._orphans and not node.is_dir:
+            nlink -= self._orphaned_links(st)  # nor that of another name unlinked while open
         if self.ids.active:
             st = self.ids.show(st, layer.real(rel))
         return st, self.ino_of(node), nlink
@@ -276,6 +280,12 @@ class Union:
                     if not s:
                         del self._lower_handles[handle.path]
         os.close(handle.fd)
+
+    def flushed(self, handle):
+        """A close of a descriptor of `handle` (the caller waits for it, unlike for the release
+        that follows the last close): the file's other names show what was written."""
+        if handle.written and self._aliases:
+            self._changed(handle.path, os.fstat(handle.fd))
 
     @staticmethod
     def read(handle, size, offset):
@@ -435,6 +445,7 @@ class Union:
                 raise _err(errno.EISDIR, path)
             orphan_ino = self.ino_of(node)
             if node.in_upper:
+                st = os.lstat(self.real(node))
                 parent, name = split(path)
                 tmp = self.copier.temp()
                 if lower_positive(self.layers, self.lookup(parent), name):
@@ -445,13 +456,16 @@ class Union:
                     os.rename(self.real(node), tmp)
                 rel = os.path.basename(tmp)
                 orphan = Node([(self._work_layer, rel, Hit(os.lstat(tmp)))])
+                if st.st_nlink > 1:
+                    self._changed(path, st)  # the other names show one link less
+                    self._aliases.get((st.st_dev, st.st_ino), set()).discard(path)
             else:
                 self._remove(path, node)
                 orphan = Node(node.comps)
                 # the lower file keeps its link count (the kernel's FUSE client drops it to 0
                 # in its cache on unlink): have the kernel ask again
                 if self.on_invalidate is not None:
-                    self.on_invalidate([path])
+                    self.on_invalidate([path], False)
             orphan.ino = orphan_ino
             self._orphans[alias] = orphan
             self.cache.forget_tree(path)
@@ -501,6 +515,9 @@ class Union:
                 if onode.in_upper and nnode.in_upper and os.path.samestat(
                         os.lstat(self.real(onode)), os.lstat(self.real(nnode))):
                     return  # two names of one inode: rename(2) does nothing
+            # a hard link replaced: its other names show one link less
+            replaced = (os.lstat(self.real(nnode)) if nnode is not None and nnode.in_upper
+                        and not nnode.is_dir and self._aliases else None)
             oparent, oname = split(old)
             opnode = self._upper_dir(oparent)
             npnode = self._upper_dir(nparent)
@@ -522,6 +539,9 @@ class Union:
             self._move_handles(old, new)
             self.cache.forget_tree(old)
             self.cache.forget_tree(new)
+            if replaced is not None and replaced.st_nlink > 1:
+                self._changed(new, replaced)
+                self._aliases.get((replaced.st_dev, replaced.st_ino), set()).discard(new)
 
     def _exchange(self, a, b):
         """renameat2(RENAME_EXCHANGE): both names stay, so no whiteout is needed."""
@@ -587,16 +607,27 @@ class Union:
             parent = split(path)[0]
             self._upper_dir(parent)
             layer, rel, hit = node.comps[0]
-            origin = None if node.is_dir else self.ino_of(node)
+            # as the kernel: a file with other lower names gets an inode number of its own
+            # (its copy-up breaks the link), any other entry keeps the lower's
+            origin = None if node.is_dir or hit.st.st_nlink > 1 else self.ino_of(node)
             t0 = self.observer.clock()
+            pst = os.lstat(self.upper.real(parent[1:]))
             self.copier.copy(layer.real(rel), hit.st, self.upper.real(path[1:]), data, origin)
+            # as the kernel: a copy-up leaves the parent's times as they were
+            os.utime(self.upper.real(parent[1:]), ns=(pst.st_atime_ns, pst.st_mtime_ns),
+                     follow_symlinks=False)
             self.stats["copyups"] += 1
             if data and stat.S_ISREG(hit.st.st_mode):
                 self.stats["copyup_bytes"] += hit.st.st_size
             self.observer.copied_up(path, layer, hit, data, t0)
             self.cache.forget(path)
+            if self.on_invalidate is not None:
+                # the entry's link count (a directory now merged), ctime and perhaps st_ino
+                # changed, and its parent's ctime: also when the request named another path
+                self.on_invalidate([path, parent], False)
             new = self.resolve(path)
-            new.ino = node.ino
+            if origin is not None or node.is_dir:
+                new.ino = node.ino
             self._reopen_handles(path, new)
             return new
 
@@ -672,6 +703,12 @@ class Union:
         others = self._aliases.get((st.st_dev, st.st_ino), set()) - {path}
         if others:
             self.on_invalidate(sorted(others))
+
+    def _orphaned_links(self, st):
+        """How many links of the inode of `st` are work-dir names of files unlinked while
+        open."""
+        return sum(1 for o in self._orphans.values() if o.comps[0][0] is self._work_layer
+                   and os.path.samestat(o.comps[0][2].st, st))
 
     def _writable(self, path):
         if self.upper is None:

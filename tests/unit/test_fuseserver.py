@@ -5,12 +5,13 @@ import os
 import re
 import stat
 import threading
+import time
 
 import pytest
 
 from unionfs import control, fuseops
 from unionfs import fuseproto as P
-from unionfs.fuseserver import ROOT, Nodes, _name
+from unionfs.fuseserver import ROOT, Nodes, Notifier, Server, _name
 
 
 # ---- fuseproto: struct sizes ----------------------------------------------------------------
@@ -385,16 +386,32 @@ def test_moved_exchange_same_directory():
     assert nodes.by_path("/a") == ids["/b"] and nodes.by_path("/b") == ids["/a"]
 
 
-def test_hidden_name_matches_fuseops_and_differs():
+def test_hidden_names_differ():
     nodes = Nodes()
     a = nodes.looked_up(ROOT, "a")
     names = [nodes.hidden_name(a) for _ in range(3)] + [nodes.hidden_name(ROOT)]
     assert len(set(names)) == 4
-    for n in names:
-        assert fuseops._HIDDEN.match(n), n
-        assert fuseops._hidden("/dir/" + n)
-    assert not fuseops._hidden("/dir/" + names[0] + "x")
     assert re.fullmatch(r"\.fuse_hidden[0-9a-f]{16}", nodes.hidden_name(2**40 + 3))
+
+
+def test_hide_takes_a_node_out_of_every_name():
+    """A file unlinked while open is tracked by its node under a path no user can name: no
+    lookup, rename or listing by name reaches it, whatever the names users give."""
+    nodes = Nodes()
+    d = nodes.looked_up(ROOT, "d")
+    f = nodes.looked_up(d, "f")
+    shaped = nodes.looked_up(d, ".fuse_hidden0000000100000002")  # a user's own name
+    alias = nodes.hidden_path()
+    assert "\0" in alias and alias.startswith("/") and alias != nodes.hidden_path()
+    node = nodes.by_id[f]
+    nodes.hide(node, alias)
+    assert node in nodes.hidden
+    assert nodes.path(f) == alias
+    assert nodes.by_path("/d/f") is None and nodes.child(d, "f") is None
+    assert nodes.by_path("/d/.fuse_hidden0000000100000002") == shaped
+    assert nodes.write_lock((d, "f")) == []  # a new file of the old name is not this node
+    nodes.forget(f, 1)
+    assert f not in nodes.by_id and nodes.path(shaped) == "/d/.fuse_hidden0000000100000002"
 
 
 # ---- Nodes: the name locks ------------------------------------------------------------------
@@ -629,3 +646,84 @@ def test_control_directory_listing_is_generation_zero():
     assert [e[0] for e in entries] == [".", "..", "stats", "trace"]
     assert union.calls == []
     assert ops.listings() == 0
+
+
+# ---- invalidations: attributes at once, pages from the notifier thread ----------------------
+
+class _Channel:
+    """Records notifications; the page form blocks until released, as the kernel's does while
+    a read holds a page locked waiting for a READ."""
+
+    def __init__(self):
+        self.calls = []
+        self.blocked = threading.Event()
+        self.go = threading.Event()
+
+    def inval_inode(self, nid, offset=-1, length=0):
+        self.calls.append((threading.current_thread().name, nid, offset >= 0))
+        if offset >= 0:
+            self.blocked.set()
+            assert self.go.wait(10)
+
+
+def _server():
+    srv = Server.__new__(Server)  # no mount: what _invalidate uses
+    srv.nodes = Nodes()
+    srv.channel = _Channel()
+    srv.notifier = Notifier(srv.channel)
+    return srv
+
+
+def test_invalidate_sends_attributes_before_returning_and_pages_from_the_notifier():
+    srv = _server()
+    a = srv.nodes.looked_up(ROOT, "a")
+    b = srv.nodes.looked_up(ROOT, "b")
+    ch = srv.channel
+    srv.notifier.start()
+    try:
+        srv._invalidate(["/a", "/b", "/unknown"])
+        assert ch.blocked.wait(5)  # the notifier is stuck on /a's pages ...
+        t = time.monotonic()
+        srv._invalidate(["/b"])    # ... and a request thread still never waits
+        srv._invalidate(["/a"], pages=False)
+        assert time.monotonic() - t < 1
+        me = threading.current_thread().name
+        assert [c for c in ch.calls if not c[2]] == [(me, a, False), (me, b, False),
+                                                     (me, b, False), (me, a, False)]
+        assert not srv.notifier.idle(0.2)
+    finally:
+        ch.go.set()
+    assert srv.notifier.idle(5)
+    assert srv.notifier.stop(5)
+    # pages: from the notifier thread only, /b once though asked twice while it waited
+    assert [c for c in ch.calls if c[2]] == [("fuse-notify", a, True),
+                                             ("fuse-notify", b, True)]
+
+
+def test_notifier_idle_and_stop_when_nothing_is_stuck():
+    srv = _server()
+    srv.channel.go.set()
+    n = srv.nodes.looked_up(ROOT, "n")
+    srv.notifier.start()
+    srv._invalidate(["/n"])
+    assert srv.notifier.idle(5)
+    assert srv.notifier.sent == 1
+    assert srv.notifier.stop(5)
+    srv.notifier.pages(n)  # after stop: never sent
+    time.sleep(0.1)
+    assert srv.notifier.sent == 1
+
+
+def test_notifier_stuck_in_the_kernel_does_not_stop():
+    """serve() closes the channel only once the notifier has ended (a descriptor closed under
+    a write still in the kernel could be reused before the next one)."""
+    srv = _server()
+    srv.nodes.looked_up(ROOT, "n")
+    srv.notifier.start()
+    try:
+        srv._invalidate(["/n"])
+        assert srv.channel.blocked.wait(5)
+        assert not srv.notifier.stop(0.2)
+    finally:
+        srv.channel.go.set()
+    assert srv.notifier.stop(5)
