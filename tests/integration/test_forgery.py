@@ -15,11 +15,11 @@ import shutil
 import stat
 import subprocess
 import sys
-import tempfile
 import textwrap
 
 import pytest
 
+from tests.integration.test_permissions import public_tmp
 from tests.mountutil import requires_fuse, requires_root, unionfs_mount
 
 NOBODY = 65534
@@ -32,12 +32,8 @@ OVERRIDES = ("user.containers.override_stat", "security.containers.override_stat
 
 @pytest.fixture
 def base():
-    d = tempfile.mkdtemp(prefix="unionfs-forge-", dir="/tmp")
-    os.chmod(d, 0o755)
-    try:
+    with public_tmp("unionfs-forge-") as d:
         yield d
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
 
 
 def _dirs(base):

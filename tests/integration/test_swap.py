@@ -15,12 +15,12 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import textwrap
 
 import pytest
 
 from tests.integration.test_hostile import Canary
+from tests.integration.test_permissions import public_tmp
 from tests.mountutil import requires_fuse, requires_root, unionfs_mount
 
 NOBODY = 65534
@@ -157,13 +157,9 @@ def _attack(mnt, target, layer_dir, twin, cached):
 
 @pytest.fixture
 def base():
-    # under /tmp and world-traversable: the attacker must reach the layers and the mount
-    d = tempfile.mkdtemp(prefix="unionfs-swap-", dir="/tmp")
-    os.chmod(d, 0o755)
-    try:
+    # world-traversable: the attacker must reach the layers and the mount
+    with public_tmp("unionfs-swap-") as d:
         yield d
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture
