@@ -3,8 +3,8 @@
 cli.py calls ``register(subparsers)`` and hands any command in COMMANDS to ``run(args)``. They
 need no privileges beyond access to the mount: everything is read through it, from the
 ``user.unionfs.*`` xattrs (unionfs/which.py) and the ``.unionfs`` control directory
-(unionfs/control.py). JSON output is ``{"version": 1, "command": ..., ...}``, documented in the
-README; every failure is one ``unionfs: ...`` line and exit status 1.
+(unionfs/control.py). JSON output is ``{"version": 1, "command": ..., ...}``, documented in
+docs/observing.md; every failure is one ``unionfs: ...`` line and exit status 1.
 """
 import argparse
 import errno
@@ -46,7 +46,7 @@ def register(sub):
 
 
 def _formats(p, csv=False):
-    p.add_argument("--json", action="store_true", help="versioned JSON (fields: README)")
+    p.add_argument("--json", action="store_true", help="versioned JSON (fields: docs/observing.md)")
     if csv:
         p.add_argument("--csv", action="store_true", help="the table as CSV")
 

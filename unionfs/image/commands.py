@@ -195,7 +195,7 @@ def _table(rows):
 
 
 def _format_args(p):
-    p.add_argument("--json", action="store_true", help="versioned JSON (README: JSON fields)")
+    p.add_argument("--json", action="store_true", help="versioned JSON (fields: docs/images.md)")
     p.add_argument("--csv", action="store_true", help="the table as CSV, with raw values")
 
 

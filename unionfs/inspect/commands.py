@@ -24,8 +24,8 @@ TARGET_HELP = ("an image in the store (NAME[:TAG], id or id prefix) or the mount
 def _common(p, table=True):
     p.add_argument("--store", metavar="DIR",
                    help="image store (default: $UNIONFS_STORE, else %s)" % default_root())
-    p.add_argument("--json", action="store_true", help="JSON output (fields: README, "
-                   "'Inspecting images'; top-level \"version\": 1)")
+    p.add_argument("--json", action="store_true", help="JSON output (fields: docs/images.md, "
+                   "'JSON fields'; top-level \"version\": 1)")
     if table:
         p.add_argument("--csv", action="store_true", help="the table as CSV")
 

@@ -53,7 +53,7 @@ def wasted_copies(timeline):
 
 
 def waste(stack, timeline=None):
-    """The waste report (see the module docstring; README "Inspecting images" lists the fields)."""
+    """The waste report (see the module docstring; docs/images.md lists the fields)."""
     tl = timeline or Timeline(stack)
     copies = wasted_copies(tl)
     total = sum(i.size for i in stack.infos)
