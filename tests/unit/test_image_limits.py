@@ -5,7 +5,6 @@ The archives are built here from raw tar headers (tarfile writes the ordinary on
 are gzip streams of repeated bytes, so nothing large is ever written to disk.
 """
 import hashlib
-import io
 import json
 import os
 import shutil

@@ -2,12 +2,12 @@
 
 For every layer: the blob is read once, hashed as stored (checked against the manifest's digest and
 size when the archive gives them), decompressed by magic bytes into ``layer.tar`` while hashed again
-(checked against the config's DiffID) and checked against the import's Limits while it is written
-(targuard.py: size, entries, header sizes), then extracted safely (extract.py). All of it happens in a
-private directory under ``STORE/tmp``; only when every layer of every image in the archive has
-passed are the new layers, then the images, then the tags renamed/written into place. A failure
-or an interrupt (Ctrl-C, SIGTERM) before that point leaves the store as it was; one during it
-undoes what it had added.
+(checked against the config's DiffID) and checked against the import's Limits while it is
+written (targuard.py: size, entries, header sizes), then extracted safely (extract.py). All of it
+happens in a private directory under ``STORE/tmp``; only when every layer of every image in the
+archive has passed are the new layers, then the images, then the tags renamed/written into place.
+A failure or an interrupt (Ctrl-C, SIGTERM) before that point leaves the store as it was; one
+during it undoes what it had added.
 """
 import os
 
