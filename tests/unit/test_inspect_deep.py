@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from unionfs.image.importer import import_archive
 from unionfs.image.store import Store, rmtree
 from unionfs.inspect import analysis, stack as stackmod
@@ -15,6 +17,14 @@ fx = load_script("build_image_fixtures")
 E = fx.E
 LEVELS = 3000
 DEEP = "/".join(["d"] * LEVELS)          # 6000 bytes: past PATH_MAX (4096)
+
+
+@pytest.fixture
+def tmp_path(tmp_path):
+    """tmp_path, emptied afterwards by a remover that can (pytest's cannot: it recurses)."""
+    yield tmp_path
+    for name in os.listdir(str(tmp_path)):
+        rmtree(str(tmp_path / name))
 
 
 def deep_layer(root, files):
@@ -98,3 +108,18 @@ def test_rmtree_removes_deep_and_read_only_trees(tmp_path):
     rmtree(root)
     assert not os.path.lexists(root)
     assert os.path.isdir("/etc")
+
+
+def test_whiteout_and_opaque_over_a_deep_tree(tmp_path):
+    low = deep_layer(str(tmp_path / "l1"), {"f": (b"1" * 100, 0o644)})
+    os.makedirs(str(tmp_path / "l2"))
+    open(str(tmp_path / "l2" / ".wh.d"), "wb").close()
+    r = waste(stackmod.from_dirs([low, str(tmp_path / "l2")]))
+    assert r["by_cause"]["deleted"] == 100
+    os.makedirs(str(tmp_path / "l3" / "d"))
+    open(str(tmp_path / "l3" / "d" / ".wh..wh..opq"), "wb").close()
+    st = stackmod.from_dirs([low, str(tmp_path / "l3")])
+    assert waste(st)["by_cause"]["deleted"] == 100
+    h = analysis.history(st, "/%s/f" % DEEP)
+    assert [(e["layer"], e["event"], e["via"]) for e in h["events"]] == [
+        (1, "added", None), (2, "opaque", "/d")]
