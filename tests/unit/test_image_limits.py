@@ -4,8 +4,10 @@ and JSON nested too deeply: each one a one-line error, a non-zero exit, the stor
 The archives are built here from raw tar headers (tarfile writes the ordinary ones); the big ones
 are gzip streams of repeated bytes, so nothing large is ever written to disk.
 """
+import bz2
 import hashlib
 import json
+import lzma
 import os
 import shutil
 import subprocess
@@ -100,10 +102,18 @@ def image_of_tars(path, tars):
     return oci_dir(path, tars, [sha(t) for t in tars])
 
 
-def gzip_stream(parts):
-    """(gzip bytes, sha256 of the uncompressed stream) of parts: bytes or (byte, count) runs,
-    compressed as they come (a run of 400 MB costs 400 KB)."""
-    co = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+def gzip_stream(parts, kind="gzip"):
+    """(compressed bytes, sha256 of the uncompressed stream) of parts: bytes or (byte, count)
+    runs, compressed as they come (a run of 400 MB costs 400 KB)."""
+    if kind == "gzip":
+        co = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    elif kind == "xz":
+        co = lzma.LZMACompressor()
+    elif kind == "bzip2":
+        co = bz2.BZ2Compressor()
+    else:
+        import zstandard
+        co = zstandard.ZstdCompressor(level=3).compressobj()
     h = hashlib.sha256()
     out = []
     for p in parts:
@@ -276,9 +286,11 @@ def test_sparse_map_past_the_end_is_refused(tmp_path):
 
 # ---- caps: size, entries, headers -------------------------------------------------------------
 
-def test_decompression_bomb_stops_at_the_layer_cap(store, tmp_path):
+@pytest.mark.parametrize("kind", ["gzip", "zstd", "xz", "bzip2"])
+def test_decompression_bomb_stops_at_the_layer_cap(store, tmp_path, kind):
     # 512 MiB of zeros in one member, 500 KB gzipped: stopped at 16M, nothing kept
-    blob, diff_id = gzip_stream([header("bomb", 512 << 20), (b"\0", 512 << 20), end()])
+    n = (512 if kind in ("gzip", "zstd") else 64) << 20      # xz and bzip2 compress slowly
+    blob, diff_id = gzip_stream([header("bomb", n), (b"\0", n), end()], kind)
     path = oci_dir(str(tmp_path / "a"), [blob], [diff_id])
     t = time.monotonic()
     peak = refused(store, path, "--max-layer-size", "16M",

@@ -31,7 +31,7 @@ from .targuard import Limits, TarGuard
 
 MAX_JSON = 16 << 20  # manifests, indexes and configs larger than this are refused
 MAX_DEPTH = 64       # nor those nested deeper (real ones nest 5 or 6 levels)
-_JSON_SKIP = re.compile(rb'"(?:[^"\\]|\\.)*"|[^\[\]{}"]+')
+_JSON_SKIP = re.compile(rb'"(?:[^"\\]+|\\.)*"|[^\[\]{}"]+')
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
