@@ -425,3 +425,10 @@ def test_deeply_nested_json_is_one_line(store, tmp_path, which):
 def test_json_depth_skips_strings():
     assert archive.json_depth(b'{"a": ["[[[[", {"b": "\\"[{"}]}') == 3
     assert archive.parse_json(b'[[["x"]]]', "t") == [[["x"]]]
+
+
+def test_deeply_nested_store_file_is_one_line(store):
+    with open(store.path("repositories.json"), "wb") as f:
+        f.write(b"[" * 100_000 + b"]" * 100_000)
+    rc, err, _ = cli(store.root, "image", "ls")
+    assert rc == 1 and err.startswith("unionfs: store file") and "\n" not in err, err

@@ -93,7 +93,7 @@ def read_json(path, default=None):
             return json.load(f)
     except FileNotFoundError:
         return default
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:
         raise ImageError("store file %s is corrupt (%s)" % (path, e))
 
 
