@@ -278,8 +278,6 @@ def parse_json(data, what):
         raise ImageError("%s is not valid JSON (%s)" % (what, e))
 
 
-_json = parse_json
-
 
 def _blob_path(d, what):
     alg, _, hexpart = d.partition(":") if isinstance(d, str) else ("", "", "")
@@ -300,7 +298,7 @@ def _digest_from_path(rel):
 
 def read_docker(source):
     data = read_small(source, "manifest.json", "manifest")
-    manifest = _json(data, "manifest.json")
+    manifest = parse_json(data, "manifest.json")
     if not isinstance(manifest, list) or not manifest:
         raise ImageError("manifest.json: expected a non-empty list of images")
     out = []
@@ -428,7 +426,7 @@ def _read_manifest(source, desc, what, platform=None, depth=0):
         raise ImageError("%s: a descriptor is not an object" % what)
     rel = _blob_path(desc.get("digest"), what)
     data = read_small(source, rel, "manifest", expect=desc.get("digest"), size=desc.get("size"))
-    m = _json(data, "manifest " + desc["digest"])
+    m = parse_json(data, "manifest " + desc["digest"])
     if not isinstance(m, dict):
         raise ImageError("manifest %s is not a JSON object" % desc["digest"])
     mt = m.get("mediaType") or desc.get("mediaType")
@@ -474,10 +472,10 @@ def _platform_groups(descs, platform):
 
 def read_oci(source, platform=None):
     if source.exists("oci-layout"):
-        layout = _json(read_small(source, "oci-layout", "oci-layout"), "oci-layout")
+        layout = parse_json(read_small(source, "oci-layout", "oci-layout"), "oci-layout")
         if not isinstance(layout, dict) or layout.get("imageLayoutVersion") != "1.0.0":
             raise ImageError("oci-layout: unsupported imageLayoutVersion")
-    index = _json(read_small(source, "index.json", "index"), "index.json")
+    index = parse_json(read_small(source, "index.json", "index"), "index.json")
     if not isinstance(index, dict) or not isinstance(index.get("manifests"), list) \
             or not index["manifests"]:
         raise ImageError("index.json lists no manifests")
