@@ -432,3 +432,32 @@ def test_deeply_nested_store_file_is_one_line(store):
         f.write(b"[" * 100_000 + b"]" * 100_000)
     rc, err, _ = cli(store.root, "image", "ls")
     assert rc == 1 and err.startswith("unionfs: store file") and "\n" not in err, err
+
+
+@pytest.mark.skipif(shutil.which("tar") is None, reason="no GNU tar")
+@pytest.mark.parametrize("fmt", ["gnu", "oldgnu", "posix", "ustar", "v7"])
+def test_guard_walks_real_tars_as_tarfile_does(tmp_path, fmt):
+    """The guard's walk finds the entries tarfile finds, fed in odd pieces or seeking."""
+    from unionfs.image.targuard import Limits, TarGuard
+    src = tmp_path / "src"
+    long = 120 if fmt in ("gnu", "oldgnu", "posix") else 40     # ustar, v7: short names only
+    (src / ("x" * long) / ("y" * long)).mkdir(parents=True)
+    (src / "f").write_bytes(b"hi\n")
+    os.symlink("f", str(src / "l"))
+    os.link(str(src / "f"), str(src / "h"))
+    with open(src / "sp", "wb") as f:
+        os.pwrite(f.fileno(), b"x", 50 << 20)
+    tar = tmp_path / "t.tar"
+    sparse = ["--sparse"] if fmt in ("gnu", "oldgnu", "posix") else []
+    subprocess.run(["tar", "-cf", str(tar), "-C", str(src), ".", "--format=" + fmt] + sparse,
+                   check=True, capture_output=True, timeout=60)
+    n = len(tarfile.open(str(tar)).getmembers())
+    sink = type("Sink", (), {"write": lambda self, d: None})()
+    fed = TarGuard(sink, "t", Limits())
+    data = tar.read_bytes()
+    for i in range(0, len(data), 7919):
+        fed.write(data[i:i + 7919])
+    seeking = TarGuard(None, "t", Limits())
+    with open(tar, "rb") as f:
+        seeking.check_file(f)
+    assert fed.done and seeking.done and fed.entries == seeking.entries == n >= 5
