@@ -273,6 +273,19 @@ def test_sparse_terabyte_imports_in_seconds(store, tmp_path):
     check_big(os.path.join(store.layer_root(store.image(image_id).layers[0]), "big"))
 
 
+@pytest.mark.parametrize("field,value", [("o136", 1 << 80), ("o116", -5), ("o483", -1)])
+def test_numbers_no_system_call_takes_are_one_error(tmp_path, field, value):
+    # an mtime past time_t, a negative gid, a negative sparse size (found by fuzzing)
+    kind = tarfile.GNUTYPE_SPARSE if field == "o483" else tarfile.REGTYPE
+    tar = tmp_path / "l.tar"
+    width = 8 if field == "o116" else 12
+    tar.write_bytes(header("f", 0, kind, **{field: tarfile.itn(value, width, tarfile.GNU_FORMAT)})
+                    + end())
+    (tmp_path / "r").mkdir()
+    with pytest.raises(ImageError):
+        extract.extract_tar(str(tar), str(tmp_path / "r"))
+
+
 def test_sparse_map_past_the_end_is_refused(tmp_path):
     bad = pax([("GNU.sparse.major", 0), ("GNU.sparse.minor", 1), ("GNU.sparse.name", "big"),
                ("GNU.sparse.realsize", 100), ("GNU.sparse.map", "0,5,98,3")]) + \
@@ -349,6 +362,7 @@ def test_huge_pax_header_is_refused_before_it_is_read(store, tmp_path):
     ("bad-size", "is not a number"),
     ("global-size", "global PAX header sets a size"),
     ("map10-too-big", "sparse map larger"),
+    ("negative-size", "negative size"),
 ])
 def test_hostile_headers(store, tmp_path, case, expect):
     big = "d/" * 10000 + "f"
@@ -365,6 +379,7 @@ def test_hostile_headers(store, tmp_path, case, expect):
         "map10-too-big": pax([("GNU.sparse.major", 1), ("GNU.sparse.minor", 0),
                               ("GNU.sparse.realsize", 10)]) +
         member("x", b"1" * 20000 + b"\n"),
+        "negative-size": header("x", o124=tarfile.itn(-(1 << 40), 12, tarfile.GNU_FORMAT)),
     }
     path = image_of_tars(str(tmp_path / "a"), [layers[case] + end()])
     refused(store, path, "--max-header-size", "16K", expect=expect)

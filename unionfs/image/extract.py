@@ -248,9 +248,11 @@ class Extractor:
         to its full size, so a 1 TiB file of holes costs what its data does. (tarfile's own
         reader of sparse members makes the holes up as zeros, and trusts the map's order.)"""
         segments = [(o, n) for o, n in ti.sparse if n]   # GNU pads its maps with (x, 0)
+        if not 0 <= ti.size < 1 << 63:
+            self.fail(name, "sparse file size %d out of range" % ti.size)
         end = 0
         for offset, n in segments:
-            if offset < end or offset + n > ti.size:
+            if offset < end or n < 0 or offset + n > ti.size:
                 self.fail(name, "sparse map out of order or past the file's size %d" % ti.size)
             end = offset + n
         tar.fileobj.seek(ti.offset_data)
@@ -403,9 +405,12 @@ def extract_tar(tar_path, root, what="layer"):
                 tar.members.clear()     # entries are not looked up again: keep memory flat
                 try:
                     ex.add(tar, ti)
-                except (tarfile.TarError, EOFError) as e:
+                except _TAR_ERRORS as e:    # also numbers no system call takes (a time, an id)
                     raise ImageError("%s: corrupt tar (%s)" % (what, e))
-        ex.finish()
+        try:
+            ex.finish()
+        except (ValueError, OverflowError) as e:
+            raise ImageError("%s: corrupt tar (%s)" % (what, e))
         return ex.result
     finally:
         ex.close()

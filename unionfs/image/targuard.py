@@ -129,9 +129,14 @@ class TarGuard:
 
     def check_file(self, f):
         """Check the headers of the tar file f (seekable), from its current offset."""
+        pos = f.tell()
+        end = f.seek(0, 2)
+        f.seek(pos)
         while not self.done:
             kind, n = self._want
             if kind == _SKIP:
+                if f.tell() + n > end:
+                    return      # truncated: tarfile says so
                 f.seek(n, 1)
                 self._send(None)
             else:
@@ -155,6 +160,8 @@ class TarGuard:
                     size = tarfile.nti(hdr[124:136])
                 except (tarfile.HeaderError, ValueError):
                     return
+                if size < 0:            # base-256 allows it; tarfile would seek backwards
+                    self.fail("tar entry %d has a negative size" % (self.entries + 1))
                 kind = hdr[156:157]
                 if kind not in _EXT:
                     break
