@@ -41,7 +41,7 @@ _NEED, _SKIP = "need", "skip"
 
 @dataclass
 class Limits:
-    """Caps of one import (README "Limits"; ``unionfs image import --max-*``)."""
+    """Caps of one import (README "Container images"; ``unionfs image import --max-*``)."""
     max_layer_size: int = 32 * GiB     # bytes of one uncompressed layer tar
     max_entries: int = 1_000_000       # entries of one layer tar (or of the archive's tar)
     max_header_size: int = 1 * MiB     # one PAX header, GNU long name/link or sparse map
