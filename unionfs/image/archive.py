@@ -13,19 +13,25 @@ An archive is a directory, a tar file or a gzip/zstd-compressed tar file. Every 
 names is resolved inside the archive (symlinks and hard links in the archive are followed only
 within it); one that leads outside or to nothing is an ImageError. Every blob with a known digest
 (manifests, configs, layer blobs) is verified by the importer as it is read; configs are verified
-here. Nothing here writes anywhere.
+here. A tar archive's headers are checked against the import's Limits before tarfile reads them
+(targuard.py), and JSON nested deeper than MAX_DEPTH is refused before it is parsed. Nothing here
+writes anywhere but the scratch copy of a compressed archive.
 """
 import json
 import os
 import platform as pyplatform
 import posixpath
+import re
 import stat
 import tarfile
 
 from . import compression, digest
 from .errors import ImageError
+from .targuard import Limits, TarGuard
 
 MAX_JSON = 16 << 20  # manifests, indexes and configs larger than this are refused
+MAX_DEPTH = 64       # nor those nested deeper (real ones nest 5 or 6 levels)
+_JSON_SKIP = re.compile(rb'"(?:[^"\\]+|\\.)*"|[^\[\]{}"]+')
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -71,11 +77,7 @@ class ImageRecord:
         self.config_digest = digest.of_bytes(config_bytes)
         self.layers = layers
         self.tags = tags
-        try:
-            self.config = json.loads(config_bytes)
-        except ValueError as e:
-            raise ImageError("image config %s is not JSON (%s)" % (
-                digest.short(self.config_digest), e))
+        self.config = parse_json(config_bytes, "image config %s" % digest.short(self.config_digest))
         if not isinstance(self.config, dict):
             raise ImageError("image config %s is not a JSON object" % digest.short(self.config_digest))
         rootfs = self.config.get("rootfs") or {}
@@ -135,27 +137,37 @@ class TarSource:
 
     MAX_LINKS = 40
 
-    def __init__(self, path, scratch=None):
+    def __init__(self, path, scratch=None, limits=None):
+        limits = limits or Limits()
         self.name = path
         self._tmp = None
-        f = open(path, "rb")
-        kind = compression.detect(f.read(6))
-        f.seek(0)
+        self.f = open(path, "rb")
+        try:
+            self._open(path, scratch, limits)
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self, path, scratch, limits):
+        kind = compression.detect(self.f.read(6))
+        self.f.seek(0)
         if kind is not None:
             if scratch is None:
                 raise ImageError("%s is %s-compressed: no scratch space to unpack it" % (path, kind))
             import tempfile
             fd, self._tmp = tempfile.mkstemp(dir=scratch, prefix="archive-", suffix=".tar")
             with os.fdopen(fd, "wb") as out:
-                compression.decompress(f, out, what=path)
-            f.close()
-            f = open(self._tmp, "rb")
-        self.f = f
+                compression.decompress(self.f, TarGuard(out, path, limits, limits.max_archive_size,
+                                                        "--max-archive-size"), what=path)
+            self.f.close()
+            self.f = open(self._tmp, "rb")
+        else:
+            TarGuard(None, path, limits).check_file(self.f)
+            self.f.seek(0)
         try:
-            self.tar = tarfile.open(fileobj=f, mode="r:")
+            self.tar = tarfile.open(fileobj=self.f, mode="r:")
             members = self.tar.getmembers()
-        except (tarfile.TarError, EOFError) as e:
-            self.close()
+        except (tarfile.TarError, EOFError, ValueError, OverflowError, RecursionError) as e:
             raise ImageError("%s: not a readable tar archive (%s)" % (path, e))
         self.members = {}
         for m in members:
@@ -212,12 +224,12 @@ class TarSource:
                     pass
 
 
-def open_source(path, scratch=None):
+def open_source(path, scratch=None, limits=None):
     if os.path.isdir(path):
         return DirSource(path)
     if not os.path.exists(path):
         raise ImageError("%s: no such file or directory" % path)
-    return TarSource(path, scratch)
+    return TarSource(path, scratch, limits)
 
 
 # ---- reading ------------------------------------------------------------------------------------
@@ -242,11 +254,29 @@ def read_small(source, rel, what, expect=None, size=None):
     return data
 
 
-def _json(data, what):
+def json_depth(data):
+    """How deeply the arrays and objects of JSON text nest (strings skipped unparsed)."""
+    depth = deepest = 0
+    for c in _JSON_SKIP.sub(b"", data):
+        if c in b"[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        else:
+            depth -= 1
+    return deepest
+
+
+def parse_json(data, what):
+    """JSON text (bytes) parsed; bad or too deeply nested text is a one-line ImageError."""
+    if isinstance(data, str):
+        data = data.encode("utf-8", "surrogatepass")
+    if json_depth(data) > MAX_DEPTH:
+        raise ImageError("%s is nested more than %d levels deep" % (what, MAX_DEPTH))
     try:
         return json.loads(data)
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:
         raise ImageError("%s is not valid JSON (%s)" % (what, e))
+
 
 
 def _blob_path(d, what):
@@ -268,7 +298,7 @@ def _digest_from_path(rel):
 
 def read_docker(source):
     data = read_small(source, "manifest.json", "manifest")
-    manifest = _json(data, "manifest.json")
+    manifest = parse_json(data, "manifest.json")
     if not isinstance(manifest, list) or not manifest:
         raise ImageError("manifest.json: expected a non-empty list of images")
     out = []
@@ -396,7 +426,7 @@ def _read_manifest(source, desc, what, platform=None, depth=0):
         raise ImageError("%s: a descriptor is not an object" % what)
     rel = _blob_path(desc.get("digest"), what)
     data = read_small(source, rel, "manifest", expect=desc.get("digest"), size=desc.get("size"))
-    m = _json(data, "manifest " + desc["digest"])
+    m = parse_json(data, "manifest " + desc["digest"])
     if not isinstance(m, dict):
         raise ImageError("manifest %s is not a JSON object" % desc["digest"])
     mt = m.get("mediaType") or desc.get("mediaType")
@@ -442,10 +472,10 @@ def _platform_groups(descs, platform):
 
 def read_oci(source, platform=None):
     if source.exists("oci-layout"):
-        layout = _json(read_small(source, "oci-layout", "oci-layout"), "oci-layout")
+        layout = parse_json(read_small(source, "oci-layout", "oci-layout"), "oci-layout")
         if not isinstance(layout, dict) or layout.get("imageLayoutVersion") != "1.0.0":
             raise ImageError("oci-layout: unsupported imageLayoutVersion")
-    index = _json(read_small(source, "index.json", "index"), "index.json")
+    index = parse_json(read_small(source, "index.json", "index"), "index.json")
     if not isinstance(index, dict) or not isinstance(index.get("manifests"), list) \
             or not index["manifests"]:
         raise ImageError("index.json lists no manifests")

@@ -7,6 +7,7 @@ import argparse
 import datetime
 import json
 import os
+import re
 import signal
 import sys
 import uuid
@@ -55,6 +56,7 @@ def register(sub):
                    help="of a multi-platform image (an OCI index, a docker manifest list), the "
                    "one to import (default: this host's, e.g. linux/amd64)")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the image ids")
+    _limit_args(p)
     _store_arg(p)
 
     p = isub.add_parser("ls", help="list images", aliases=["list"])
@@ -153,6 +155,54 @@ def register(sub):
 
 # ---- helpers --------------------------------------------------------------------------------------
 
+_SIZE = re.compile(r"^\s*([0-9]+)\s*([kmgt]?)(i?b)?\s*$", re.I)
+_SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def _size(text):
+    """A byte count: 12345, 512K, 64M, 32G, 1T (powers of 1024; KiB, MiB ... also)."""
+    m = _SIZE.match(text)
+    if not m or (m.group(3) and m.group(3).lower() == "ib" and not m.group(2)) \
+            or int(m.group(1)) <= 0:
+        raise argparse.ArgumentTypeError("%r is not a positive size (e.g. 500M, 32G)" % text)
+    return int(m.group(1)) * _SIZE_UNITS[m.group(2).lower()]
+
+
+def _iec(n):
+    for unit, k in (("T", 40), ("G", 30), ("M", 20), ("K", 10)):
+        if n % (1 << k) == 0:
+            return "%d%s" % (n >> k, unit)
+    return str(n)
+
+
+def _count(text):
+    if not text.isdigit() or int(text) <= 0:
+        raise argparse.ArgumentTypeError("%r is not a positive number" % text)
+    return int(text)
+
+
+def _limit_args(p):
+    from .targuard import Limits
+    d = Limits()
+    p.add_argument("--max-layer-size", type=_size, default=d.max_layer_size, metavar="SIZE",
+                   help="refuse a layer whose uncompressed tar is larger (default %s; holes of "
+                   "sparse files do not count)" % _iec(d.max_layer_size))
+    p.add_argument("--max-entries", type=_count, default=d.max_entries, metavar="N",
+                   help="refuse a layer tar with more entries (default %d)" % d.max_entries)
+    p.add_argument("--max-header-size", type=_size, default=d.max_header_size, metavar="SIZE",
+                   help="refuse a PAX header, GNU long name or sparse map larger than this "
+                   "(default %s)" % _iec(d.max_header_size))
+    p.add_argument("--max-archive-size", type=_size, default=d.max_archive_size, metavar="SIZE",
+                   help="refuse a compressed archive whose tar is larger (default %s)"
+                   % _iec(d.max_archive_size))
+
+
+def _limits(args):
+    from .targuard import Limits
+    return Limits(max_layer_size=args.max_layer_size, max_entries=args.max_entries,
+                  max_header_size=args.max_header_size, max_archive_size=args.max_archive_size)
+
+
 def _store(args):
     return Store(args.store)
 
@@ -224,7 +274,8 @@ def cmd_import(args):
         raise KeyboardInterrupt
     old = signal.signal(signal.SIGTERM, term)
     try:
-        results = import_archive(store, args.archive, args.tag, platform=args.platform)
+        results = import_archive(store, args.archive, args.tag, platform=args.platform,
+                                 limits=_limits(args))
     finally:
         signal.signal(signal.SIGTERM, old)
     for image_id, names in results:

@@ -3,6 +3,11 @@
 ``decompress(src, dst)`` streams one blob into its uncompressed tar and reports a truncated or
 corrupt stream as a one-line ImageError. zstd needs the ``zstandard`` package, imported only when
 a zstd blob is met.
+
+Memory stays bounded whatever the ratio: gzip, bzip2 and xz are asked for at most CHUNK bytes
+of output at a time; zstd's decompressor takes no output limit, so it is fed ZSTD_IN bytes at a
+time (a zstd block of 128 KiB can be coded in 4 bytes: at most 64 MiB out per step). dst sees
+every chunk before the next is made, so a cap on dst (targuard.TarGuard) stops a bomb early.
 """
 import bz2
 import lzma
@@ -11,6 +16,7 @@ import zlib
 from .errors import ImageError
 
 CHUNK = 1 << 20
+ZSTD_IN = 2048
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 BZIP2_MAGIC = b"BZh"
@@ -60,6 +66,27 @@ def _errors():
     return tuple(errs)
 
 
+def _outputs(dec, kind, data):
+    """The output of dec for input data, in pieces of at most CHUNK bytes (zstd: unbounded,
+    the caller feeds it little input)."""
+    if kind == "gzip":
+        while data:
+            out = dec.decompress(data, CHUNK)
+            data = dec.unconsumed_tail
+            yield out
+        while not dec.eof:     # output still held for input already consumed
+            out = dec.decompress(b"", CHUNK)
+            if not out:
+                return
+            yield out
+    elif kind in ("bzip2", "xz"):
+        yield dec.decompress(data, CHUNK)
+        while not dec.eof and not dec.needs_input:
+            yield dec.decompress(b"", CHUNK)
+    else:
+        yield dec.decompress(data)
+
+
 def decompress(src, dst, what="layer"):
     """Copy the blob read from src into dst uncompressed. Concatenated streams (several gzip
     members or zstd frames) are read in turn; zero padding after the last one is ignored."""
@@ -75,16 +102,17 @@ def decompress(src, dst, what="layer"):
     errors = _errors()
     dec = _new(kind)
     pending = head
+    step = ZSTD_IN if kind == "zstd" else CHUNK
     try:
         while True:
-            data = pending or src.read(CHUNK)
+            data = pending or src.read(step)
             pending = b""
             if not data:
                 break
             while data:
-                out = dec.decompress(data)
-                if out:
-                    dst.write(out)
+                for out in _outputs(dec, kind, data):
+                    if out:
+                        dst.write(out)
                 if not dec.eof:
                     break
                 rest = dec.unused_data

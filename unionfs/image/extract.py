@@ -97,7 +97,8 @@ def xattrs_of(tarinfo):
 class Result:
     def __init__(self):
         self.entries = 0
-        self.size = 0          # bytes of regular-file content
+        self.size = 0          # bytes of regular-file content (a sparse file's full size)
+        self.data = 0          # bytes of it written (a sparse file's holes are not)
         self.dropped_xattrs = 0
         self.xattr_errors = 0
         self.owners = "real"   # "xattr": owners, modes, types in override xattrs (not root)
@@ -239,24 +240,44 @@ class Extractor:
                      0o600, dir_fd=pfd)
         try:
             self.seen[name] = "file"
-            src = tar.extractfile(ti)
-            sparse = ti.sparse is not None
-            left = ti.size
-            while left > 0:
-                chunk = src.read(min(CHUNK, left))
-                if not chunk:
-                    self.fail(name, "truncated file data")
-                left -= len(chunk)
-                if sparse and chunk.count(0) == len(chunk):
-                    os.lseek(fd, len(chunk), os.SEEK_CUR)  # keep holes as holes
-                else:
-                    _write_all(fd, chunk)
-            if sparse:
-                os.ftruncate(fd, ti.size)
+            if ti.sparse is not None:
+                self._sparse(tar, fd, name, ti)
+            else:
+                self._copy(tar.extractfile(ti), fd, name, [(0, ti.size)])
             self.result.size += ti.size
             self._finish_fd(fd, name, ti)
         finally:
             os.close(fd)
+
+    def _copy(self, src, fd, name, segments):
+        """Write the bytes read from src to the (offset, length) segments of fd, in turn."""
+        for offset, n in segments:
+            while n > 0:
+                chunk = src.read(min(CHUNK, n))
+                if not chunk:
+                    self.fail(name, "truncated file data")
+                _pwrite_all(fd, chunk, offset)
+                offset += len(chunk)
+                n -= len(chunk)
+                self.result.data += len(chunk)
+
+    def _sparse(self, tar, fd, name, ti):
+        """A sparse member (GNU 'S', PAX 0.0/0.1/1.0: tarfile reads the map of each into
+        ti.sparse, the full size into ti.size). Its stored data is its segments one after the
+        other: each is written at its offset, the holes are left as holes, and the file is cut
+        to its full size, so a 1 TiB file of holes costs what its data does. (tarfile's own
+        reader of sparse members makes the holes up as zeros, and trusts the map's order.)"""
+        segments = [(o, n) for o, n in ti.sparse if n]   # GNU pads its maps with (x, 0)
+        if not 0 <= ti.size < 1 << 63:
+            self.fail(name, "sparse file size %d out of range" % ti.size)
+        end = 0
+        for offset, n in segments:
+            if offset < end or n < 0 or offset + n > ti.size:
+                self.fail(name, "sparse map out of order or past the file's size %d" % ti.size)
+            end = offset + n
+        tar.fileobj.seek(ti.offset_data)
+        self._copy(tar.fileobj, fd, name, segments)
+        os.ftruncate(fd, ti.size)
 
     def _finish_fd(self, fd, name, ti, fmt=None, rdev=0):
         """Owner, mode, xattrs and mtime of a regular file (or, without root, of the file that
@@ -290,7 +311,7 @@ class Extractor:
                      0o600, dir_fd=pfd)
         try:
             self.seen[name] = "file"
-            _write_all(fd, data)
+            _pwrite_all(fd, data, 0)
             self._finish_fd(fd, name, ti, fmt, rdev)
         finally:
             os.close(fd)
@@ -416,11 +437,17 @@ def _stored_mode(mode, owner_bits):
     return (stat.S_IMODE(mode) & 0o777) | owner_bits
 
 
-def _write_all(fd, data):
+def _pwrite_all(fd, data, offset):
     view = memoryview(data)
     while view:
-        n = os.write(fd, view)
+        n = os.pwrite(fd, view, offset)
         view = view[n:]
+        offset += n
+
+
+# what tarfile raises on headers it cannot parse, besides TarError (numbers too long for int(),
+# a GNU 1.0 sparse map without its lines, ...); targuard.py refuses most of them before
+_TAR_ERRORS = (tarfile.TarError, EOFError, ValueError, OverflowError, RecursionError)
 
 
 def extract_tar(tar_path, root, what="layer"):
@@ -429,15 +456,25 @@ def extract_tar(tar_path, root, what="layer"):
     try:
         try:
             tar = tarfile.open(tar_path, mode="r:", encoding="utf-8", errors="surrogateescape")
-        except (tarfile.TarError, EOFError) as e:
+        except _TAR_ERRORS as e:
             raise ImageError("%s: not a tar archive (%s)" % (what, e))
         with tar:
-            try:
-                for ti in tar:
+            while True:
+                try:
+                    ti = tar.next()
+                except _TAR_ERRORS as e:
+                    raise ImageError("%s: corrupt tar (%s)" % (what, e))
+                if ti is None:
+                    break
+                tar.members.clear()     # entries are not looked up again: keep memory flat
+                try:
                     ex.add(tar, ti)
-            except (tarfile.TarError, EOFError) as e:
-                raise ImageError("%s: corrupt tar (%s)" % (what, e))
-        ex.finish()
+                except _TAR_ERRORS as e:    # also numbers no system call takes (a time, an id)
+                    raise ImageError("%s: corrupt tar (%s)" % (what, e))
+        try:
+            ex.finish()
+        except (ValueError, OverflowError) as e:
+            raise ImageError("%s: corrupt tar (%s)" % (what, e))
         return ex.result
     finally:
         ex.close()

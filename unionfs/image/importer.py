@@ -2,18 +2,20 @@
 
 For every layer: the blob is read once, hashed as stored (checked against the manifest's digest and
 size when the archive gives them), decompressed by magic bytes into ``layer.tar`` while hashed again
-(checked against the config's DiffID), then extracted safely (extract.py). All of it happens in a
-private directory under ``STORE/tmp``; only when every layer of every image in the archive has
-passed are the new layers, then the images, then the tags renamed/written into place. A failure
-or an interrupt (Ctrl-C, SIGTERM) before that point leaves the store as it was; one during it
-undoes what it had added.
+(checked against the config's DiffID) and checked against the import's Limits while it is
+written (targuard.py: size, entries, header sizes), then extracted safely (extract.py). All of it
+happens in a private directory under ``STORE/tmp``; only when every layer of every image in the
+archive has passed are the new layers, then the images, then the tags renamed/written into place.
+A failure or an interrupt (Ctrl-C, SIGTERM) before that point leaves the store as it was; one
+during it undoes what it had added.
 """
 import os
 
 from . import archive, compression, extract
 from .digest import HashingReader, HashingWriter
-from .errors import ImageError
+from .errors import ImageError, LimitError
 from .progress import Progress
+from .targuard import Limits, TarGuard
 from .store import now_iso, normalize_ref, rmtree, write_json_atomic
 
 
@@ -35,8 +37,9 @@ def _drain(f):
         pass
 
 
-def fetch_layer(lref, diff_id, dest, what, progress):
+def fetch_layer(lref, diff_id, dest, what, progress, limits=None):
     """Build dest/{layer.tar, root/, meta.json} for one layer, verifying everything."""
+    limits = limits or Limits()
     os.mkdir(dest, 0o700)
     tar_path = os.path.join(dest, "layer.tar")
     total = None
@@ -50,8 +53,11 @@ def fetch_layer(lref, diff_id, dest, what, progress):
         hr = HashingReader(src, progress.add)
         with open(tar_path, "wb") as out:
             hw = HashingWriter(out)
+            guard = TarGuard(hw, what, limits, max_size=limits.max_layer_size)
             try:
-                kind = compression.decompress(hr, hw, what=what)
+                kind = compression.decompress(hr, guard, what=what)
+            except LimitError:
+                raise               # over a cap: reading on is what the cap is there to stop
             except ImageError:
                 _drain(hr)          # a bad digest explains a corrupt stream better
                 _verify_blob(lref, hr, what)
@@ -90,17 +96,19 @@ def verify_only(lref, what, progress):
     progress.done()
 
 
-def import_archive(store, path, tags=(), progress=None, log=None, platform=None):
+def import_archive(store, path, tags=(), progress=None, log=None, platform=None, limits=None):
     """Import every image in the archive at path (of a multi-platform image, the one for
-    platform, 'OS/ARCH[/VARIANT]', default this host's). Returns [(image id, [tags])]."""
+    platform, 'OS/ARCH[/VARIANT]', default this host's), within limits (targuard.Limits).
+    Returns [(image id, [tags])]."""
     progress = progress or Progress()
+    limits = limits or Limits()
     extra_tags = [normalize_ref(t) for t in tags]
     with store.lock():
         store.clean_tmp()
         work = store.mkdtemp("import-")
         added = []   # what was renamed into place, for undo
         try:
-            source = archive.open_source(path, scratch=work)
+            source = archive.open_source(path, scratch=work, limits=limits)
             try:
                 records = archive.read_images(source, platform)
                 if extra_tags and len(records) != 1:
@@ -114,7 +122,7 @@ def import_archive(store, path, tags=(), progress=None, log=None, platform=None)
                             verify_only(lref, what, progress)
                             continue
                         dest = os.path.join(work, "layer-" + diff_id[7:])
-                        fetch_layer(lref, diff_id, dest, what, progress)
+                        fetch_layer(lref, diff_id, dest, what, progress, limits)
                         new_layers[diff_id] = dest
             finally:
                 source.close()

@@ -1,7 +1,10 @@
 """One layer directory read once: what it ships at each path, and what it hides below it.
 
 A layer is walked with ``scandir`` without ever following a symlink (a symlink is recorded as
-one; nothing below it is read), so an index of a hostile layer stays inside the layer. Whiteouts
+one; nothing below it is read), so an index of a hostile layer stays inside the layer. The walk
+keeps a list of directories, not a recursion, and reaches each through a directory fd opened
+beneath the layer root (sysutil.open_deep, as the mount does), so paths longer than PATH_MAX and
+thousands of levels deep are read like any others. Whiteouts
 and opaque markers are recognised only through :mod:`unionfs.whiteout` (every form it documents:
 OCI ``.wh.<name>`` / ``.wh..wh..opq``, the kernel's char 0/0 and ``overlay.opaque``, xattr
 whiteouts), so this module knows no marker format of its own.
@@ -9,7 +12,10 @@ whiteouts), so this module knows no marker format of its own.
 Paths are relative to the layer root, '/'-separated, without a leading '/' ('' is the root).
 File content is read only on demand (``digest``, ``open_file``), through
 ``openat2(RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS)`` from the layer root with ``O_NOFOLLOW``.
+``real(rel)`` names a path for calls that take one (xattrs): past PATH_MAX, through
+``/proc/self/fd`` (sysutil.short_path).
 """
+import collections
 import hashlib
 import os
 import stat
@@ -18,7 +24,7 @@ from dataclasses import dataclass, field
 from .. import whiteout as wo
 from ..image.commit import _xattrs as user_xattrs
 from ..image.errors import ImageError
-from ..sysutil import O_PATH, open_beneath
+from ..sysutil import O_PATH, PATH_LIMIT, open_deep, short_path
 
 KINDS = {stat.S_IFREG: "file", stat.S_IFDIR: "dir", stat.S_IFLNK: "symlink",
          stat.S_IFCHR: "char", stat.S_IFBLK: "block", stat.S_IFIFO: "fifo",
@@ -58,6 +64,7 @@ class LayerIndex:
     opaque: set = field(default_factory=set)        # directories whose lower contents are hidden
     redirects: dict = field(default_factory=dict)   # directory -> redirect (kernel format only)
     _digests: dict = field(default_factory=dict, repr=False)
+    _long_xattrs: dict = field(default_factory=dict, repr=False)   # of paths past PATH_MAX
 
     @classmethod
     def read(cls, root):
@@ -68,40 +75,64 @@ class LayerIndex:
             raise InspectError("%s: %s" % (root, e.strerror))
         if not stat.S_ISDIR(st.st_mode):
             raise InspectError("%s: layer is not a directory" % root)
-        idx._walk("")
+        fds = _DirFds(root)
+        try:
+            pending = [""]              # depth first, each directory's entries before its subdirs
+            while pending:
+                pending.extend(reversed(idx._read_dir(fds, pending.pop())))
+        finally:
+            fds.close()
         return idx
 
     def real(self, rel):
-        return os.path.join(self.root, rel) if rel else self.root
+        """A path to rel usable in one system call (under PATH_MAX bytes)."""
+        if not rel:
+            return self.root
+        p = self.root + "/" + rel
+        if len(p) < PATH_LIMIT // 4 or len(os.fsencode(p)) < PATH_LIMIT:
+            return p
+        rootfd = os.open(self.root, O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            return short_path(rootfd, rel)
+        finally:
+            os.close(rootfd)
 
-    def _walk(self, rel):
-        real = self.real(rel)
-        opaque, redirect, xwh = wo.dir_markers(real)
-        if opaque:
-            self.opaque.add(rel)
-        if redirect:
-            self.redirects[rel] = redirect
-        with os.scandir(real) as it:
-            items = sorted(it, key=lambda e: e.name)
-        subdirs = []
-        for de in items:
-            path = rel + "/" + de.name if rel else de.name
-            target = wo.oci_whiteout_target(de.name)
-            if target == "":
+    def _read_dir(self, fds, rel):
+        """Record the entries of directory rel; returns its subdirectories."""
+        fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=fds.get(rel))
+        long = len(self.root) + len(rel) > PATH_LIMIT // 4 - 256
+        try:
+            here = "/proc/self/fd/%d/" % fd
+            opaque, redirect, xwh = wo.dir_markers(here + ".")
+            if opaque:
                 self.opaque.add(rel)
-                continue
-            if target is not None:
-                self.whiteouts.add(rel + "/" + target if rel else target)
-                continue
-            st = de.stat(follow_symlinks=False)
-            if wo.is_whiteout_stat(st) or (xwh and wo.is_xattr_whiteout(de.path, st)):
-                self.whiteouts.add(path)
-                continue
-            self.entries[path] = _entry(path, de.path, st)
-            if stat.S_ISDIR(st.st_mode):
-                subdirs.append(path)
-        for d in subdirs:
-            self._walk(d)
+            if redirect:
+                self.redirects[rel] = redirect
+            with os.scandir(fd) as it:
+                items = sorted(it, key=lambda e: e.name)
+            subdirs = []
+            for de in items:
+                path = rel + "/" + de.name if rel else de.name
+                target = wo.oci_whiteout_target(de.name)
+                if target == "":
+                    self.opaque.add(rel)
+                    continue
+                if target is not None:
+                    self.whiteouts.add(rel + "/" + target if rel else target)
+                    continue
+                st = de.stat(follow_symlinks=False)
+                if wo.is_whiteout_stat(st) or (xwh and wo.is_xattr_whiteout(here + de.name, st)):
+                    self.whiteouts.add(path)
+                    continue
+                self.entries[path] = _entry(path, here + de.name, st)
+                if long and len(os.fsencode(self.root + "/" + path)) >= PATH_LIMIT:
+                    # named later only through /proc/self/fd: read the xattrs while at hand
+                    self._long_xattrs[path] = user_xattrs(here + de.name)
+                if stat.S_ISDIR(st.st_mode):
+                    subdirs.append(path)
+            return subdirs
+        finally:
+            os.close(fd)
 
     # ---- content, read on demand --------------------------------------------------------------
 
@@ -109,7 +140,7 @@ class LayerIndex:
         """A read-only fd of the regular file rel, opened without following any symlink."""
         rootfd = os.open(self.root, O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
-            fd = open_beneath(rootfd, rel, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            fd = open_deep(rootfd, rel, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except OSError as e:
             raise InspectError("%s: cannot open in layer %s: %s" % (rel, self.root, e.strerror))
         finally:
@@ -160,6 +191,8 @@ class LayerIndex:
     def xattrs(self, rel):
         """{name: value} of the user-visible xattrs of rel (overlay markers left out), read as
         a commit reads them."""
+        if rel in self._long_xattrs:
+            return dict(self._long_xattrs[rel])
         return user_xattrs(self.real(rel))
 
     def content_bytes(self):
@@ -172,6 +205,35 @@ class LayerIndex:
                 if e.inode is not None:
                     seen.add(e.inode)
         return total
+
+
+class _DirFds:
+    """O_PATH fds of the directories a walk opened last (the root and KEEP others), so that each
+    directory is opened from its parent's fd, not by resolving its whole path again (that is
+    O(depth) a directory, O(depth^2) for a walk down a deep chain). Never follows a symlink."""
+    KEEP = 32
+
+    def __init__(self, root):
+        self.fds = collections.OrderedDict()
+        self.fds[""] = os.open(root, O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+
+    def get(self, rel):
+        fd = self.fds.get(rel)
+        if fd is not None:
+            self.fds.move_to_end(rel)
+            return fd
+        base = max((k for k in self.fds if not k or rel.startswith(k + "/")), key=len)
+        below = rel[len(base) + 1:] if base else rel
+        fd = open_deep(self.fds[base], below, O_PATH | os.O_DIRECTORY)
+        self.fds[rel] = fd
+        if len(self.fds) > self.KEEP + 1:
+            os.close(self.fds.pop(next(k for k in self.fds if k)))
+        return fd
+
+    def close(self):
+        for fd in self.fds.values():
+            os.close(fd)
+        self.fds.clear()
 
 
 def _entry(path, real, st):

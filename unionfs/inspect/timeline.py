@@ -136,12 +136,20 @@ class Timeline:
         self.events.setdefault(ev.path, []).append(ev)
 
     def _remove_below(self, layer, path, kind, via):
-        """Hide every visible copy strictly below path."""
-        for name in sorted(self.children.get(path, ())):
-            child = path + "/" + name if path else name
-            self._remove_below(layer, child, kind, via)
-            self._hide(layer, child, kind, via)
-        self.children.pop(path, None)
+        """Hide every visible copy strictly below path, each after what is below it (a list of
+        directories being emptied, not a recursion: a tree may nest thousands of levels)."""
+        stack = [(path, iter(sorted(self.children.get(path, ()))))]
+        while stack:
+            p, names = stack[-1]
+            name = next(names, None)
+            if name is not None:
+                child = p + "/" + name if p else name
+                stack.append((child, iter(sorted(self.children.get(child, ())))))
+                continue
+            stack.pop()
+            self.children.pop(p, None)
+            if stack:
+                self._hide(layer, p, kind, via)
 
     def _hide(self, layer, path, kind, via=None):
         c = self.visible.pop(path)
