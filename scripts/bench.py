@@ -326,16 +326,18 @@ def have_fuse():
 class Unionfs(System):
     name = "unionfs"
 
-    def __init__(self, python):
+    def __init__(self, python, repo=REPO, name=None):
         self.python = python
-        self.env = dict(os.environ, PYTHONPATH=REPO + (
+        if name is not None:
+            self.name = name
+        self.env = dict(os.environ, PYTHONPATH=repo + (
             os.pathsep + os.environ["PYTHONPATH"] if os.environ.get("PYTHONPATH") else ""))
 
     def available(self):
         if not have_fuse():
             self.note = "no /dev/fuse or fusermount3"
             return False
-        p = subprocess.run([self.python, "-c", "import unionfs.fuseserver, unionfs.union"], env=self.env,
+        p = subprocess.run([self.python, "-c", "import unionfs.cli"], env=self.env,
                            capture_output=True, text=True)
         if p.returncode != 0:
             self.note = "cannot import unionfs with %s: %s" % (
@@ -1200,6 +1202,10 @@ def parse_args(argv):
                    help="fixtures, uppers and mountpoints (keep it on one disk)")
     p.add_argument("--python", default=sys.executable,
                    help="interpreter that runs unionfs (needs unionfs's dependencies: xattr, psutil)")
+    p.add_argument("--baseline", metavar="DIR",
+                   help="also run the unionfs in DIR (a checkout of another version: git worktree "
+                        "add DIR REV) as the system 'unionfs-base', alternating with this one in "
+                        "the same run, to compare a change with what it changed")
     p.add_argument("--profile", action="store_true",
                    help="record a py-spy flame graph of the unionfs daemon for each case (rep 1)")
     p.add_argument("--profile-format", default="flamegraph",
@@ -1244,8 +1250,14 @@ def main(argv=None):
 
     factories = {"unionfs": lambda: Unionfs(args.python), "kernel": Kernel,
                  "fuse-overlayfs": FuseOverlayfs, "unionfs-fuse": UnionfsFuse}
+    order = list(SYSTEM_ORDER)
+    if args.baseline:
+        factories["unionfs-base"] = lambda: Unionfs(args.python, os.path.abspath(args.baseline),
+                                                    "unionfs-base")
+        order.insert(1, "unionfs-base")
+        args.systems.insert(1, "unionfs-base")
     systems, notes = [], []
-    for name in SYSTEM_ORDER:
+    for name in order:
         if name not in args.systems:
             continue
         s = factories[name]()
