@@ -1,0 +1,236 @@
+"""``unionfs image pull``: a registry image into the store, exactly as ``image import`` stores it.
+
+Order: resolve the reference, fetch the manifest (an index is narrowed to one platform as import
+does, archive.choose), fetch and verify the config, download every layer blob the store lacks by
+DiffID (several at once, each verified, resumable: remotes.py), then hand the verified blobs to
+importer.import_archive, which checks every DiffID, extracts, and registers the image
+atomically. A layer the store already has is not downloaded: a pull of a stored image transfers
+the manifest and the config only. An interrupted pull leaves finished blobs and partial ones in
+STORE/registry/downloads for the next pull, and never a registered half image.
+"""
+import concurrent.futures
+import json
+import os
+import re
+import sys
+import threading
+import time
+
+from . import archive, reference, remotes
+from .errors import ImageError
+from .importer import import_archive
+from .progress import human
+from .registry import DOCKER_LIST, OCI_INDEX, Client, RegistryError
+
+LAYER_TYPES_OK = ("tar", "tar+gzip", "tar+zstd", "diff.tar.gzip", "diff.tar.zstd", "diff.tar")
+JOBS = 3   # docker's max-concurrent-downloads
+
+
+class Board:
+    """docker's per-layer lines (``abc123def456: Downloading  1.2 MB/4.5 MB``), redrawn in place
+    on a terminal; nothing otherwise."""
+
+    def __init__(self, stream=None, enabled=None):
+        self.stream = stream or sys.stderr
+        if enabled is None:
+            try:
+                enabled = self.stream.isatty()
+            except (AttributeError, ValueError):
+                enabled = False
+        self.enabled = enabled
+        self.order, self.lines = [], {}
+        self.drawn = 0
+        self.lock = threading.Lock()
+        self.last = 0.0
+
+    def set(self, key, text, force=True):
+        if not self.enabled:
+            return
+        with self.lock:
+            if key not in self.lines:
+                self.order.append(key)
+            self.lines[key] = text
+            now = time.monotonic()
+            if force or now - self.last >= 0.1:
+                self.last = now
+                self._draw()
+
+    def _draw(self):
+        out = ["\033[%dA" % self.drawn] if self.drawn else []
+        for k in self.order:
+            out.append("\r\033[K%s: %s\n" % (k, self.lines[k]))
+        self.drawn = len(self.order)
+        self.stream.write("".join(out))
+        self.stream.flush()
+
+    def say(self, line):
+        if self.enabled:
+            self.stream.write(line + "\n")
+            self.stream.flush()
+
+
+class ExtractProgress:
+    """The importer's Progress interface, shown as the layer's 'Extracting' line on the board."""
+
+    _HEX = re.compile(r"\(([0-9a-f]{64})\)")
+
+    def __init__(self, board):
+        self.board, self.key, self.n, self.total = board, None, 0, None
+
+    def start(self, label, total=None):
+        m = self._HEX.search(label)
+        self.key = m.group(1)[:12] if m else None
+        self.n, self.total = 0, total
+        if self.key:
+            self.board.set(self.key, "Extracting")
+
+    def add(self, n):
+        self.n += n
+        if self.key:
+            self.board.set(self.key, "Extracting  %s/%s" % (human(self.n), human(self.total or 0)),
+                           force=False)
+
+    def done(self, line=None):
+        if self.key:
+            self.board.set(self.key, "Pull complete")
+        self.key = None
+
+
+class _StoredLayer:
+    """Stand-in source of a layer the store already has: the importer never opens it unless the
+    layer vanished meanwhile (a concurrent prune)."""
+
+    name = "the store"
+
+    def open(self, rel):
+        raise ImageError("layer %s left the store during the pull (a prune?): pull again" % rel)
+
+    def size(self, rel):
+        return 0
+
+
+def _media_ok(mt):
+    return mt is None or any(mt.endswith(s) for s in LAYER_TYPES_OK) and "foreign" not in mt
+
+
+def resolve_manifest(client, ref, platform=None):
+    """(manifest dict, manifest digest, digest the reference resolved to, media type)."""
+    data, mt, top = client.get_manifest(ref.repository, ref.reference, what=str(ref))
+    m = json.loads(data)
+    if not isinstance(m, dict):
+        raise RegistryError("%s: the manifest is not a JSON object" % ref)
+    if m.get("schemaVersion") == 1 or "signed" in (mt or ""):
+        raise RegistryError("%s: docker schema 1 manifests are not supported" % ref)
+    mdigest = top
+    if mt in (OCI_INDEX, DOCKER_LIST) or ("manifests" in m and "layers" not in m):
+        subs = m.get("manifests")
+        if not isinstance(subs, list) or not subs:
+            raise RegistryError("%s: the index lists no manifests" % ref)
+        chosen = archive.choose(subs, str(ref), platform)
+        mdigest = chosen.get("digest")
+        if not isinstance(mdigest, str):
+            raise RegistryError("%s: an index entry has no digest" % ref)
+        data, mt, _ = client.get_manifest(ref.repository, mdigest, what="%s@%s" % (ref.name, mdigest))
+        m = json.loads(data)
+        if not isinstance(m, dict) or "layers" not in m:
+            raise RegistryError("%s: %s is not an image manifest" % (ref, mdigest))
+    elif platform is not None:
+        archive.Platform.parse(platform)
+    if not isinstance(m.get("config"), dict) or not isinstance(m.get("layers"), list):
+        raise RegistryError("%s: the manifest has no config or layers" % ref)
+    return m, mdigest, top, mt
+
+
+def fetch_record(client, ref, platform=None):
+    """(ImageRecord with layers not yet attached, manifest, manifest digest, top digest)."""
+    m, mdigest, top, _ = resolve_manifest(client, ref, platform)
+    cd = m["config"]
+    if not isinstance(cd.get("digest"), str) or not cd["digest"].startswith("sha256:"):
+        raise RegistryError("%s: the config descriptor has no sha256 digest" % ref)
+    cfg = client.get_blob_bytes(ref.repository, cd["digest"])
+    layers = m["layers"]
+    for ld in layers:
+        if not isinstance(ld, dict) or not isinstance(ld.get("digest"), str) \
+                or not ld["digest"].startswith("sha256:") or len(ld["digest"]) != 71:
+            raise RegistryError("%s: a layer descriptor has no sha256 digest" % ref)
+        if not _media_ok(ld.get("mediaType")):
+            raise RegistryError("%s: layer %s has unsupported media type %s" % (
+                ref, ld["digest"], ld.get("mediaType")))
+    placeholders = [None] * len(layers)
+    rec = archive.ImageRecord(cfg, placeholders, [])
+    return rec, m, mdigest, top
+
+
+def pull(store, text, platform=None, tls_verify=None, quiet=False, jobs=JOBS, board=None,
+         client=None):
+    """Pull text into store; returns (image id, tag or None, manifest digest)."""
+    ref = reference.parse(text)
+    board = board or Board(enabled=None if not quiet else False)
+    client = client or Client(ref.registry, api_host=ref.api_host, tls_verify=tls_verify)
+    if ref.tag and not ref.digest:
+        board.say("%s: Pulling from %s" % (ref.tag, ref.repository))
+    rec, m, mdigest, top = fetch_record(client, ref, platform)
+    dl = remotes.downloads_dir(store)
+    need = {}   # blob digest -> descriptor, for layers the store lacks
+    for ld, diff_id in zip(m["layers"], rec.diff_ids):
+        key = ld["digest"][7:19]
+        if store.has_layer(diff_id):
+            board.set(key, "Already exists")
+        else:
+            need.setdefault(ld["digest"], ld)
+            board.set(key, "Pulling fs layer")
+
+    def fetch(ld):
+        key = ld["digest"][7:19]
+        dest = os.path.join(dl, ld["digest"][7:])
+        if os.path.exists(dest):
+            board.set(key, "Download complete")
+            return
+        size = ld.get("size") if isinstance(ld.get("size"), int) else None
+
+        def prog(n, total):
+            board.set(key, "Downloading  %s/%s" % (human(n), human(total or 0)), force=False)
+        client.download_blob(ref.repository, ld["digest"], dest, size, prog)
+        board.set(key, "Verifying Checksum")
+        board.set(key, "Download complete")
+
+    if need:
+        with concurrent.futures.ThreadPoolExecutor(max(1, jobs)) as ex:
+            futs = [ex.submit(fetch, ld) for ld in need.values()]
+            try:
+                for f in concurrent.futures.as_completed(futs):
+                    f.result()
+            except BaseException:
+                for f in futs:
+                    f.cancel()
+                raise
+    source = archive.DirSource(dl)
+    stored = _StoredLayer()
+    layers = []
+    for ld, diff_id in zip(m["layers"], rec.diff_ids):
+        hexd = ld["digest"][7:]
+        if ld["digest"] in need:
+            layers.append(archive.LayerRef(source, hexd, blob_digest=ld["digest"],
+                                           size=ld.get("size"), media_type=ld.get("mediaType")))
+        else:
+            layers.append(archive.LayerRef(stored, hexd))
+    rec.layers = layers
+    tag = ref.tagged()
+    rec.tags = [tag] if tag else []
+    results = import_archive(store, None, progress=ExtractProgress(board), records=[rec])
+    image_id = results[0][0]
+    with store.lock():
+        remotes.remember(store, [(diff_id, {
+            "registry": ref.registry, "repository": ref.repository, "digest": ld["digest"],
+            "size": ld.get("size"), "mediaType": ld.get("mediaType")})
+            for ld, diff_id in zip(m["layers"], rec.diff_ids)])
+    for d in need:
+        for p in (os.path.join(dl, d[7:]), os.path.join(dl, d[7:] + ".part")):
+            try:
+                os.unlink(p)
+            except FileNotFoundError:
+                pass
+    board.say("Digest: %s" % top)
+    board.say("Status: %s %s" % ("Downloaded newer image for" if need else "Image is up to date for",
+                                 tag or "%s@%s" % (ref.name, top)))
+    return image_id, tag, top
