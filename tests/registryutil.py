@@ -5,7 +5,6 @@ with a throwaway key whose certificate the registry trusts). Also: small OCI lay
 with skopeo. Nothing here leaves loopback.
 """
 import base64
-import crypt
 import gzip
 import hashlib
 import http.server
@@ -20,9 +19,13 @@ import tarfile
 import threading
 import time
 import urllib.parse
-import urllib.request
+import warnings
 
 import pytest
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import crypt   # bcrypt htpasswd lines (glibc's libxcrypt); the module leaves Python in 3.13
 
 REGISTRY = shutil.which("docker-registry")
 SKOPEO = shutil.which("skopeo")
@@ -55,7 +58,7 @@ class Registry:
             path = os.path.join(base, "htpasswd")
             with open(path, "w") as f:
                 for user, pw in htpasswd.items():
-                    f.write("%s:%s\n" % (user, crypt.crypt(pw, crypt.mksalt(crypt.METHOD_BLOWFISH))))
+                    f.write("%s:%s\n" % (user, crypt.crypt(pw, crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=16))))
             conf += ["auth:", "  htpasswd:", "    realm: test", "    path: " + path]
         if token:
             conf += ["auth:", "  token:", "    realm: " + token.realm, "    service: test-registry",
@@ -142,7 +145,7 @@ class TokenServer:
 
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.realm = "http://127.0.0.1:%d/token" % self.httpd.server_address[1]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
         self.thread.start()
 
     def sign(self, sub, access):

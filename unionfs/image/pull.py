@@ -158,6 +158,12 @@ def fetch_record(client, ref, platform=None):
                 ref, ld["digest"], ld.get("mediaType")))
     placeholders = [None] * len(layers)
     rec = archive.ImageRecord(cfg, placeholders, [])
+    if platform is not None and mdigest == top:    # a single image: its config must agree
+        want = archive.Platform.parse(platform)
+        have = archive.Platform(str(rec.config.get("os")), str(rec.config.get("architecture")),
+                                rec.config.get("variant") if isinstance(rec.config.get("variant"), str) else None)
+        if not want.matches(have, any_variant=want.variant is None):
+            raise RegistryError("%s: no image for %s (the image is %s)" % (ref, want, have))
     return rec, m, mdigest, top
 
 

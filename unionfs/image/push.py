@@ -29,9 +29,11 @@ GZIP_TYPES = ("application/vnd.oci.image.layer.v1.tar+gzip",
 CHUNK_SIZE = 32 << 20
 
 
-def _say(quiet, msg):
-    if not quiet:
-        print(msg, file=sys.stderr)
+def _terminal_lines(quiet):
+    """docker's push lines, on a terminal only (quiet otherwise, as pull is)."""
+    if quiet or not sys.stderr.isatty():
+        return lambda msg: None
+    return lambda msg: print(msg, file=sys.stderr)
 
 
 def _reuse(client, ref, diff_id, known):
@@ -55,8 +57,10 @@ def _reuse(client, ref, diff_id, known):
 
 
 def push(store, image, dest, fmt="oci", tls_verify=None, quiet=False, chunk_size=CHUNK_SIZE,
-         client=None):
-    """Push the stored image to dest ('[REGISTRY/]REPO[:TAG]'); returns the manifest digest."""
+         client=None, say=None):
+    """Push the stored image to dest ('[REGISTRY/]REPO[:TAG]'); returns the manifest digest.
+    say(line) gets docker's progress lines (default: stderr, when it is a terminal)."""
+    say = say or _terminal_lines(quiet)
     if fmt not in FORMATS:
         raise ImageError("--format %s: expected oci or v2s2" % fmt)
     ref = reference.parse(dest)
@@ -65,7 +69,7 @@ def push(store, image, dest, fmt="oci", tls_verify=None, quiet=False, chunk_size
     img = store.get(image)
     client = client or Client(ref.registry, api_host=ref.api_host, tls_verify=tls_verify)
     manifest_type, config_type, layer_type = FORMATS[fmt]
-    _say(quiet, "The push refers to repository [%s]" % ref.name)
+    say("The push refers to repository [%s]" % ref.name)
     descs, learned = [], []
     with tempfile.TemporaryDirectory(prefix="push-", dir=_scratch(store)) as tmp:
         for diff_id in img.layers:
@@ -76,7 +80,7 @@ def push(store, image, dest, fmt="oci", tls_verify=None, quiet=False, chunk_size
                 if not os.path.isfile(tar):
                     raise ImageError("layer %s of %s has no layer.tar in the store" % (short, image))
                 blob = os.path.join(tmp, diff_id[7:] + ".gz")
-                _say(quiet, "%s: Preparing" % short)
+                say("%s: Preparing" % short)
                 _compress(tar, blob, "gzip")
                 d, size = _file_digest(blob), os.path.getsize(blob)
                 rec = {"registry": ref.registry, "repository": ref.repository, "digest": d,
@@ -87,7 +91,7 @@ def push(store, image, dest, fmt="oci", tls_verify=None, quiet=False, chunk_size
                     client.upload_blob(ref.repository, d, blob, chunk_size)
                     how = "Pushed  %s" % human(size)
                 os.unlink(blob)
-            _say(quiet, "%s: %s" % (short, how))
+            say("%s: %s" % (short, how))
             descs.append({"mediaType": layer_type, "digest": rec["digest"], "size": rec["size"]})
             learned.append((diff_id, dict(rec, registry=ref.registry, repository=ref.repository,
                                           mediaType=GZIP_TYPES[0])))
@@ -105,7 +109,7 @@ def push(store, image, dest, fmt="oci", tls_verify=None, quiet=False, chunk_size
     digest = client.put_manifest(ref.repository, ref.tag, data, manifest_type)
     with store.lock():
         remotes.remember(store, learned)
-    _say(quiet, "%s: digest: %s size: %d" % (ref.tag, digest, len(data)))
+    say("%s: digest: %s size: %d" % (ref.tag, digest, len(data)))
     return digest
 
 

@@ -106,8 +106,9 @@ def parse_registry(text):
         if t.startswith(prefix):
             t = t[len(prefix):]
     t = t.rstrip("/")
-    if t.endswith("/v2"):
-        t = t[:-3]
+    for suffix in ("/v1", "/v2"):
+        if t.endswith(suffix):
+            t = t[:-3]
     if t == "index.docker.io":
         t = DEFAULT_REGISTRY
     if not t or "/" in t or not (is_domain(t) or t == DEFAULT_REGISTRY):

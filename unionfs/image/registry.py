@@ -159,7 +159,7 @@ class Client:
         """A request that authenticates, retries and raises RegistryError unless the status is
         in ok. path is '/v2/...' or an absolute URL (upload locations)."""
         url = path if path.startswith(("http://", "https://")) else self.base() + path
-        what = what or "%s %s" % (self.registry, path)
+        what = what or self.registry
         authed = False
         attempt = 0
         while True:
@@ -171,6 +171,10 @@ class Client:
                 r = self._session().request(
                     method, url, headers=h, timeout=self.timeout,
                     auth=self.creds if (self._basic and self.creds) else None, **kw)
+            except requests.exceptions.SSLError as e:   # not transient: no retries
+                hint = "; a plain-HTTP registry needs --tls-verify=false" \
+                    if "WRONG_VERSION_NUMBER" in str(e) or "wrong version number" in str(e) else ""
+                raise RegistryError("%s: TLS: %s%s" % (what, _reason(e), hint))
             except requests.RequestException as e:
                 if attempt >= self.retries:
                     raise RegistryError("%s: %s (after %d attempts)" % (what, _reason(e), attempt + 1))
@@ -249,7 +253,7 @@ class Client:
 
     def head_manifest(self, repo, reference):
         r = self.request("HEAD", "/v2/%s/manifests/%s" % (repo, reference), self.scope(repo),
-                         ok=(200, 404), headers={"Accept": ", ".join(MANIFEST_TYPES)})
+                         ok=(200, 404), what="%s/%s:%s" % (self.registry, repo, reference), headers={"Accept": ", ".join(MANIFEST_TYPES)})
         r.close()
         return r.headers.get("Docker-Content-Digest") if r.status_code == 200 else None
 
@@ -317,7 +321,7 @@ class Client:
 
     def blob_exists(self, repo, digest):
         r = self.request("HEAD", "/v2/%s/blobs/%s" % (repo, digest), self.scope(repo, "pull,push"),
-                         ok=(200, 404))
+                         ok=(200, 404), what="%s/%s" % (self.registry, repo))
         r.close()
         return r.status_code == 200
 
@@ -338,7 +342,8 @@ class Client:
         (the upload it opened instead is cancelled)."""
         scope = "%s %s" % (self.scope(repo, "pull,push"), self.scope(from_repo, "pull"))
         r = self.request("POST", "/v2/%s/blobs/uploads/?%s" % (repo, urllib.parse.urlencode(
-            {"mount": digest, "from": from_repo})), scope, ok=(201, 202))
+            {"mount": digest, "from": from_repo})), scope, ok=(201, 202),
+            what="push to %s/%s" % (self.registry, repo))
         r.close()
         if r.status_code == 201:
             return True
@@ -353,7 +358,8 @@ class Client:
         chunks (Content-Range) and a closing PUT."""
         scope = self.scope(repo, "pull,push")
         size = os.path.getsize(path)
-        r = self.request("POST", "/v2/%s/blobs/uploads/" % repo, scope, ok=(202,))
+        r = self.request("POST", "/v2/%s/blobs/uploads/" % repo, scope, ok=(202,),
+                         what="push to %s/%s" % (self.registry, repo))
         r.close()
         loc = self._location(r)
         what = "upload of %s to %s/%s" % (digest, self.registry, repo)
@@ -415,7 +421,7 @@ class Client:
 def _reason(e):
     """The last line of a requests exception, which carries the cause."""
     s = str(e) or e.__class__.__name__
-    m = re.search(r"(Connection refused|Name or service not known|timed out|"
+    m = re.search(r"(Connection refused|Name or service not known|timed out|wrong version number|"
                   r"certificate verify failed[^)'\"]*|Temporary failure in name resolution)", s)
     return m.group(1) if m else s.splitlines()[-1][:200]
 
