@@ -198,11 +198,10 @@ def wrap(verbs):
         try:
             store.resolve(args.image)
         except ImageError:
-            try:
-                ref = reference.parse(args.image)
-            except ImageError:
-                ref = None
-            if ref is None:
+            # only a name that says its registry is pulled: a short name the store lacks stays
+            # an error here rather than a surprise download from docker.io
+            first, sep, _ = args.image.partition("/")
+            if not (sep and reference.is_domain(first)):
                 raise
             from .pull import pull
             image_id, tag, _ = pull(store, args.image, None, args.tls_verify, quiet=False)
