@@ -187,6 +187,13 @@ def test_interrupted_download_resumes_with_range(reg, env, tmp_path):
     assert pull(env, store, reg.host + "/resume/img:1").stdout.strip() == info["config"]
     with open(os.path.join(store, "layers", info["diff_ids"][0][7:], "root", "big"), "rb") as f:
         assert f.read() == big
+    # a whole blob left as .part (killed before the rename): verified, no download needed
+    store2 = str(tmp_path / "s2")
+    os.makedirs(os.path.join(store2, "registry", "downloads"))
+    with open(os.path.join(store2, "registry", "downloads", info["blobs"][0][7:] + ".part"), "wb") as f:
+        f.write(blob)
+    requests.delete("http://%s/v2/resume/img/blobs/%s" % (reg.host, info["blobs"][0])).raise_for_status()
+    assert pull(env, store2, reg.host + "/resume/img:1").stdout.strip() == info["config"]
 
 
 def test_push_v2s2_chunked_and_pull_back(reg, env, tmp_path, monkeypatch):

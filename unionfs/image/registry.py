@@ -13,6 +13,7 @@ credentials are sent. Connection failures, 5xx and 429 are retried with exponent
 Transport: https with verified TLS; for a registry the user marked insecure (``--tls-verify=false``
 or registries.conf) https without verification, falling back to plain http, as podman does.
 """
+import fcntl
 import hashlib
 import json
 import os
@@ -271,53 +272,74 @@ class Client:
 
     def download_blob(self, repo, digest, dest, size=None, progress=None):
         """Download a blob to dest, resuming from dest + '.part' with a Range request; verified
-        against digest (and size) before it is renamed to dest. progress(done, total)."""
+        against digest (and size) before it is renamed to dest. progress(done, total). The
+        partial file is flock'ed, so two pulls of one blob take turns instead of interleaving."""
         part = dest + ".part"
-        h = hashlib.sha256()
-        have = 0
-        if os.path.exists(part):
-            with open(part, "rb") as f:
-                while True:
-                    b = f.read(CHUNK)
-                    if not b:
-                        break
-                    h.update(b)
-                    have += len(b)
-            if size is not None and have > size:
-                os.unlink(part)
-                h, have = hashlib.sha256(), 0
-        headers = {"Range": "bytes=%d-" % have} if have else {}
         what = "%s/%s@%s" % (self.registry, repo, digest)
-        r = self.request("GET", "/v2/%s/blobs/%s" % (repo, digest), self.scope(repo), stream=True,
-                         ok=(200, 206), what=what, headers=headers)
+        fd = os.open(part, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
-            if r.status_code == 200 and have:    # the server ignored the Range: start over
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if os.path.exists(dest):          # another pull finished it meanwhile
+                return os.path.getsize(dest)
+            h, have = hashlib.sha256(), 0
+            while True:
+                b = os.read(fd, CHUNK)
+                if not b:
+                    break
+                h.update(b)
+                have += len(b)
+            if size is not None and have > size:
+                os.ftruncate(fd, 0)
                 h, have = hashlib.sha256(), 0
-            mode = "ab" if have else "wb"
+            if size is None or have < size:
+                h = self._fetch_into(fd, repo, digest, what, h, have, size, progress)
+                have = os.fstat(fd).st_size
+            got = "sha256:" + h.hexdigest()
+            if got != digest or (size is not None and have != size):
+                os.unlink(part)
+                if got != digest:
+                    raise RegistryError("%s: blob digest mismatch: got %s" % (what, got),
+                                        code="DIGEST_INVALID")
+                raise RegistryError("%s: blob is %d bytes, the manifest says %d" % (what, have, size))
+            os.fsync(fd)
+            os.rename(part, dest)
+            return have
+        finally:
+            os.close(fd)
+
+    def _fetch_into(self, fd, repo, digest, what, h, have, size, progress):
+        """Append the blob from byte `have` to fd, hashing into h (restarting from 0 when the
+        server will not resume); returns the hash of the whole file."""
+        headers = {"Range": "bytes=%d-" % have} if have else {}
+        r = self.request("GET", "/v2/%s/blobs/%s" % (repo, digest), self.scope(repo), stream=True,
+                         ok=(200, 206, 416), what=what, headers=headers)
+        try:
+            if r.status_code == 416:          # nothing after `have`: the partial file is whole
+                return h
+            start = 0
+            if r.status_code == 206:
+                m = re.match(r"bytes (\d+)-", r.headers.get("Content-Range") or "")
+                start = int(m.group(1)) if m else -1
+            if start != have:                 # the server ignored the Range (or answered oddly)
+                if start != 0:
+                    raise RegistryError("%s: the registry resumed at the wrong offset" % what)
+                os.ftruncate(fd, 0)
+                h, have = hashlib.sha256(), 0
+            os.lseek(fd, have, os.SEEK_SET)
             if progress:
                 progress(have, size)
-            with open(part, mode) as out:
-                for b in r.raw.stream(CHUNK, decode_content=False):
-                    out.write(b)
-                    h.update(b)
-                    have += len(b)
-                    if progress:
-                        progress(have, size)
-                out.flush()
-                os.fsync(out.fileno())
+            for b in r.raw.stream(CHUNK, decode_content=False):
+                os.write(fd, b)
+                h.update(b)
+                have += len(b)
+                if progress:
+                    progress(have, size)
+            return h
         except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as e:
             raise RegistryError("%s: download interrupted at %d bytes (%s); pull again to resume" % (
                 what, have, _reason(e)))
         finally:
             r.close()
-        got = "sha256:" + h.hexdigest()
-        if got != digest or (size is not None and have != size):
-            os.unlink(part)
-            if got != digest:
-                raise RegistryError("%s: blob digest mismatch: got %s" % (what, got), code="DIGEST_INVALID")
-            raise RegistryError("%s: blob is %d bytes, the manifest says %d" % (what, have, size))
-        os.rename(part, dest)
-        return have
 
     def blob_exists(self, repo, digest):
         r = self.request("HEAD", "/v2/%s/blobs/%s" % (repo, digest), self.scope(repo, "pull,push"),
