@@ -6,7 +6,8 @@ incompressible and half text-like, in files of 64-512 kB.
 
 unionfs does more than skopeo (it also decompresses, checks DiffIDs and extracts every layer);
 podman does what unionfs does (into vfs storage). Also measured: a second pull of the stored
-image (manifest and config only).
+image (manifest and config only), and ``image import`` of the same blobs from disk (the part of
+a pull that is not the network).
 
     scripts/bench_pull.py [--layers 10] [--size-mb 200] [--runs 2]
 """
@@ -78,7 +79,7 @@ def main():
         print("registry %s, %.0f MB of blobs (compressed)" % (reg.host, blobs / 1e6), flush=True)
         env = dict(os.environ, PYTHONPATH=REPO)
         results = {"unionfs image pull": [], "skopeo copy (oci:)": [], "podman pull (vfs)": [],
-                   "unionfs pull, layers stored": []}
+                   "unionfs pull, layers stored": [], "unionfs image import (no network)": []}
         podman = shutil.which("podman") and os.geteuid() == 0 and not a.no_podman
         for run in range(a.runs):
             d = os.path.join(base, "run%d" % run)
@@ -88,6 +89,8 @@ def main():
                 UNIONFS + ["image", "pull", "-q", "--tls-verify=false", "--store", store, ref], env))
             results["unionfs pull, layers stored"].append(timed(
                 UNIONFS + ["image", "pull", "-q", "--tls-verify=false", "--store", store, ref], env))
+            results["unionfs image import (no network)"].append(timed(
+                UNIONFS + ["image", "import", "-q", "--store", os.path.join(d, "store2"), lay], env))
             results["skopeo copy (oci:)"].append(timed(
                 [ru.SKOPEO, "copy", "-q", "--src-tls-verify=false", "docker://" + ref,
                  "oci:%s:1" % os.path.join(d, "oci")]))
@@ -106,7 +109,7 @@ def main():
         for k, v in results.items():
             if v:
                 m = statistics.median(v)
-                print("%-30s %10.2f %13.2fx" % (k, m, m / sk))
+                print("%-34s %10.2f %13.2fx" % (k, m, m / sk))
         if not podman:
             print("(podman skipped: %s)" % ("--no-podman" if a.no_podman else "needs podman and root"))
     finally:

@@ -223,8 +223,32 @@ def oci_layout(path, layers, tag="latest", config_extra=None):
             "diff_ids": diff_ids, "blobs": [d["digest"] for d in descs]}
 
 
+def oci_index_layout(path, images, tag="latest"):
+    """An OCI layout whose tag names an image index: images is {"os/arch": layers}."""
+    infos, descs = {}, []
+    for plat, layers in images.items():
+        osname, arch = plat.split("/")
+        info = oci_layout(path, layers, tag=tag, config_extra={"os": osname, "architecture": arch})
+        mpath = os.path.join(path, "blobs", "sha256", info["manifest"][7:])
+        descs.append({"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                      "digest": info["manifest"], "size": os.path.getsize(mpath),
+                      "platform": {"os": osname, "architecture": arch}})
+        infos[plat] = info
+    index = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+                        "manifests": descs}).encode()
+    d = hashlib.sha256(index).hexdigest()
+    with open(os.path.join(path, "blobs", "sha256", d), "wb") as f:
+        f.write(index)
+    with open(os.path.join(path, "index.json"), "w") as f:
+        json.dump({"schemaVersion": 2, "manifests": [{
+            "mediaType": "application/vnd.oci.image.index.v1+json", "digest": "sha256:" + d,
+            "size": len(index), "annotations": {"org.opencontainers.image.ref.name": tag}}]}, f)
+    infos["index"] = "sha256:" + d
+    return infos
+
+
 def skopeo_push(layout, tag, dest, creds=None):
-    cmd = [SKOPEO, "copy", "--quiet", "--dest-tls-verify=false"]
+    cmd = [SKOPEO, "copy", "--all", "--quiet", "--dest-tls-verify=false"]
     if creds:
         cmd += ["--dest-creds", "%s:%s" % creds]
     cmd += ["oci:%s:%s" % (layout, tag), "docker://" + dest]

@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from tests import registryutil as ru
-from tests.mountutil import ENV, UNIONFS, have_fuse, requires_fuse, snapshot, unmount
+from tests.mountutil import ENV, UNIONFS, requires_fuse, snapshot, unmount
 from unionfs.image import pull as pullmod
 from unionfs.image import push as pushmod
 from unionfs.image.store import Store
@@ -127,6 +127,28 @@ def test_pull_by_digest_pins_the_manifest(reg, env, tmp_path):
     assert json.load(open(os.path.join(store, "repositories.json"))) == {}   # no tag: by digest
     r = pull(env, store, "%s/base/img@sha256:%s" % (reg.host, "0" * 64), ok=False)
     assert "MANIFEST_UNKNOWN" in r.stderr
+
+
+def test_index_gives_the_platform_asked_for(reg, env, tmp_path, monkeypatch):
+    lay = str(tmp_path / "lay")
+    infos = ru.oci_index_layout(lay, {"linux/amd64": [{"which": b"amd64"}],
+                                      "linux/arm64": [{"which": b"arm64"}]}, tag="m")
+    ru.skopeo_push(lay, "m", reg.host + "/multi/img:m")
+    store = str(tmp_path / "s")
+    ref = reg.host + "/multi/img:m"
+    assert pull(env, store, ref, "--platform", "linux/arm64").stdout.strip() == infos["linux/arm64"]["config"]
+    monkeypatch.setattr("unionfs.image.archive.host_platform",
+                        lambda: __import__("unionfs.image.archive", fromlist=["x"]).Platform("linux", "amd64"))
+    out = io.StringIO()
+    image_id, _, top = pullmod.pull(Store(store), ref, tls_verify=False,
+                                    board=pullmod.Board(out, enabled=True))
+    assert image_id == infos["linux/amd64"]["config"]
+    assert top == infos["index"] and "Digest: " + infos["index"] in out.getvalue()
+    r = pull(env, store, ref, "--platform", "linux/s390x", ok=False)
+    assert "no image for linux/s390x (available: linux/amd64, linux/arm64)" in r.stderr
+    insp = json.loads(uf(env, "image", "inspect", "--remote", "--tls-verify=false", "--platform",
+                         "linux/arm64", ref).stdout)[0]
+    assert insp["Id"] == infos["linux/arm64"]["config"] and insp["Digest"] == infos["index"]
 
 
 def test_errors_are_one_line(reg, env, tmp_path):

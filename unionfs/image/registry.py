@@ -111,11 +111,7 @@ class Client:
     def _auth_header(self, scope):
         with self._lock:
             tok = self._tokens.get(scope)
-        if tok:
-            return {"Authorization": "Bearer " + tok}
-        if self._basic and self.creds:
-            return {}
-        return {}
+        return {"Authorization": "Bearer " + tok} if tok else {}
 
     def _fetch_token(self, params, scope):
         realm = params.get("realm")
@@ -447,6 +443,3 @@ def _reason(e):
                   r"certificate verify failed[^)'\"]*|Temporary failure in name resolution)", s)
     return m.group(1) if m else s.splitlines()[-1][:200]
 
-
-def client_for(ref_or_registry, tls_verify=None, api_host=None):
-    return Client(ref_or_registry, api_host=api_host, tls_verify=tls_verify)

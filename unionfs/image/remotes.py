@@ -44,14 +44,3 @@ def remember(store, entries):
                != (rec["registry"], rec["repository"], rec["digest"])]
         data[diff_id] = ([rec] + lst)[:MAX_PER_LAYER]
     write_json_atomic(path, data)
-
-
-def forget_missing_layers(store):
-    """Drop entries of layers the store no longer has (after prune)."""
-    path = _dir(store, "blobs.json")
-    data = read_json(path, None)
-    if not data:
-        return
-    keep = {k: v for k, v in data.items() if store.has_layer(k)}
-    if keep != data:
-        write_json_atomic(path, keep)
