@@ -218,6 +218,102 @@ def test_interrupted_download_resumes_with_range(reg, env, tmp_path):
     assert pull(env, store2, reg.host + "/resume/img:1").stdout.strip() == info["config"]
 
 
+class SlowRegistry:
+    """Serves one OCI layout's manifest and config at once and its layer blobs slowly (16 kB
+    every 50 ms), so a pull can be interrupted mid-download."""
+
+    def __init__(self, layout, tag):
+        import http.server
+        import threading
+        blobs = os.path.join(layout, "blobs", "sha256")
+        index = json.load(open(os.path.join(layout, "index.json")))
+        mdesc = index["manifests"][0]
+
+        class H(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_GET(self):
+                path = self.path
+                if path == "/v2/":
+                    body, ctype, slow = b"{}", "application/json", False
+                elif path.endswith("/manifests/" + tag) or path.endswith(mdesc["digest"]) \
+                        and "/manifests/" in path:
+                    body = open(os.path.join(blobs, mdesc["digest"][7:]), "rb").read()
+                    ctype, slow = mdesc["mediaType"], False
+                elif "/blobs/sha256:" in path:
+                    body = open(os.path.join(blobs, path.rsplit(":", 1)[1]), "rb").read()
+                    ctype, slow = "application/octet-stream", len(body) > 4096
+                else:
+                    self.send_response(404)
+                    self.end_headers()
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                try:
+                    step = 16384 if slow else len(body)
+                    for i in range(0, len(body), step):
+                        self.wfile.write(body[i:i + step])
+                        self.wfile.flush()
+                        if slow:
+                            time.sleep(0.05)
+                except OSError:
+                    pass
+
+        import time
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.httpd.daemon_threads = True
+        self.host = "127.0.0.1:%d" % self.httpd.server_address[1]
+        threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_sigterm_mid_download_registers_nothing_and_the_next_pull_resumes(reg, env, tmp_path):
+    import signal
+    import time
+    lay = str(tmp_path / "lay")
+    info = ru.oci_layout(lay, [{"big": os.urandom(1 << 20)}, {"small": b"s"}], tag="1")
+    slow = SlowRegistry(lay, "1")
+    store = str(tmp_path / "s")
+    part = os.path.join(store, "registry", "downloads", info["blobs"][0][7:] + ".part")
+    try:
+        p = subprocess.Popen(UNIONFS + ["image", "pull", "--tls-verify=false", "--store", store,
+                                        slow.host + "/slow/img:1"], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 20
+            while not (os.path.exists(part) and os.path.getsize(part) > 100000):
+                assert p.poll() is None and time.monotonic() < deadline, p.stderr.read() if p.poll() else ""
+                time.sleep(0.02)
+            p.send_signal(signal.SIGTERM)
+            t = time.monotonic()
+            out, err = p.communicate(timeout=10)
+            assert time.monotonic() - t < 3        # no waiting for the downloads to finish
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        assert p.returncode == 130 and out == "" and "Traceback" not in err, err
+    finally:
+        slow.close()
+    have = os.path.getsize(part)
+    assert 100000 < have < info_size(lay, info["blobs"][0])
+    assert not os.path.exists(os.path.join(store, "images")) or os.listdir(os.path.join(store, "images")) == []
+    # the same blobs from the real registry: the download resumes from what is on disk
+    ru.skopeo_push(lay, "1", reg.host + "/slow/img:1")
+    assert pull(env, store, reg.host + "/slow/img:1").stdout.strip() == info["config"]
+    assert not os.path.exists(part)
+
+
+def info_size(lay, digest):
+    return os.path.getsize(os.path.join(lay, "blobs", "sha256", digest[7:]))
+
+
 def test_push_v2s2_chunked_and_pull_back(reg, env, tmp_path, monkeypatch):
     lay = str(tmp_path / "lay")
     info = ru.oci_layout(lay, [{"rnd": os.urandom(200000)}, {"small": b"s"}], tag="1")

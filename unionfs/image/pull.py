@@ -96,6 +96,10 @@ class ExtractProgress:
         self.key = None
 
 
+class _Stopped(Exception):
+    """Raised in a download thread when the pull is abandoned."""
+
+
 class _StoredLayer:
     """Stand-in source of a layer the store already has: the importer never opens it unless the
     layer vanished meanwhile (a concurrent prune)."""
@@ -186,30 +190,42 @@ def pull(store, text, platform=None, tls_verify=None, quiet=False, jobs=JOBS, bo
             need.setdefault(ld["digest"], ld)
             board.set(key, "Pulling fs layer")
 
+    stop = threading.Event()   # set when the pull fails or is interrupted: workers give up
+
     def fetch(ld):
         key = ld["digest"][7:19]
         dest = os.path.join(dl, ld["digest"][7:])
+        if stop.is_set():
+            raise _Stopped()
         if os.path.exists(dest):
             board.set(key, "Download complete")
             return
         size = ld.get("size") if isinstance(ld.get("size"), int) else None
 
         def prog(n, total):
+            if stop.is_set():
+                raise _Stopped()
             board.set(key, "Downloading  %s/%s" % (human(n), human(total or 0)), force=False)
         client.download_blob(ref.repository, ld["digest"], dest, size, prog)
         board.set(key, "Verifying Checksum")
         board.set(key, "Download complete")
 
     if need:
-        with concurrent.futures.ThreadPoolExecutor(max(1, jobs)) as ex:
-            futs = [ex.submit(fetch, ld) for ld in need.values()]
-            try:
-                for f in concurrent.futures.as_completed(futs):
+        ex = concurrent.futures.ThreadPoolExecutor(max(1, jobs))
+        futs = [ex.submit(fetch, ld) for ld in need.values()]
+        try:
+            # wait() in short steps: the main thread stays interruptible (Ctrl-C, SIGTERM)
+            pending = set(futs)
+            while pending:
+                done, pending = concurrent.futures.wait(pending, timeout=0.2,
+                                                        return_when=concurrent.futures.FIRST_EXCEPTION)
+                for f in done:
                     f.result()
-            except BaseException:
-                for f in futs:
-                    f.cancel()
-                raise
+        except BaseException:
+            stop.set()     # what is on disk stays for the next pull to resume from
+            raise
+        finally:
+            ex.shutdown(wait=True, cancel_futures=True)
     source = archive.DirSource(dl)
     stored = _StoredLayer()
     layers = []

@@ -324,7 +324,7 @@ class Client:
             os.lseek(fd, have, os.SEEK_SET)
             if progress:
                 progress(have, size)
-            for b in r.raw.stream(CHUNK, decode_content=False):
+            for b in r.raw.stream(1 << 16, decode_content=False):   # small steps: cancellable
                 os.write(fd, b)
                 h.update(b)
                 have += len(b)
