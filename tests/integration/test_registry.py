@@ -357,6 +357,24 @@ def test_registries_conf_marks_the_registry_insecure(reg, env, tmp_path):
     assert r.stdout.strip() == reg.info["config"]
 
 
+def test_pull_through_a_registries_conf_mirror(reg, env, tmp_path):
+    # the registry named is a closed port: only the mirror can serve the pull
+    with open(env["CONTAINERS_REGISTRIES_CONF"], "w") as f:
+        f.write('[[registry]]\nlocation = "127.0.0.1:9/team"\n[[registry.mirror]]\n'
+                'location = "%s/base"\ninsecure = true\n' % reg.host)
+    store = str(tmp_path / "s")
+    r = uf(env, "image", "pull", "--store", store, "127.0.0.1:9/team/img:1")
+    assert r.stdout.strip() == reg.info["config"]
+    assert json.load(open(os.path.join(store, "repositories.json"))) == {
+        "127.0.0.1:9/team/img:1": reg.info["config"]}
+    with open(env["CONTAINERS_REGISTRIES_CONF"], "a") as f:
+        f.write("[[registry]]\nlocation = \"127.0.0.1:9/other\"\nmirror-by-digest-only = true\n"
+                "[[registry.mirror]]\nlocation = \"%s/base\"\ninsecure = true\n" % reg.host)
+    r = uf(env, "image", "pull", "--tls-verify=false", "--store", store,
+           "127.0.0.1:9/other/img@" + reg.info["manifest"])
+    assert r.stdout.strip() == reg.info["config"]
+
+
 @requires_fuse
 @pytest.mark.fuse
 def test_image_mount_pulls_what_is_missing(reg, env, tmp_path):

@@ -217,3 +217,20 @@ def test_denied_is_one_line(scripted):
     with pytest.raises(RegistryError) as e:
         Client(s.host, tls_verify=False, credentials=()).tags("a")
     assert str(e.value).endswith("denied: DENIED: requested access to the resource is denied")
+
+
+def test_registries_conf_mirrors(tmp_path, monkeypatch):
+    conf = tmp_path / "registries.conf"
+    conf.write_text('[[registry]]\nlocation = "docker.io"\n'
+                    '[[registry.mirror]]\nlocation = "m1.example/hub"\n'
+                    '[[registry.mirror]]\nlocation = "m2.example:5000"\ninsecure = true\n'
+                    '[[registry]]\nprefix = "docker.io/private"\nlocation = "docker.io/private"\n'
+                    'mirror-by-digest-only = true\n'
+                    '[[registry.mirror]]\nlocation = "m3.example"\n')
+    monkeypatch.setenv("CONTAINERS_REGISTRIES_CONF", str(conf))
+    assert auth.mirrors("docker.io/library/busybox", False) == [
+        ("m1.example/hub/library/busybox", False), ("m2.example:5000/library/busybox", True)]
+    assert auth.mirrors("docker.io/private/x", False) == []          # by digest only
+    assert auth.mirrors("docker.io/private/x", True) == [("m3.example/x", False)]
+    assert auth.mirrors("quay.io/x", False) == []
+    assert auth.is_insecure("m2.example:5000") and not auth.is_insecure("m1.example")

@@ -8,9 +8,12 @@ Credentials are read from the files the ecosystem already uses, first hit wins:
 ``credsStore`` are not run. ``unionfs login``/``logout`` write the first of the containers files
 (podman's form), created 0600.
 
-Insecure registries (plain HTTP or unverified TLS) come from ``registries.conf``
-(``$CONTAINERS_REGISTRIES_CONF``, else ``/etc/containers/registries.conf``): a
-``[[registry]]`` table with ``location`` and ``insecure = true``.
+Insecure registries (plain HTTP or unverified TLS) and pull mirrors come from ``registries.conf``
+(``$CONTAINERS_REGISTRIES_CONF``, else ``/etc/containers/registries.conf``): a ``[[registry]]``
+table with ``location`` (or ``prefix``), ``insecure = true``, and ``[[registry.mirror]]`` tables
+(``location``, ``insecure``), tried in order before the registry itself; with
+``mirror-by-digest-only = true`` only for references pinned by digest. Unqualified-name search is
+not taken from there: a short name is docker.io's, as docker has it.
 """
 import base64
 import json
@@ -137,12 +140,40 @@ def registries_conf():
         raise ImageError("%s: cannot read (%s)" % (path, e))
 
 
-def is_insecure(registry):
-    """Whether registries.conf marks registry insecure (a location prefix match, as there)."""
+def _entries():
     for entry in registries_conf().get("registry") or []:
-        if not isinstance(entry, dict) or not entry.get("insecure"):
-            continue
-        loc = entry.get("location") or entry.get("prefix") or ""
-        if loc and (registry == loc or registry == loc.split("/")[0]):
+        if isinstance(entry, dict):
+            loc = entry.get("prefix") or entry.get("location") or ""
+            if isinstance(loc, str) and loc:
+                yield loc, entry
+
+
+def is_insecure(registry):
+    """Whether registries.conf marks registry insecure (itself, or as a mirror)."""
+    for loc, entry in _entries():
+        if entry.get("insecure") and registry == loc.split("/")[0]:
             return True
+        for m in entry.get("mirror") or []:
+            if isinstance(m, dict) and m.get("insecure") \
+                    and registry == str(m.get("location") or "").split("/")[0]:
+                return True
     return False
+
+
+def mirrors(name, by_digest):
+    """[(mirror's 'host[/path]' name for `name`, insecure)] for a 'registry/repository' name, from
+    the registries.conf entry with the longest matching prefix."""
+    best = None
+    for loc, entry in _entries():
+        if (name == loc or name.startswith(loc + "/")) and (best is None or len(loc) > len(best[0])):
+            best = (loc, entry)
+    if best is None:
+        return []
+    loc, entry = best
+    if entry.get("mirror-by-digest-only") and not by_digest:
+        return []
+    out = []
+    for m in entry.get("mirror") or []:
+        if isinstance(m, dict) and isinstance(m.get("location"), str) and m["location"]:
+            out.append((m["location"].rstrip("/") + name[len(loc):], bool(m.get("insecure"))))
+    return out

@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 
-from . import archive, reference, remotes
+from . import archive, auth, reference, remotes
 from .errors import ImageError
 from .importer import import_archive
 from .progress import human
@@ -171,15 +171,34 @@ def fetch_record(client, ref, platform=None):
     return rec, m, mdigest, top
 
 
+def _first_source(ref, platform, tls_verify):
+    """(client, reference, fetch_record(...)) of the first of the registries.conf mirrors, then
+    the registry itself, that serves the manifest and config; else the registry's error."""
+    for name, insecure in auth.mirrors(ref.name, ref.digest is not None):
+        host, _, prefix = name.partition("/")
+        src = reference.Reference(host, prefix, ref.tag, ref.digest)
+        client = Client(host, tls_verify=False if insecure else tls_verify, retries=1)
+        try:
+            return client, src, fetch_record(client, src, platform)
+        except RegistryError:
+            continue
+    client = Client(ref.registry, api_host=ref.api_host, tls_verify=tls_verify)
+    return client, ref, fetch_record(client, ref, platform)
+
+
 def pull(store, text, platform=None, tls_verify=None, quiet=False, jobs=JOBS, board=None,
          client=None):
     """Pull text into store; returns (image id, tag or None, manifest digest)."""
     ref = reference.parse(text)
     board = board or Board(enabled=None if not quiet else False)
-    client = client or Client(ref.registry, api_host=ref.api_host, tls_verify=tls_verify)
     if ref.tag and not ref.digest:
         board.say("%s: Pulling from %s" % (ref.tag, ref.repository))
-    rec, m, mdigest, top = fetch_record(client, ref, platform)
+    if client is None:
+        client, src, (rec, m, mdigest, top) = _first_source(ref, platform, tls_verify)
+    else:
+        src = ref
+        rec, m, mdigest, top = fetch_record(client, ref, platform)
+    ref, tag = src, ref.tagged()    # blobs come from src; the store names the image as asked
     dl = remotes.downloads_dir(store)
     need = {}   # blob digest -> descriptor, for layers the store lacks
     for ld, diff_id in zip(m["layers"], rec.diff_ids):
@@ -237,7 +256,6 @@ def pull(store, text, platform=None, tls_verify=None, quiet=False, jobs=JOBS, bo
         else:
             layers.append(archive.LayerRef(stored, hexd))
     rec.layers = layers
-    tag = ref.tagged()
     rec.tags = [tag] if tag else []
     results = import_archive(store, None, progress=ExtractProgress(board), records=[rec])
     image_id = results[0][0]
