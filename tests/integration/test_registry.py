@@ -310,6 +310,29 @@ def test_sigterm_mid_download_registers_nothing_and_the_next_pull_resumes(reg, e
     assert not os.path.exists(part)
 
 
+def test_two_pulls_of_one_image_at_once_both_succeed(env, tmp_path):
+    lay = str(tmp_path / "lay")
+    info = ru.oci_layout(lay, [{"big": os.urandom(400000)}, {"other": os.urandom(300000)}], tag="1")
+    slow = SlowRegistry(lay, "1")
+    store = str(tmp_path / "s")
+    try:
+        procs = [subprocess.Popen(UNIONFS + ["image", "pull", "--tls-verify=false", "--store", store,
+                                             slow.host + "/slow/img:1"], env=env, text=True,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
+        try:
+            results = [p.communicate(timeout=60) for p in procs]
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+    finally:
+        slow.close()
+    for p, (out, err) in zip(procs, results):
+        assert p.returncode == 0 and out.strip() == info["config"], err
+    assert os.listdir(os.path.join(store, "registry", "downloads")) == []
+
+
 def info_size(lay, digest):
     return os.path.getsize(os.path.join(lay, "blobs", "sha256", digest[7:]))
 

@@ -9,6 +9,7 @@ the manifest and the config only. An interrupted pull leaves finished blobs and 
 STORE/registry/downloads for the next pull, and never a registered half image.
 """
 import concurrent.futures
+import fcntl
 import json
 import os
 import re
@@ -111,6 +112,39 @@ class _StoredLayer:
 
     def size(self, rel):
         return 0
+
+
+def _hold(path, held):
+    """Take a shared flock on a downloaded blob until the import is done, so a concurrent pull
+    that finishes first does not delete it from under this one (_remove_unused). False when
+    the blob is already gone."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    if os.fstat(fd).st_nlink == 0:      # deleted between the open and the lock
+        os.close(fd)
+        return False
+    held.append(fd)
+    return True
+
+
+def _remove_unused(path):
+    """Delete a download nobody holds (another pull may still be importing from it, or still
+    writing it)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if os.fstat(fd).st_nlink:
+            os.unlink(path)
+    except BlockingIOError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _media_ok(mt):
@@ -247,17 +281,23 @@ def pull(store, text, platform=None, tls_verify=None, quiet=False, jobs=JOBS, bo
             ex.shutdown(wait=True, cancel_futures=True)
     source = archive.DirSource(dl)
     stored = _StoredLayer()
-    layers = []
-    for ld, diff_id in zip(m["layers"], rec.diff_ids):
-        hexd = ld["digest"][7:]
-        if ld["digest"] in need:
-            layers.append(archive.LayerRef(source, hexd, blob_digest=ld["digest"],
-                                           size=ld.get("size"), media_type=ld.get("mediaType")))
-        else:
-            layers.append(archive.LayerRef(stored, hexd))
-    rec.layers = layers
-    rec.tags = [tag] if tag else []
-    results = import_archive(store, None, progress=ExtractProgress(board), records=[rec])
+    layers, held = [], []
+    try:
+        for ld, diff_id in zip(m["layers"], rec.diff_ids):
+            hexd = ld["digest"][7:]
+            if ld["digest"] in need and _hold(os.path.join(dl, hexd), held):
+                layers.append(archive.LayerRef(source, hexd, blob_digest=ld["digest"],
+                                               size=ld.get("size"), media_type=ld.get("mediaType")))
+            elif ld["digest"] in need and not store.has_layer(diff_id):
+                raise ImageError("blob %s left %s during the pull: pull again" % (ld["digest"], dl))
+            else:   # stored, or stored by a concurrent pull of the same blob meanwhile
+                layers.append(archive.LayerRef(stored, hexd))
+        rec.layers = layers
+        rec.tags = [tag] if tag else []
+        results = import_archive(store, None, progress=ExtractProgress(board), records=[rec])
+    finally:
+        for fd in held:
+            os.close(fd)
     image_id = results[0][0]
     with store.lock():
         remotes.remember(store, [(diff_id, {
@@ -266,10 +306,7 @@ def pull(store, text, platform=None, tls_verify=None, quiet=False, jobs=JOBS, bo
             for ld, diff_id in zip(m["layers"], rec.diff_ids)])
     for d in need:
         for p in (os.path.join(dl, d[7:]), os.path.join(dl, d[7:] + ".part")):
-            try:
-                os.unlink(p)
-            except FileNotFoundError:
-                pass
+            _remove_unused(p)
     board.say("Digest: %s" % top)
     board.say("Status: %s %s" % ("Downloaded newer image for" if need else "Image is up to date for",
                                  tag or "%s@%s" % (ref.name, top)))

@@ -276,6 +276,12 @@ class Client:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             if os.path.exists(dest):          # another pull finished it meanwhile
+                st = os.fstat(fd)
+                try:
+                    if st.st_size == 0 and os.stat(part).st_ino == st.st_ino:
+                        os.unlink(part)       # the empty one this call created
+                except FileNotFoundError:
+                    pass
                 return os.path.getsize(dest)
             h, have = hashlib.sha256(), 0
             while True:
