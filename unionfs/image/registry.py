@@ -230,8 +230,7 @@ class Client:
         what = what or "%s/%s:%s" % (self.registry, repo, reference)
         r = self.request("GET", "/v2/%s/manifests/%s" % (repo, reference), self.scope(repo),
                          what=what, headers={"Accept": ", ".join(MANIFEST_TYPES)}, stream=True)
-        data = r.raw.read(MAX_MANIFEST + 1, decode_content=True)
-        r.close()
+        data = _read(r, MAX_MANIFEST + 1, what, decode=True)
         if len(data) > MAX_MANIFEST:
             raise RegistryError("%s: manifest larger than %d bytes" % (what, MAX_MANIFEST))
         got = "sha256:" + hashlib.sha256(data).hexdigest()
@@ -257,8 +256,7 @@ class Client:
     def get_blob_bytes(self, repo, digest, limit=MAX_MANIFEST * 4):
         r = self.request("GET", "/v2/%s/blobs/%s" % (repo, digest), self.scope(repo), stream=True,
                          what="%s/%s@%s" % (self.registry, repo, digest))
-        data = r.raw.read(limit + 1, decode_content=False)
-        r.close()
+        data = _read(r, limit + 1, "%s/%s@%s" % (self.registry, repo, digest))
         if len(data) > limit:
             raise RegistryError("blob %s is larger than %d bytes" % (digest, limit))
         got = "sha256:" + hashlib.sha256(data).hexdigest()
@@ -440,6 +438,16 @@ class Client:
 
     def catalog(self):
         return self._paged("/v2/_catalog", "repositories", "registry:catalog:*", self.registry)
+
+
+def _read(r, limit, what, decode=False):
+    """Up to limit bytes of a streamed body; a connection lost meanwhile is a RegistryError."""
+    try:
+        return r.raw.read(limit, decode_content=decode)
+    except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as e:
+        raise RegistryError("%s: %s" % (what, _reason(e)))
+    finally:
+        r.close()
 
 
 def _reason(e):
