@@ -5,6 +5,7 @@
 #   make demo-image  import the sample image archive, mount it, change it, diff, commit and save it
 #   make demo-container  run a podman container on unionfs (its mount_program), as root
 #   make bench       compare unionfs with the kernel's overlayfs, fuse-overlayfs and unionfs-fuse
+#                    (and, as bench-pull, image pull against skopeo and podman)
 #   make soak        long reliability runs (MINUTES=10 by default)
 #   make clean       remove the virtualenv and caches
 #
@@ -23,12 +24,16 @@ PYTEST_ARGS ?=
 
 # System packages the tests use: fuse3 (fusermount3: mounts by users other than root, and
 # unmounting; unionfs links no FUSE library), attr (getfattr/setfattr), a static busybox,
-# chromium (the explorer's browser test) and fuse-overlayfs (the reference for the uid/gid
-# mapping options).
-APT_PACKAGES := fuse3 attr busybox-static chromium fuse-overlayfs
+# chromium (the explorer's browser test), fuse-overlayfs (the reference for the uid/gid
+# mapping options), docker-registry (a real registry for image pull/push), skopeo (pushes
+# the reference images into it), and podman with runc, uidmap and slirp4netns (containers on
+# unionfs as mount_program, root and rootless; podman pull of what unionfs pushed; the
+# reference export of the images).
+APT_PACKAGES := fuse3 attr busybox-static chromium fuse-overlayfs docker-registry skopeo \
+                podman runc uidmap slirp4netns catatonit
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps venv test demo demo-image demo-container bench soak clean
+.PHONY: all deps venv test demo demo-image demo-container bench bench-pull soak clean
 
 all: test
 
@@ -38,6 +43,9 @@ deps:
 	@if command -v fusermount3 >/dev/null 2>&1 \
 	   && command -v setfattr >/dev/null 2>&1 && [ -x /usr/bin/chromium ] \
 	   && command -v fuse-overlayfs >/dev/null 2>&1 \
+	   && command -v docker-registry >/dev/null 2>&1 && command -v skopeo >/dev/null 2>&1 \
+	   && command -v podman >/dev/null 2>&1 && command -v runc >/dev/null 2>&1 \
+	   && command -v newuidmap >/dev/null 2>&1 \
 	   && { command -v busybox >/dev/null 2>&1 || [ -x /bin/busybox ]; }; then \
 	    echo "deps: $(APT_PACKAGES) already installed"; \
 	else \
@@ -98,6 +106,16 @@ bench: deps venv
 	    && $(SUDO) apt-get install -y -qq --no-install-recommends fuse-overlayfs unionfs-fuse </dev/null; }
 	$(VENV)/bin/pip install -q --disable-pip-version-check -e '.[bench]'
 	$(VENV)/bin/python scripts/bench.py --python $(VENV)/bin/python $(BENCH_ARGS)
+	$(MAKE) --no-print-directory bench-pull
+
+# bench-pull: `unionfs image pull` of a 10-layer / 200 MB image from a local registry against
+# `skopeo copy docker://... oci:...` and `podman pull` of the same image (scripts/bench_pull.py);
+# part of `make bench`. Installs podman when missing.
+bench-pull: deps venv
+	@command -v podman >/dev/null 2>&1 || { \
+	    export DEBIAN_FRONTEND=noninteractive; $(SUDO) apt-get update -qq \
+	    && $(SUDO) apt-get install -y -qq --no-install-recommends podman </dev/null; }
+	$(VENV)/bin/python scripts/bench_pull.py $(BENCH_PULL_ARGS)
 
 # soak: the long reliability runs (random operations against the kernel's overlayfs, crash
 # loops, fsx, memory on a large walk) for MINUTES minutes; prints the seed of any mismatch.

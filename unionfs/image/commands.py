@@ -18,12 +18,12 @@ from ..inspect import commands as inspect_commands
 from ..inspect import output
 from ..mounts import mounted_paths
 from ..spec import MountSpec, parse_options, split_escaped, validate
-from . import digest
+from . import digest, registry_commands
 from .errors import ImageError
 from .progress import human
 from .store import Store, default_root, rmtree
 
-COMMANDS = {"image", "diff", "commit"}
+COMMANDS = {"image", "diff", "commit"} | registry_commands.TOP_COMMANDS
 _IMAGE_PARSER = None
 
 IMAGE_HELP = """\
@@ -148,6 +148,7 @@ def register(sub):
     p.add_argument("-a", "--author", help="author")
     p.add_argument("--image", help="for a bare upper dir: the image it was made over")
     _store_arg(p)
+    registry_commands.register(isub, sub)   # pull, push, tags, catalog, login, logout
     global _IMAGE_PARSER
     _IMAGE_PARSER = img
     return img
@@ -642,6 +643,7 @@ VERBS = {
     "mount": cmd_mount, "umount": cmd_umount, "unmount": cmd_umount, "uppers": cmd_uppers,
     "rm-upper": cmd_rm_upper, "save": cmd_save,
 }
+registry_commands.wrap(VERBS)
 
 
 def run(args):

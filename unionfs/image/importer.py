@@ -96,10 +96,12 @@ def verify_only(lref, what, progress):
     progress.done()
 
 
-def import_archive(store, path, tags=(), progress=None, log=None, platform=None, limits=None):
+def import_archive(store, path, tags=(), progress=None, log=None, platform=None, limits=None,
+                   records=None):
     """Import every image in the archive at path (of a multi-platform image, the one for
     platform, 'OS/ARCH[/VARIANT]', default this host's), within limits (targuard.Limits).
-    Returns [(image id, [tags])]."""
+    Returns [(image id, [tags])]. records: [archive.ImageRecord] read elsewhere (a registry
+    pull) instead of path's."""
     progress = progress or Progress()
     limits = limits or Limits()
     extra_tags = [normalize_ref(t) for t in tags]
@@ -108,9 +110,11 @@ def import_archive(store, path, tags=(), progress=None, log=None, platform=None,
         work = store.mkdtemp("import-")
         added = []   # what was renamed into place, for undo
         try:
-            source = archive.open_source(path, scratch=work, limits=limits)
+            source = (archive.open_source(path, scratch=work, limits=limits)
+                      if records is None else None)
             try:
-                records = archive.read_images(source, platform)
+                if source is not None:
+                    records = archive.read_images(source, platform)
                 if extra_tags and len(records) != 1:
                     raise ImageError("--tag needs an archive with one image (%s has %d)" % (
                         path, len(records)))
@@ -125,7 +129,8 @@ def import_archive(store, path, tags=(), progress=None, log=None, platform=None,
                         fetch_layer(lref, diff_id, dest, what, progress, limits)
                         new_layers[diff_id] = dest
             finally:
-                source.close()
+                if source is not None:
+                    source.close()
             # everything verified: put it in place
             for diff_id, dest in new_layers.items():
                 final = store.layer_dir(diff_id)

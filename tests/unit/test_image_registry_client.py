@@ -1,0 +1,236 @@
+"""The registry client without a registry: reference parsing (the docker.io defaults are only
+ever parsed, never contacted), credential files, registries.conf, and the HTTP behaviour that a
+real registry will not show on demand (429 with Retry-After, retries, bearer challenges), against
+a scripted server on 127.0.0.1."""
+import base64
+import http.server
+import json
+import os
+import threading
+import time
+
+import pytest
+
+from unionfs.image import auth, reference
+from unionfs.image.errors import ImageError
+from unionfs.image.registry import Client, RegistryError, _challenge
+
+
+@pytest.mark.parametrize("text,registry,repo,tag,digest", [
+    ("busybox", "docker.io", "library/busybox", "latest", None),
+    ("nginx:1.20", "docker.io", "library/nginx", "1.20", None),
+    ("docker.io/library/nginx:1.20", "docker.io", "library/nginx", "1.20", None),
+    ("index.docker.io/foo/bar", "docker.io", "foo/bar", "latest", None),
+    ("user/app:v1", "docker.io", "user/app", "v1", None),
+    ("localhost/app", "localhost", "app", "latest", None),
+    ("localhost:5000/a/b/c:t", "localhost:5000", "a/b/c", "t", None),
+    ("quay.io/podman/hello", "quay.io", "podman/hello", "latest", None),
+    ("127.0.0.1:5000/x@sha256:" + "a" * 64, "127.0.0.1:5000", "x", None, "sha256:" + "a" * 64),
+    ("host.example:443/x:t@sha256:" + "b" * 64, "host.example:443", "x", "t", "sha256:" + "b" * 64),
+])
+def test_reference_parsing(text, registry, repo, tag, digest):
+    r = reference.parse(text)
+    assert (r.registry, r.repository, r.tag, r.digest) == (registry, repo, tag, digest)
+    assert r.reference == (digest or tag)
+
+
+def test_reference_api_host_and_store_tag():
+    r = reference.parse("busybox")
+    assert r.api_host == "registry-1.docker.io"
+    assert r.tagged() == "docker.io/library/busybox:latest"
+    assert reference.parse("x@sha256:" + "c" * 64).tagged() is None
+    assert reference.parse("127.0.0.1:5000/x").api_host == "127.0.0.1:5000"
+
+
+@pytest.mark.parametrize("bad", ["", "UPPER/case", "x:bad tag", "x@sha256:short", "a//b",
+                                 "x@md5:" + "a" * 32, " x", "-x", "x:" + "t" * 200])
+def test_bad_references_are_one_line_errors(bad):
+    with pytest.raises(ImageError) as e:
+        reference.parse(bad)
+    assert "\n" not in str(e.value)
+
+
+def test_parse_registry():
+    assert reference.parse_registry("https://index.docker.io/v1/") == "docker.io"
+    assert reference.parse_registry("127.0.0.1:5000") == "127.0.0.1:5000"
+    with pytest.raises(ImageError):
+        reference.parse_registry("a/b")
+
+
+def test_challenge_parsing():
+    s, p = _challenge('Bearer realm="https://auth.example/token",service="reg",scope="repository:a/b:pull"')
+    assert s == "bearer" and p == {"realm": "https://auth.example/token", "service": "reg",
+                                   "scope": "repository:a/b:pull"}
+    assert _challenge('Basic realm="x"') == ("basic", {"realm": "x"})
+
+
+@pytest.fixture
+def authenv(tmp_path, monkeypatch):
+    for k in ("REGISTRY_AUTH_FILE", "XDG_RUNTIME_DIR", "DOCKER_CONFIG"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
+    return tmp_path
+
+
+def _auth(u, p):
+    return base64.b64encode(("%s:%s" % (u, p)).encode()).decode()
+
+
+def test_credentials_from_docker_config_and_containers_auth(authenv):
+    os.makedirs(authenv / "home" / ".docker")
+    with open(authenv / "home" / ".docker" / "config.json", "w") as f:
+        json.dump({"auths": {"https://index.docker.io/v1/": {"auth": _auth("hub", "pw1")},
+                             "reg.example:5000": {"auth": _auth("d", "pw:with:colons")}}}, f)
+    assert auth.credentials("docker.io") == ("hub", "pw1")
+    assert auth.credentials("reg.example:5000") == ("d", "pw:with:colons")
+    assert auth.credentials("other.example") is None
+    # login writes ${XDG_RUNTIME_DIR}/containers/auth.json, which is read first
+    path = auth.store_credentials("reg.example:5000", "c", "pw2")
+    assert path == str(authenv / "run" / "containers" / "auth.json")
+    assert os.stat(path).st_mode & 0o077 == 0
+    assert json.load(open(path)) == {"auths": {"reg.example:5000": {"auth": _auth("c", "pw2")}}}
+    assert auth.credentials("reg.example:5000") == ("c", "pw2")
+    assert auth.remove_credentials("reg.example:5000")
+    assert not auth.remove_credentials("reg.example:5000")
+    assert auth.credentials("reg.example:5000") == ("d", "pw:with:colons")
+
+
+def test_registry_auth_file_wins(authenv, monkeypatch):
+    f = authenv / "custom.json"
+    f.write_text(json.dumps({"auths": {"r.example": {"auth": _auth("a", "b")}}}))
+    monkeypatch.setenv("REGISTRY_AUTH_FILE", str(f))
+    assert auth.credentials("r.example") == ("a", "b")
+    assert auth.containers_auth_file() == str(f)
+
+
+def test_registries_conf_insecure(tmp_path, monkeypatch):
+    conf = tmp_path / "registries.conf"
+    conf.write_text('[[registry]]\nlocation = "127.0.0.1:5999"\ninsecure = true\n'
+                    '[[registry]]\nlocation = "secure.example"\n')
+    monkeypatch.setenv("CONTAINERS_REGISTRIES_CONF", str(conf))
+    assert auth.is_insecure("127.0.0.1:5999")
+    assert not auth.is_insecure("secure.example")
+    assert not Client("127.0.0.1:5999", credentials=()).tls_verify
+    assert Client("secure.example", credentials=()).tls_verify
+    conf.write_text("not [toml")
+    with pytest.raises(ImageError):
+        auth.is_insecure("x")
+
+
+class Scripted:
+    """An HTTP server on 127.0.0.1 answering from a list of (status, headers, body) per path."""
+
+    def __init__(self, script):
+        self.script, self.seen = script, []
+        outer = self
+
+        class H(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def _answer(self):
+                outer.seen.append((self.command, self.path, self.headers.get("Authorization"),
+                                   time.monotonic()))
+                key = self.path.split("?")[0]
+                status, headers, body = outer.script[key].pop(0) if len(outer.script[key]) > 1 \
+                    else outer.script[key][0]
+                self.send_response(status)
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+            do_GET = do_HEAD = _answer
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.host = "127.0.0.1:%d" % self.httpd.server_address[1]
+        threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def scripted():
+    servers = []
+
+    def make(script):
+        s = Scripted(script)
+        servers.append(s)
+        return s
+    yield make
+    for s in servers:
+        s.close()
+
+
+def test_429_retry_after_is_respected(scripted):
+    tags = json.dumps({"name": "a", "tags": ["x"]}).encode()
+    s = scripted({"/v2/a/tags/list": [(429, {"Retry-After": "1"}, b""), (200, {}, tags)]})
+    c = Client(s.host, tls_verify=False, credentials=(), backoff=0.01)
+    assert c.tags("a") == ["x"]
+    (t1, t2) = [t for (_, p, _, t) in s.seen if p.startswith("/v2/a/tags")]
+    assert t2 - t1 >= 0.9     # waited as long as Retry-After said, not the 10 ms backoff
+
+
+def test_rate_limit_and_5xx_give_up_with_one_line(scripted):
+    s = scripted({"/v2/a/tags/list": [(429, {"Retry-After": "0"}, b"")],
+                  "/v2/b/tags/list": [(503, {}, b"")]})
+    c = Client(s.host, tls_verify=False, credentials=(), backoff=0.0, retries=2)
+    with pytest.raises(RegistryError) as e:
+        c.tags("a")
+    assert "rate limited" in str(e.value) and "3 attempts" in str(e.value)
+    with pytest.raises(RegistryError) as e:
+        c.tags("b")
+    assert "HTTP 503" in str(e.value)
+    assert len([1 for (_, p, _, _) in s.seen if p.startswith("/v2/b/")]) == 3
+
+
+def test_connection_refused_after_retries(scripted):
+    s = scripted({})
+    host = s.host
+    s.close()
+    c = Client(host, tls_verify=False, credentials=(), backoff=0.0, retries=1)
+    c._base = "http://" + host
+    with pytest.raises(RegistryError) as e:
+        c.tags("a")
+    assert "Connection refused" in str(e.value) and "2 attempts" in str(e.value)
+
+
+def test_bearer_challenge_then_token(scripted):
+    tok = scripted({"/token": [(200, {}, json.dumps({"token": "T0K"}).encode())]})
+    tags = json.dumps({"tags": ["1", "2"]}).encode()
+    chal = 'Bearer realm="http://%s/token",service="svc",scope="repository:a:pull"' % tok.host
+    s = scripted({"/v2/a/tags/list": [(401, {"WWW-Authenticate": chal},
+                                       b'{"errors":[{"code":"UNAUTHORIZED","message":"x"}]}'),
+                                      (200, {}, tags)]})
+    c = Client(s.host, tls_verify=False, credentials=(), backoff=0)
+    assert c.tags("a") == ["1", "2"]
+    assert "scope=repository%3Aa%3Apull" in tok.seen[0][1] and "service=svc" in tok.seen[0][1]
+    assert s.seen[-1][2] == "Bearer T0K"
+
+
+def test_denied_is_one_line(scripted):
+    body = b'{"errors":[{"code":"DENIED","message":"requested access to the resource is denied"}]}'
+    s = scripted({"/v2/a/tags/list": [(403, {}, body)]})
+    with pytest.raises(RegistryError) as e:
+        Client(s.host, tls_verify=False, credentials=()).tags("a")
+    assert str(e.value).endswith("denied: DENIED: requested access to the resource is denied")
+
+
+def test_registries_conf_mirrors(tmp_path, monkeypatch):
+    conf = tmp_path / "registries.conf"
+    conf.write_text('[[registry]]\nlocation = "docker.io"\n'
+                    '[[registry.mirror]]\nlocation = "m1.example/hub"\n'
+                    '[[registry.mirror]]\nlocation = "m2.example:5000"\ninsecure = true\n'
+                    '[[registry]]\nprefix = "docker.io/private"\nlocation = "docker.io/private"\n'
+                    'mirror-by-digest-only = true\n'
+                    '[[registry.mirror]]\nlocation = "m3.example"\n')
+    monkeypatch.setenv("CONTAINERS_REGISTRIES_CONF", str(conf))
+    assert auth.mirrors("docker.io/library/busybox", False) == [
+        ("m1.example/hub/library/busybox", False), ("m2.example:5000/library/busybox", True)]
+    assert auth.mirrors("docker.io/private/x", False) == []          # by digest only
+    assert auth.mirrors("docker.io/private/x", True) == [("m3.example/x", False)]
+    assert auth.mirrors("quay.io/x", False) == []
+    assert auth.is_insecure("m2.example:5000") and not auth.is_insecure("m1.example")

@@ -1,0 +1,313 @@
+"""``unionfs image pull``: a registry image into the store, exactly as ``image import`` stores it.
+
+Order: resolve the reference, fetch the manifest (an index is narrowed to one platform as import
+does, archive.choose), fetch and verify the config, download every layer blob the store lacks by
+DiffID (several at once, each verified, resumable: remotes.py), then hand the verified blobs to
+importer.import_archive, which checks every DiffID, extracts, and registers the image
+atomically. A layer the store already has is not downloaded: a pull of a stored image transfers
+the manifest and the config only. An interrupted pull leaves finished blobs and partial ones in
+STORE/registry/downloads for the next pull, and never a registered half image.
+"""
+import concurrent.futures
+import fcntl
+import json
+import os
+import re
+import sys
+import threading
+import time
+
+from . import archive, auth, reference, remotes
+from .errors import ImageError
+from .importer import import_archive
+from .progress import human
+from .registry import DOCKER_LIST, OCI_INDEX, Client, RegistryError
+
+LAYER_TYPES_OK = ("tar", "tar+gzip", "tar+zstd", "diff.tar.gzip", "diff.tar.zstd", "diff.tar")
+JOBS = 3   # docker's max-concurrent-downloads
+
+
+class Board:
+    """docker's per-layer lines (``abc123def456: Downloading  1.2 MB/4.5 MB``), redrawn in place
+    on a terminal; nothing otherwise."""
+
+    def __init__(self, stream=None, enabled=None):
+        self.stream = stream or sys.stderr
+        if enabled is None:
+            try:
+                enabled = self.stream.isatty()
+            except (AttributeError, ValueError):
+                enabled = False
+        self.enabled = enabled
+        self.order, self.lines = [], {}
+        self.drawn = 0
+        self.lock = threading.Lock()
+        self.last = 0.0
+
+    def set(self, key, text, force=True):
+        if not self.enabled:
+            return
+        with self.lock:
+            if key not in self.lines:
+                self.order.append(key)
+            self.lines[key] = text
+            now = time.monotonic()
+            if force or now - self.last >= 0.1:
+                self.last = now
+                self._draw()
+
+    def _draw(self):
+        out = ["\033[%dA" % self.drawn] if self.drawn else []
+        for k in self.order:
+            out.append("\r\033[K%s: %s\n" % (k, self.lines[k]))
+        self.drawn = len(self.order)
+        self.stream.write("".join(out))
+        self.stream.flush()
+
+    def say(self, line):
+        if self.enabled:
+            self.stream.write(line + "\n")
+            self.stream.flush()
+
+
+class ExtractProgress:
+    """The importer's Progress interface, shown as the layer's 'Extracting' line on the board."""
+
+    _HEX = re.compile(r"\(([0-9a-f]{64})\)")
+
+    def __init__(self, board):
+        self.board, self.key, self.n, self.total = board, None, 0, None
+
+    def start(self, label, total=None):
+        m = self._HEX.search(label)
+        self.key = m.group(1)[:12] if m else None
+        self.n, self.total = 0, total
+        if self.key:
+            self.board.set(self.key, "Extracting")
+
+    def add(self, n):
+        self.n += n
+        if self.key:
+            self.board.set(self.key, "Extracting  %s/%s" % (human(self.n), human(self.total or 0)),
+                           force=False)
+
+    def done(self, line=None):
+        if self.key:
+            self.board.set(self.key, "Pull complete")
+        self.key = None
+
+
+class _Stopped(Exception):
+    """Raised in a download thread when the pull is abandoned."""
+
+
+class _StoredLayer:
+    """Stand-in source of a layer the store already has: the importer never opens it unless the
+    layer vanished meanwhile (a concurrent prune)."""
+
+    name = "the store"
+
+    def open(self, rel):
+        raise ImageError("layer %s left the store during the pull (a prune?): pull again" % rel)
+
+    def size(self, rel):
+        return 0
+
+
+def _hold(path, held):
+    """Take a shared flock on a downloaded blob until the import is done, so a concurrent pull
+    that finishes first does not delete it from under this one (_remove_unused). False when
+    the blob is already gone."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    if os.fstat(fd).st_nlink == 0:      # deleted between the open and the lock
+        os.close(fd)
+        return False
+    held.append(fd)
+    return True
+
+
+def _remove_unused(path):
+    """Delete a download nobody holds (another pull may still be importing from it, or still
+    writing it)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if os.fstat(fd).st_nlink:
+            os.unlink(path)
+    except BlockingIOError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _media_ok(mt):
+    return mt is None or any(mt.endswith(s) for s in LAYER_TYPES_OK) and "foreign" not in mt
+
+
+def resolve_manifest(client, ref, platform=None):
+    """(manifest dict, manifest digest, digest the reference resolved to, media type)."""
+    data, mt, top = client.get_manifest(ref.repository, ref.reference, what=str(ref))
+    m = json.loads(data)
+    if not isinstance(m, dict):
+        raise RegistryError("%s: the manifest is not a JSON object" % ref)
+    if m.get("schemaVersion") == 1 or "signed" in (mt or ""):
+        raise RegistryError("%s: docker schema 1 manifests are not supported" % ref)
+    mdigest = top
+    if mt in (OCI_INDEX, DOCKER_LIST) or ("manifests" in m and "layers" not in m):
+        subs = m.get("manifests")
+        if not isinstance(subs, list) or not subs:
+            raise RegistryError("%s: the index lists no manifests" % ref)
+        chosen = archive.choose(subs, str(ref), platform)
+        mdigest = chosen.get("digest")
+        if not isinstance(mdigest, str):
+            raise RegistryError("%s: an index entry has no digest" % ref)
+        data, mt, _ = client.get_manifest(ref.repository, mdigest, what="%s@%s" % (ref.name, mdigest))
+        m = json.loads(data)
+        if not isinstance(m, dict) or "layers" not in m:
+            raise RegistryError("%s: %s is not an image manifest" % (ref, mdigest))
+    elif platform is not None:
+        archive.Platform.parse(platform)
+    if not isinstance(m.get("config"), dict) or not isinstance(m.get("layers"), list):
+        raise RegistryError("%s: the manifest has no config or layers" % ref)
+    return m, mdigest, top, mt
+
+
+def fetch_record(client, ref, platform=None):
+    """(ImageRecord with layers not yet attached, manifest, manifest digest, top digest)."""
+    m, mdigest, top, _ = resolve_manifest(client, ref, platform)
+    cd = m["config"]
+    if not isinstance(cd.get("digest"), str) or not cd["digest"].startswith("sha256:"):
+        raise RegistryError("%s: the config descriptor has no sha256 digest" % ref)
+    cfg = client.get_blob_bytes(ref.repository, cd["digest"])
+    layers = m["layers"]
+    for ld in layers:
+        if not isinstance(ld, dict) or not isinstance(ld.get("digest"), str) \
+                or not ld["digest"].startswith("sha256:") or len(ld["digest"]) != 71:
+            raise RegistryError("%s: a layer descriptor has no sha256 digest" % ref)
+        if not _media_ok(ld.get("mediaType")):
+            raise RegistryError("%s: layer %s has unsupported media type %s" % (
+                ref, ld["digest"], ld.get("mediaType")))
+    placeholders = [None] * len(layers)
+    rec = archive.ImageRecord(cfg, placeholders, [])
+    if platform is not None and mdigest == top:    # a single image: its config must agree
+        want = archive.Platform.parse(platform)
+        have = archive.Platform(str(rec.config.get("os")), str(rec.config.get("architecture")),
+                                rec.config.get("variant") if isinstance(rec.config.get("variant"), str) else None)
+        if not want.matches(have, any_variant=want.variant is None):
+            raise RegistryError("%s: no image for %s (the image is %s)" % (ref, want, have))
+    return rec, m, mdigest, top
+
+
+def _first_source(ref, platform, tls_verify):
+    """(client, reference, fetch_record(...)) of the first of the registries.conf mirrors, then
+    the registry itself, that serves the manifest and config; else the registry's error."""
+    for name, insecure in auth.mirrors(ref.name, ref.digest is not None):
+        host, _, prefix = name.partition("/")
+        src = reference.Reference(host, prefix, ref.tag, ref.digest)
+        client = Client(host, tls_verify=False if insecure else tls_verify, retries=1)
+        try:
+            return client, src, fetch_record(client, src, platform)
+        except RegistryError:
+            continue
+    client = Client(ref.registry, api_host=ref.api_host, tls_verify=tls_verify)
+    return client, ref, fetch_record(client, ref, platform)
+
+
+def pull(store, text, platform=None, tls_verify=None, quiet=False, jobs=JOBS, board=None,
+         client=None):
+    """Pull text into store; returns (image id, tag or None, manifest digest)."""
+    ref = reference.parse(text)
+    board = board or Board(enabled=None if not quiet else False)
+    if ref.tag and not ref.digest:
+        board.say("%s: Pulling from %s" % (ref.tag, ref.repository))
+    if client is None:
+        client, src, (rec, m, mdigest, top) = _first_source(ref, platform, tls_verify)
+    else:
+        src = ref
+        rec, m, mdigest, top = fetch_record(client, ref, platform)
+    ref, tag = src, ref.tagged()    # blobs come from src; the store names the image as asked
+    dl = remotes.downloads_dir(store)
+    need = {}   # blob digest -> descriptor, for layers the store lacks
+    for ld, diff_id in zip(m["layers"], rec.diff_ids):
+        key = ld["digest"][7:19]
+        if store.has_layer(diff_id):
+            board.set(key, "Already exists")
+        else:
+            need.setdefault(ld["digest"], ld)
+            board.set(key, "Pulling fs layer")
+
+    stop = threading.Event()   # set when the pull fails or is interrupted: workers give up
+
+    def fetch(ld):
+        key = ld["digest"][7:19]
+        dest = os.path.join(dl, ld["digest"][7:])
+        if stop.is_set():
+            raise _Stopped()
+        if os.path.exists(dest):
+            board.set(key, "Download complete")
+            return
+        size = ld.get("size") if isinstance(ld.get("size"), int) else None
+
+        def prog(n, total):
+            if stop.is_set():
+                raise _Stopped()
+            board.set(key, "Downloading  %s/%s" % (human(n), human(total or 0)), force=False)
+        client.download_blob(ref.repository, ld["digest"], dest, size, prog)
+        board.set(key, "Verifying Checksum")
+        board.set(key, "Download complete")
+
+    if need:
+        ex = concurrent.futures.ThreadPoolExecutor(max(1, jobs))
+        futs = [ex.submit(fetch, ld) for ld in need.values()]
+        try:
+            # wait() in short steps: the main thread stays interruptible (Ctrl-C, SIGTERM)
+            pending = set(futs)
+            while pending:
+                done, pending = concurrent.futures.wait(pending, timeout=0.2,
+                                                        return_when=concurrent.futures.FIRST_EXCEPTION)
+                for f in done:
+                    f.result()
+        except BaseException:
+            stop.set()     # what is on disk stays for the next pull to resume from
+            raise
+        finally:
+            ex.shutdown(wait=True, cancel_futures=True)
+    source = archive.DirSource(dl)
+    stored = _StoredLayer()
+    layers, held = [], []
+    try:
+        for ld, diff_id in zip(m["layers"], rec.diff_ids):
+            hexd = ld["digest"][7:]
+            if ld["digest"] in need and _hold(os.path.join(dl, hexd), held):
+                layers.append(archive.LayerRef(source, hexd, blob_digest=ld["digest"],
+                                               size=ld.get("size"), media_type=ld.get("mediaType")))
+            elif ld["digest"] in need and not store.has_layer(diff_id):
+                raise ImageError("blob %s left %s during the pull: pull again" % (ld["digest"], dl))
+            else:   # stored, or stored by a concurrent pull of the same blob meanwhile
+                layers.append(archive.LayerRef(stored, hexd))
+        rec.layers = layers
+        rec.tags = [tag] if tag else []
+        results = import_archive(store, None, progress=ExtractProgress(board), records=[rec])
+    finally:
+        for fd in held:
+            os.close(fd)
+    image_id = results[0][0]
+    with store.lock():
+        remotes.remember(store, [(diff_id, {
+            "registry": ref.registry, "repository": ref.repository, "digest": ld["digest"],
+            "size": ld.get("size"), "mediaType": ld.get("mediaType")})
+            for ld, diff_id in zip(m["layers"], rec.diff_ids)])
+    for d in need:
+        for p in (os.path.join(dl, d[7:]), os.path.join(dl, d[7:] + ".part")):
+            _remove_unused(p)
+    board.say("Digest: %s" % top)
+    board.say("Status: %s %s" % ("Downloaded newer image for" if need else "Image is up to date for",
+                                 tag or "%s@%s" % (ref.name, top)))
+    return image_id, tag, top

@@ -1,0 +1,119 @@
+"""``unionfs image push``: an image of the store to a registry.
+
+For each layer, cheapest first: a blob the target repository already has (HEAD of a digest
+remembered in remotes.py, or of the freshly compressed layer); a cross-repository mount from
+another repository of the same registry known to hold it; else the layer's tar, gzip-compressed
+deterministically (save.py's compressor, so the same layer always gives the same digest), is
+uploaded (one PUT, or PATCH chunks for large layers). Then the config, then the manifest, OCI
+(default) or Docker schema 2 (``--format v2s2``), whose digest is returned.
+"""
+import json
+import os
+import sys
+import tempfile
+
+from . import reference, remotes
+from .errors import ImageError
+from .progress import human
+from .registry import DOCKER_MANIFEST, OCI_MANIFEST, Client
+from .save import _compress, _file_digest
+
+FORMATS = {
+    "oci": (OCI_MANIFEST, "application/vnd.oci.image.config.v1+json",
+            "application/vnd.oci.image.layer.v1.tar+gzip"),
+    "v2s2": (DOCKER_MANIFEST, "application/vnd.docker.container.image.v1+json",
+             "application/vnd.docker.image.rootfs.diff.tar.gzip"),
+}
+GZIP_TYPES = ("application/vnd.oci.image.layer.v1.tar+gzip",
+              "application/vnd.docker.image.rootfs.diff.tar.gzip")
+CHUNK_SIZE = 32 << 20
+
+
+def _terminal_lines(quiet):
+    """docker's push lines, on a terminal only (quiet otherwise, as pull is)."""
+    if quiet or not sys.stderr.isatty():
+        return lambda msg: None
+    return lambda msg: print(msg, file=sys.stderr)
+
+
+def _reuse(client, ref, diff_id, known):
+    """A descriptor of a blob already in (or mountable into) the target repository, or None."""
+    for rec in known:
+        if rec.get("registry") != ref.registry or rec.get("mediaType") not in GZIP_TYPES \
+                or not isinstance(rec.get("size"), int):
+            continue
+        if rec.get("repository") == ref.repository:
+            if client.blob_exists(ref.repository, rec["digest"]):
+                return rec, "Layer already exists"
+    for rec in known:
+        if rec.get("registry") != ref.registry or rec.get("mediaType") not in GZIP_TYPES \
+                or not isinstance(rec.get("size"), int) or rec.get("repository") == ref.repository:
+            continue
+        if client.blob_exists(ref.repository, rec["digest"]):
+            return rec, "Layer already exists"
+        if client.mount_blob(ref.repository, rec["digest"], rec["repository"]):
+            return rec, "Mounted from %s" % rec["repository"]
+    return None, None
+
+
+def push(store, image, dest, fmt="oci", tls_verify=None, quiet=False, chunk_size=CHUNK_SIZE,
+         client=None, say=None):
+    """Push the stored image to dest ('[REGISTRY/]REPO[:TAG]'); returns the manifest digest.
+    say(line) gets docker's progress lines (default: stderr, when it is a terminal)."""
+    say = say or _terminal_lines(quiet)
+    if fmt not in FORMATS:
+        raise ImageError("--format %s: expected oci or v2s2" % fmt)
+    ref = reference.parse(dest)
+    if ref.digest:
+        raise ImageError("%s: push to a tag, not a digest" % dest)
+    img = store.get(image)
+    client = client or Client(ref.registry, api_host=ref.api_host, tls_verify=tls_verify)
+    manifest_type, config_type, layer_type = FORMATS[fmt]
+    say("The push refers to repository [%s]" % ref.name)
+    descs, learned = [], []
+    with tempfile.TemporaryDirectory(prefix="push-", dir=_scratch(store)) as tmp:
+        for diff_id in img.layers:
+            short = diff_id[7:19]
+            rec, how = _reuse(client, ref, diff_id, remotes.known_blobs(store, diff_id))
+            if rec is None:
+                tar = store.layer_tar(diff_id)
+                if not os.path.isfile(tar):
+                    raise ImageError("layer %s of %s has no layer.tar in the store" % (short, image))
+                blob = os.path.join(tmp, diff_id[7:] + ".gz")
+                say("%s: Preparing" % short)
+                _compress(tar, blob, "gzip")
+                d, size = _file_digest(blob), os.path.getsize(blob)
+                rec = {"registry": ref.registry, "repository": ref.repository, "digest": d,
+                       "size": size, "mediaType": GZIP_TYPES[0]}
+                if client.blob_exists(ref.repository, d):
+                    how = "Layer already exists"
+                else:
+                    client.upload_blob(ref.repository, d, blob, chunk_size)
+                    how = "Pushed  %s" % human(size)
+                os.unlink(blob)
+            say("%s: %s" % (short, how))
+            descs.append({"mediaType": layer_type, "digest": rec["digest"], "size": rec["size"]})
+            learned.append((diff_id, dict(rec, registry=ref.registry, repository=ref.repository,
+                                          mediaType=GZIP_TYPES[0])))
+        cfg = img.config_bytes
+        cfg_digest = img.id
+        if not client.blob_exists(ref.repository, cfg_digest):
+            path = os.path.join(tmp, "config.json")
+            with open(path, "wb") as f:
+                f.write(cfg)
+            client.upload_blob(ref.repository, cfg_digest, path, chunk_size)
+    manifest = {"schemaVersion": 2, "mediaType": manifest_type,
+                "config": {"mediaType": config_type, "digest": cfg_digest, "size": len(cfg)},
+                "layers": descs}
+    data = json.dumps(manifest, indent=3).encode()
+    digest = client.put_manifest(ref.repository, ref.tag, data, manifest_type)
+    with store.lock():
+        remotes.remember(store, learned)
+    say("%s: digest: %s size: %d" % (ref.tag, digest, len(data)))
+    return digest
+
+
+def _scratch(store):
+    d = store.path("registry", "push")
+    os.makedirs(d, mode=0o700, exist_ok=True)
+    return d
