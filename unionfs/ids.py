@@ -135,6 +135,25 @@ def stored_view(real, st):
     return fmt, mode, uid, gid, rdev
 
 
+def recorded_xattrs(real):
+    """{name: value} of the xattrs of the entry at real path `real` as a layer made from it
+    records them: overlay markers and storage names left out, a stored capability as
+    security.capability (for commit and inspection)."""
+    try:
+        names = os.listxattr(real, follow_symlinks=False)
+    except OSError:
+        return {}
+    out = {}
+    for n in sorted(names):
+        if wo.is_private_xattr(n):
+            continue
+        try:
+            out[n] = os.getxattr(real, n, follow_symlinks=False)
+        except OSError:
+            continue
+    return stored_xattrs(out)
+
+
 def stored_xattrs(xattrs):
     """{name: value} of an entry's xattrs as a layer must record them: storage names left out,
     a stored capability as security.capability."""

@@ -273,3 +273,31 @@ def test_storage_names_refused_and_capability_removable_through_the_union(user_l
     with pytest.raises(OSError):
         u.getxattr("/usr/bin/ping", ids.CAP)
     assert u.getattr("/usr/bin/ping")[0].st_uid == 0   # the owner stayed
+
+
+def test_inspection_reads_a_rootless_layer_as_the_tar_has_it(user_layers, tmp_path):
+    """history/find/waste read layers without a mount: the owners, modes and types a layer
+    imported without root keeps in xattrs are what they report, as for a root import."""
+    from unionfs.inspect.layerindex import LayerIndex
+    layers, roots = user_layers
+    as_root = tmp_path / "as-root"
+    as_root.mkdir()
+    ex = Extractor(str(as_root), "root", as_root=True)
+    try:
+        with tarfile.open(fileobj=__import__("io").BytesIO(fx.layer_tar(layers[0]))) as t:
+            for ti in t:
+                ex.add(t, ti)
+        ex.finish()
+    finally:
+        ex.close()
+
+    def facts(root):
+        idx = LayerIndex.read(root)
+        return {p: (e.kind, e.mode, e.uid, e.gid, e.target, e.rdev, idx.xattrs(p).get(ids.CAP))
+                for p, e in idx.entries.items()}
+    user, real = facts(roots[0]), facts(str(as_root))
+    assert user["dev/null"][:4] == ("char", 0o666, 0, 0) and user["dev/null"][5] == (1, 3)
+    assert user["usr/bin/passwd"][:4] == ("file", 0o4755, 0, 0)
+    assert user["home/u/link"][0] == "symlink" and user["home/u/link"][4] == "file"
+    assert user["usr/bin/ping"][6] == fx.CAP
+    assert user == real

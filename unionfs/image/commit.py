@@ -18,7 +18,6 @@ import stat
 import tarfile
 
 from .. import ids
-from .. import whiteout as wo
 from . import extract
 from .digest import HashingWriter
 from .store import normalize_ref, now_iso, rmtree, write_json_atomic
@@ -36,22 +35,6 @@ def _ti(name, kind, mode=0, mtime_ns=0, uid=0, gid=0):
     if frac:
         ti.pax_headers["mtime"] = "%d.%09d" % (sec, frac)
     return ti
-
-
-def _xattrs(real):
-    try:
-        names = os.listxattr(real, follow_symlinks=False)
-    except OSError:
-        return {}
-    out = {}
-    for n in sorted(names):
-        if wo.is_private_xattr(n):
-            continue
-        try:
-            out[n] = os.getxattr(real, n, follow_symlinks=False)
-        except OSError:
-            continue
-    return out
 
 
 def write_layer(entries, out):
@@ -96,7 +79,7 @@ def write_layer(entries, out):
             else:
                 skipped += 1
                 continue
-            for k, v in ids.stored_xattrs(_xattrs(real)).items():
+            for k, v in ids.recorded_xattrs(real).items():
                 ti.pax_headers[extract.XATTR_PAX + k] = v.decode("utf-8", "surrogateescape")
             if data is not None:
                 with open(real, "rb") as f:

@@ -21,8 +21,8 @@ import os
 import stat
 from dataclasses import dataclass, field
 
+from .. import ids
 from .. import whiteout as wo
-from ..image.commit import _xattrs as user_xattrs
 from ..image.errors import ImageError
 from ..sysutil import O_PATH, PATH_LIMIT, open_deep, short_path
 
@@ -127,7 +127,7 @@ class LayerIndex:
                 self.entries[path] = _entry(path, here + de.name, st)
                 if long and len(os.fsencode(self.root + "/" + path)) >= PATH_LIMIT:
                     # named later only through /proc/self/fd: read the xattrs while at hand
-                    self._long_xattrs[path] = user_xattrs(here + de.name)
+                    self._long_xattrs[path] = ids.recorded_xattrs(here + de.name)
                 if stat.S_ISDIR(st.st_mode):
                     subdirs.append(path)
             return subdirs
@@ -193,7 +193,7 @@ class LayerIndex:
         a commit reads them."""
         if rel in self._long_xattrs:
             return dict(self._long_xattrs[rel])
-        return user_xattrs(self.real(rel))
+        return ids.recorded_xattrs(self.real(rel))
 
     def content_bytes(self):
         """Regular-file content this layer ships; hard-linked data counted once."""
@@ -236,15 +236,27 @@ class _DirFds:
         self.fds.clear()
 
 
+def _link_kept_as_file(real):
+    """The target of a symlink a rootless import kept as a regular file holding it."""
+    fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        return os.read(fd, ids.LINK_MAX)
+    finally:
+        os.close(fd)
+
+
 def _entry(path, real, st):
-    fmt = stat.S_IFMT(st.st_mode)
+    # what the layer records: a layer imported without root keeps owners, modes and the types
+    # it could not make (devices, others' symlinks) in override xattrs (ids.py)
+    fmt, mode, uid, gid, rdev = ids.stored_view(real, st)
     kind = KINDS.get(fmt, "unknown")
-    e = Entry(path=path, kind=kind, mode=stat.S_IMODE(st.st_mode), uid=st.st_uid, gid=st.st_gid,
+    e = Entry(path=path, kind=kind, mode=mode, uid=uid, gid=gid,
               size=st.st_size if kind == "file" else 0, mtime_ns=st.st_mtime_ns)
     if kind == "symlink":
-        e.target = os.fsdecode(os.readlink(real))
+        e.target = os.fsdecode(os.readlink(real) if stat.S_ISLNK(st.st_mode)
+                               else _link_kept_as_file(real))
     elif kind in ("char", "block"):
-        e.rdev = (os.major(st.st_rdev), os.minor(st.st_rdev))
+        e.rdev = (os.major(rdev), os.minor(rdev))
     elif kind == "file" and st.st_nlink > 1:
         e.inode = (st.st_dev, st.st_ino)
     return e
