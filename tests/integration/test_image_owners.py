@@ -234,15 +234,22 @@ def test_imported_by_root(work):
     assert got["dev_null"] == "EACCES"          # nodev, the image mount's default
 
 
-def test_imported_by_a_user_mounted_by_the_user_and_by_root(work):
-    base, archive, want, _ = work
-    home = os.path.join(base, "home")
+def user_import(base, name, archive):
+    """The user imports archive into a store in their own home BASE/NAME: (store, mountpoint,
+    the import's CompletedProcess)."""
+    home = os.path.join(base, name)
     os.mkdir(home)
     os.chown(home, UID, GID)
     store, mnt = home + "/store", home + "/mnt"
     as_user("mkdir", mnt)
     r = uf("image", "import", archive, "--store", store, user=True)
     assert r.returncode == 0, r.stderr
+    return store, mnt, r
+
+
+def test_imported_by_a_user_mounted_by_the_user_and_by_root(work):
+    base, archive, want, _ = work
+    store, mnt, r = user_import(base, "home", archive)
     assert "skipped" not in r.stderr and "warning" not in r.stderr
     for meta in os.listdir(store + "/layers"):
         with open(os.path.join(store, "layers", meta, "meta.json")) as f:
@@ -281,12 +288,7 @@ def test_a_users_commit_keeps_the_owners(work):
     """A user's --rw mount, changed and committed: the new image is the old one, owners and
     all, plus the user's changes, as root sees it."""
     base, archive, want, _ = work
-    home = os.path.join(base, "home2")
-    os.mkdir(home)
-    os.chown(home, UID, GID)
-    store, mnt = home + "/store", home + "/mnt"
-    as_user("mkdir", mnt)
-    assert uf("image", "import", archive, "--store", store, user=True).returncode == 0
+    store, mnt, _ = user_import(base, "home2", archive)
     with fuse_open_to_users():
         r = uf("image", "mount", "owners:1", mnt, "--upper", "s", "--store", store, user=True)
         assert r.returncode == 0, r.stderr
