@@ -335,7 +335,7 @@ class Unionfs(System):
         if not have_fuse():
             self.note = "no /dev/fuse or fusermount3"
             return False
-        p = subprocess.run([self.python, "-c", "import unionfs.fuseserver, unionfs.union"], env=self.env,
+        p = subprocess.run([self.python, "-c", "import unionfs.fuseserver, unionfs.core.union"], env=self.env,
                            capture_output=True, text=True)
         if p.returncode != 0:
             self.note = "cannot import unionfs with %s: %s" % (

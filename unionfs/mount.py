@@ -40,8 +40,8 @@ def run_daemon(spec, ready_fd=None):
     """Serve the mount in this process until it is unmounted."""
     from .fuseops import FuseOps
     from .fuseserver import Server
-    from .ids import IdMapper
-    from .union import Union
+    from .core.ids import IdMapper
+    from .core.union import Union
 
     os.umask(0)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

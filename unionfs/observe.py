@@ -40,8 +40,8 @@ import sys
 import threading
 import time
 
-from .layers import WHITEOUT, join
-from .lookup import lower_positive
+from .core.layers import WHITEOUT, join
+from .core.namei import lower_positive
 from .which import layer_source
 
 VERSION = 1
@@ -50,7 +50,7 @@ QUEUE_MAX = 10_000  # events buffered per subscriber
 CHANGING = frozenset((
     "write", "create", "mkdir", "mknod", "symlink", "link", "unlink", "rmdir", "rename",
     "chmod", "chown", "truncate", "utimens", "setxattr", "removexattr", "fallocate"))
-_UNION_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "union.py")
+_UNION_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "core", "union.py")
 
 
 def op_name(fn_name):

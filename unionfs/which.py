@@ -24,8 +24,8 @@ import os
 import re
 import stat
 
-from .layers import WHITEOUT, join
-from .lookup import follow_redirect, probe
+from .core.layers import WHITEOUT, join
+from .core.namei import follow_redirect, probe
 
 VERSION = 1
 XATTR_PREFIX = "user.unionfs."

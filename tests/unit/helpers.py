@@ -65,7 +65,7 @@ def layers(tmp_path, n_lowers=1):
 
 
 def make_union(lowers, upper, work, **kw):
-    from unionfs.union import Union
+    from unionfs.core.union import Union
     u = Union(lowers, upper, work, sync=False, **kw)
     if u.copier is not None:
         u.copier.clean()

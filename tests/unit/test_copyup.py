@@ -4,9 +4,9 @@ import stat
 
 import pytest
 
-from unionfs import copyup
-from unionfs import whiteout as wo
-from unionfs.copyup import Copier, copy_data, copy_xattrs, discard
+from unionfs.core import copyup
+from unionfs.core import whiteout as wo
+from unionfs.core.copyup import Copier, copy_data, copy_xattrs, discard
 from tests.unit.helpers import mkdir, needs_root, read, write, xget, xset
 
 # VFS_CAP_REVISION_2: magic_etc, then (permitted, inheritable) x 2 words; CAP_NET_BIND_SERVICE

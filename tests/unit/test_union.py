@@ -5,7 +5,7 @@ import stat
 
 import pytest
 
-from unionfs.union import Union
+from unionfs.core.union import Union
 from tests.unit.helpers import (OWNER, is_wh, layers, make_union, mkdir, names, needs_root, read,
                                 ucreate, uread, uwrite, whiteout, write, xget, xset)
 
@@ -411,7 +411,7 @@ def test_rename_errors(env):
 
 
 def test_rename_noreplace(env):
-    from unionfs.sysutil import RENAME_NOREPLACE, RENAME_EXCHANGE
+    from unionfs.core.sysutil import RENAME_NOREPLACE, RENAME_EXCHANGE
     u = env[0]
     with pytest.raises(OSError) as e:
         u.rename("/f", "/ln", RENAME_NOREPLACE)

@@ -17,8 +17,8 @@ import os
 import stat
 import tarfile
 
-from .. import ids
-from .. import whiteout as wo
+from ..core import ids
+from ..core import whiteout as wo
 from . import extract
 from .digest import HashingWriter
 from .store import normalize_ref, now_iso, rmtree, write_json_atomic

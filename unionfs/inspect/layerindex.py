@@ -2,7 +2,7 @@
 
 A layer is walked with ``scandir`` without ever following a symlink (a symlink is recorded as
 one; nothing below it is read), so an index of a hostile layer stays inside the layer. Whiteouts
-and opaque markers are recognised only through :mod:`unionfs.whiteout` (every form it documents:
+and opaque markers are recognised only through :mod:`unionfs.core.whiteout` (every form it documents:
 OCI ``.wh.<name>`` / ``.wh..wh..opq``, the kernel's char 0/0 and ``overlay.opaque``, xattr
 whiteouts), so this module knows no marker format of its own.
 
@@ -15,10 +15,10 @@ import os
 import stat
 from dataclasses import dataclass, field
 
-from .. import whiteout as wo
+from ..core import whiteout as wo
 from ..image.commit import _xattrs as user_xattrs
 from ..image.errors import ImageError
-from ..sysutil import O_PATH, open_beneath
+from ..core.sysutil import O_PATH, open_beneath
 
 KINDS = {stat.S_IFREG: "file", stat.S_IFDIR: "dir", stat.S_IFLNK: "symlink",
          stat.S_IFCHR: "char", stat.S_IFBLK: "block", stat.S_IFIFO: "fifo",

@@ -2,7 +2,7 @@
 
 A listing is taken whole when a directory is opened and served from that snapshot, so offsets are
 stable for seekdir/telldir and a program may delete entries while it iterates. The components of
-a merged directory already stop at the first opaque layer (lookup.py), so opaque directories need
+a merged directory already stop at the first opaque layer (namei.py), so opaque directories need
 no special case here.
 """
 from .layers import WH

@@ -16,8 +16,8 @@ from .cache import NEGATIVE, ResolutionCache
 from .copyup import Copier, discard
 from .ids import IdMapper
 from .layers import Hit, Layer, LowerLayer
-from .lookup import Node, check_name, lower_positive, resolve_child, resolve_root
-from .observe import Observer
+from .namei import Node, check_name, lower_positive, resolve_child, resolve_root
+from ..observe import Observer
 from .sysutil import (RENAME_EXCHANGE, RENAME_NOREPLACE, fallocate, fd_path, open_regular,
                       process_groups, renameat2)
 
