@@ -50,7 +50,7 @@ QUEUE_MAX = 10_000  # events buffered per subscriber
 CHANGING = frozenset((
     "write", "create", "mkdir", "mknod", "symlink", "link", "unlink", "rmdir", "rename",
     "chmod", "chown", "truncate", "utimens", "setxattr", "removexattr", "fallocate"))
-_UNION_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "core", "union.py")
+_CORE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "core")
 
 
 def op_name(fn_name):
@@ -232,7 +232,7 @@ def _cause():
     f = sys._getframe(2)
     while f is not None:
         code = f.f_code
-        if code.co_filename == _UNION_FILE and code.co_argcount > 1 and code.co_varnames[0] == "self":
+        if os.path.dirname(code.co_filename) == _CORE_DIR and code.co_argcount > 1 and code.co_varnames[0] == "self":
             found = f
         f = f.f_back
     if found is None:
