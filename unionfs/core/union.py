@@ -28,8 +28,8 @@ from .file import FileOps
 from .ids import IdMapper
 from .layers import Layer, LowerLayer
 from .namei import check_name, err, resolve_child, resolve_root, split
+from .observe import Observer
 from .readdir import ReaddirOps
-from ..observe import Observer
 
 _INO_BITS = 48
 
@@ -75,7 +75,9 @@ class Union(DirOps, FileOps, CopyUpOps, ReaddirOps):
         self._work_layer = Layer(self.copier.workdir, -1) if self.copier else None
         self.root = resolve_root(layers)
         self.stats = {"copyups": 0, "copyup_bytes": 0, "whiteouts": 0}
-        self.observer = Observer(self)  # counters and the event stream (unionfs/observe.py)
+        # what the union tells of its changes: nobody, until a mount installs its recorder
+        # (unionfs/observe.py)
+        self.observer = Observer()
 
     # ---- resolution -------------------------------------------------------------------------
 
