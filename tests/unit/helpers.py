@@ -72,6 +72,21 @@ def make_union(lowers, upper, work, **kw):
     return u
 
 
+def union_env(tmp_path):
+    """(union, lower, upper, work): one lower holding f, d/a, d/sub/b, other/x and ln -> f."""
+    (lower,), upper, work = layers(tmp_path)
+    write(lower + "/f", b"lower data")
+    write(lower + "/d/a", b"A")
+    write(lower + "/d/sub/b", b"B")
+    write(lower + "/other/x", b"X")
+    os.symlink("f", lower + "/ln")
+    return make_union([lower], upper, work), lower, upper, work
+
+
+def errno_of(exc_info):
+    return exc_info.value.errno
+
+
 def names(union, path):
     return sorted(e[0] for e in union.listdir(path) if e[0] not in (".", ".."))
 
