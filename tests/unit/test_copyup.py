@@ -344,7 +344,6 @@ def env(tmp_path):
 
 # ---- copy-up through the union (orchestration: parents first, handles reopened) --------------
 
-
 @needs_root
 def test_open_for_write_copies_up_once(env):
     u, lower, upper, _ = env

@@ -1,4 +1,6 @@
-"""Atomic copy-up of one entry into the upper layer, through the work directory.
+"""Copy-up: one entry atomically into the upper layer through the work directory (`Copier`), and
+its orchestration for the union (`CopyUpOps`: ancestors first, under the write lock, then the
+cache and the kernel told and lower handles reopened on the copy).
 
 Order (that of the kernel's fs/overlayfs/copy_up.c, adapted to what userspace can do):
 a temporary entry is made in ``WORK/work``; file data is copied (holes stay holes:
@@ -9,7 +11,7 @@ number for a stable ``st_ino``; then times; the data is fsync'd; one ``rename`` 
 complete entry. A daemon killed at any point leaves either the lower version visible or the whole
 copy; leftovers in ``WORK/work`` are removed at the next mount (``clean``).
 
-The caller copies parents first and holds the union's write lock.
+`Copier` is given parents already copied and is called under the union's write lock.
 """
 import errno
 import itertools

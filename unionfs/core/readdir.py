@@ -1,4 +1,5 @@
-"""Merged directory listings: each name once, top layer first, whiteouts removed.
+"""Merged directory listings: each name once, top layer first, whiteouts removed; and the
+union's listing of a directory with each entry's inode number and attributes (`ReaddirOps`).
 
 A listing is taken whole when a directory is opened and served from that snapshot, so offsets are
 stable for seekdir/telldir and a program may delete entries while it iterates. The components of
