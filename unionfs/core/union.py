@@ -11,10 +11,12 @@ and readdir.c: `DirOps` (dir.py: create, mkdir, unlink, rename...), `FileOps` (f
 I/O, setattr, xattrs), `CopyUpOps` (copyup.py) and `ReaddirOps` (readdir.py). A caller (the FUSE
 server, a test, an image commit) holds one object and makes one call per operation; the
 operations share state (the lock, the cache, the handles) without passing it around, and an
-operation calls another (rename copies up, open copies up) as a method of the same object, never
-through a module above core. The mixins import neither each other nor this module; what they use
-of it is this class's state and the methods below: lookup, resolve, ino_of, real, _stat,
-_changed, _writable, _move_handles, and the attributes set in __init__.
+operation calls another (rename copies up, open copies up, create opens) as a method of the same
+object, never through a module above core. The mixins import neither this module nor each other
+(only plain helpers: Handle, discard, is_empty); what they use of the front door is the state set
+in __init__ and the methods below: lookup, resolve, ino_of, _map_ino, real, _stat, _changed,
+_writable, _move_handles. Module functions taking the union would say the same with a parameter
+more on every call and a second name (module and method) for every operation.
 """
 import errno
 import os
