@@ -9,6 +9,7 @@ from .lab import commands as lab_commands
 from .serve import commands as serve_commands
 from . import observe_cli
 from .errors import UnionfsError
+from .image.store import layer_source
 from .spec import MountSpec, load_spec_file, parse_options, split_escaped, validate
 
 MOUNT_HELP = """\
@@ -132,7 +133,7 @@ def main(argv=None):
             # from the upper and knows no redirects, so renamed directories are copied up whole
             # unless redirect_dir=on is asked for (the kernel's default is off too)
             spec = validate(spec_from_args(helper_form(argv), redirect_dir=False))
-            mountmod.mount(spec)
+            mountmod.mount(spec, layer_source)
             return 0
         args = parser.parse_args(argv)
         if args.command is None:
@@ -149,12 +150,12 @@ def main(argv=None):
         if args.command in serve_commands.COMMANDS:
             return serve_commands.run(args)
         if args.command == "mount":
-            mountmod.mount(validate(spec_from_args(args)))
+            mountmod.mount(validate(spec_from_args(args)), layer_source)
         elif args.command in ("umount", "unmount"):
             mountmod.umount(args.mountpoint)
         elif args.command == "_daemon":
             spec = validate(spec_from_args(args))
-            mountmod.run_daemon(spec, args.ready_fd)
+            mountmod.run_daemon(spec, args.ready_fd, layer_source)
         return 0
     except UnionfsError as e:   # every module's one-line failure, printed here only
         messages.error(e)

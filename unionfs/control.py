@@ -199,5 +199,5 @@ class ControlDir:
         doc = self.observer.snapshot()
         doc["open_files"] = len(self.ops.files)
         doc["listings"] = self.ops.listings()
-        doc["layers"] = [dict(l, source=which.layer_source(l["dir"])) for l in doc["layers"]]
+        doc["layers"] = [dict(l, source=self.observer.layer_name(l["dir"])) for l in doc["layers"]]
         return doc

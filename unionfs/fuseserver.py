@@ -33,6 +33,7 @@ import time
 from . import control
 from . import fuseproto as P
 from .fuseops import DETACHED
+from .core.observe import OPERATION
 from .observe import CHANGING
 
 log = logging.getLogger("unionfs")
@@ -488,14 +489,21 @@ class Server:
 
     # -- helpers
 
-    def _call(self, name, fn, *args, paths=()):
-        """Run one FuseOps call, timed into the stats and, for a change, traced."""
+    def _call(self, name, fn, *args, paths=(), cause=None):
+        """Run one FuseOps call, timed into the stats and, for a change, traced. While someone
+        traces, the union's events name the request as their cause (core.observe.OPERATION):
+        (name, *paths), or `cause`, (op, path, to), where the union's operation differs."""
+        token = (OPERATION.set(cause or (name, *paths, None, None)[:3])
+                 if self.bus.subscribers else None)
         t = time.perf_counter_ns()
         try:
             r = fn(*args)
         except OSError as e:
             self._record(name, t, -(e.errno or errno.EIO), paths)
             raise
+        finally:
+            if token is not None:
+                OPERATION.reset(token)
         self._record(name, t, r, paths)
         return r
 
@@ -701,7 +709,8 @@ class Server:
         if node is None or not self.nodes.opens.get(node):
             return False
         alias = self.nodes.hidden_path()
-        self._call("unlink", self.ops.detach, path, alias, paths=(path,))
+        self._call("unlink", self.ops.detach, path, alias, paths=(path,),
+                   cause=("unlink", path, alias))
         self.nodes.hide(node, alias)
         return True
 
@@ -780,7 +789,7 @@ class Server:
         node, path = self._hold(nid)
         backing = 0
         try:
-            fh = self._call("open", self.ops.open, path, flags)
+            fh = self._call("open", self.ops.open, path, flags, cause=("open", path, None))
             if self.passthrough and fh < control.FH_BASE:
                 try:
                     backing = self.channel.backing_open(fh)
@@ -823,7 +832,7 @@ class Server:
             path = self._child(nid, name)
             try:
                 fh = self._call("tmpfile", self.ops.create, path, mode,
-                                flags | os.O_CREAT | os.O_EXCL)
+                                flags | os.O_CREAT | os.O_EXCL, cause=("create", path, None))
                 break
             except FileExistsError:
                 continue
@@ -952,7 +961,7 @@ class Server:
         node, path = self._hold(nid)
         try:
             self._call("setxattr", self.ops.setxattr, path, name, bytes(data[end:end + size]),
-                       flags, paths=(path,))
+                       flags, paths=(path,), cause=("setxattr", path, name))
         finally:
             self.nodes.read_unlock(node)
         self.channel.reply(unique)
@@ -961,7 +970,8 @@ class Server:
         name, _ = _name(data)
         node, path = self._hold(nid)
         try:
-            self._call("removexattr", self.ops.removexattr, path, name, paths=(path,))
+            self._call("removexattr", self.ops.removexattr, path, name, paths=(path,),
+                       cause=("removexattr", path, name))
         finally:
             self.nodes.read_unlock(node)
         self.channel.reply(unique)

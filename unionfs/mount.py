@@ -36,12 +36,14 @@ def fuse_options(spec):
     return kw
 
 
-def run_daemon(spec, ready_fd=None):
-    """Serve the mount in this process until it is unmounted."""
+def run_daemon(spec, ready_fd=None, layer_name=None):
+    """Serve the mount in this process until it is unmounted; `layer_name` names layer
+    directories in its events and reports (observe.Recorder)."""
+    from .core.ids import IdMapper
+    from .core.union import Union
     from .fuseops import FuseOps
     from .fuseserver import Server
-    from .ids import IdMapper
-    from .union import Union
+    from .observe import Recorder
 
     os.umask(0)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -51,6 +53,7 @@ def run_daemon(spec, ready_fd=None):
                    spec.xattr_permissions)
     union = Union(spec.lowers, spec.upper, spec.work, redirect_dir=spec.redirect_dir,
                   sync=spec.sync, userxattr=spec.userxattr, ids=ids)
+    union.observer = Recorder(union, layer_name)
 
     def ready():
         if ready_fd is not None:
@@ -116,13 +119,15 @@ def recover_dead_mount(mountpoint):
     return mnt
 
 
-def mount(spec):
-    """Mount in the background and return once the mount answers; raises SpecError on failure."""
+def mount(spec, layer_name=None):
+    """Mount in the background and return once the mount answers; raises SpecError on failure.
+    `layer_name`: as for run_daemon, for a mount served in this process (foreground, debug); a
+    daemon of its own is started through cli, which names layers as the image store does."""
     if spec.dead_mount:
         spec.mountpoint = recover_dead_mount(spec.mountpoint)
         spec.dead_mount = False
     if spec.foreground or spec.debug:
-        run_daemon(spec)
+        run_daemon(spec, layer_name=layer_name)
         return None
     r, w = os.pipe()
     cmd = [sys.executable, "-m", "unionfs", "_daemon", "--ready-fd", str(w)] + spec.to_argv()

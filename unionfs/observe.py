@@ -9,9 +9,10 @@ Owned here:
   caused them). With no subscriber an emit costs one truth test. Each subscriber has its own
   bounded queue: a slow reader loses the oldest-undelivered events (counted, and announced to it
   by a ``dropped`` event), never grows the daemon's memory, never slows the writers.
-* ``Observer``: what the union calls at its change points (``union.observer``); it keeps the
-  counters the union does not (lookups served per layer, opaque dirs, redirects) and turns each
-  change into an event with the operation that caused it.
+* ``Recorder``: the union's observer (core/observe.py's interface, ``union.observer``), installed
+  by whoever serves the mount; it keeps the counters the union does not (lookups served per
+  layer, opaque dirs, redirects) and turns each change into an event carrying its cause, the
+  request the FUSE server names in ``core.observe.OPERATION``.
 
 Event format (version 1, one JSON object per line, stable: the web explorer reads it). Every
 event has ``v`` (1), ``seq`` (increasing; merged writes keep the last one), ``time`` (Unix
@@ -36,13 +37,12 @@ import collections
 import itertools
 import json
 import os
-import sys
 import threading
 import time
 
-from .layers import WHITEOUT, join
-from .lookup import lower_positive
-from .which import layer_source
+from .core.layers import WHITEOUT, join
+from .core.namei import lower_positive
+from .core.observe import OPERATION, Observer
 
 VERSION = 1
 RESERVOIR = 1024   # latencies kept per operation (the most recent ones)
@@ -50,12 +50,6 @@ QUEUE_MAX = 10_000  # events buffered per subscriber
 CHANGING = frozenset((
     "write", "create", "mkdir", "mknod", "symlink", "link", "unlink", "rmdir", "rename",
     "chmod", "chown", "truncate", "utimens", "setxattr", "removexattr", "fallocate"))
-_UNION_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "union.py")
-
-
-def op_name(fn_name):
-    """The FUSE operation of a binding method name: 'getattr_fuse_3' -> 'getattr'."""
-    return fn_name.rsplit("_fuse_", 1)[0]
 
 
 def _count_of(counter):
@@ -99,50 +93,6 @@ class OpStats:
                          "p50_us": round(percentile(values, 0.50) / 1000, 1),
                          "p99_us": round(percentile(values, 0.99) / 1000, 1)}
         return out
-
-
-# Attributes set here survive between requests only on threads whose Python thread state
-# persists: how Timed notices a thread it has not served before.
-_THREAD = threading.local()
-
-
-class Timed:
-    """Mixin for the FUSE binding class (before it in the bases): times every request.
-
-    The binding routes each request through ``_wrapper(func, *args)``; this one measures it with
-    ``perf_counter_ns`` and, when someone is tracing, emits an ``op`` event for changing ones.
-    A request on a thread not seen before first calls ``_thread_start`` (the binding may
-    prepare the thread there). Kept to bound-method calls only: it runs on every request."""
-
-    def __init__(self, operations, *args, **kwargs):
-        observer = operations.union.observer
-        self._slots = {}
-        self._stats = observer.ops
-        self._observer = observer
-        self._bus = observer.bus
-        self._base = super()._wrapper
-        super().__init__(operations, *args, **kwargs)
-
-    def _thread_start(self):
-        _THREAD.seen = True
-
-    def _wrapper(self, func, *args, _clock=time.perf_counter_ns, _thread=_THREAD):
-        try:
-            _thread.seen
-        except AttributeError:
-            self._thread_start()
-        t = _clock()
-        r = self._base(func, *args)
-        dt = _clock() - t
-        s = self._slots.get(func)
-        if s is None:
-            count, lat = self._stats.slot(op_name(func.__name__))
-            s = self._slots[func] = (count.__next__, lat.append)
-        s[0]()
-        s[1](dt)
-        if self._bus.subscribers:
-            self._observer.request(op_name(func.__name__), args, r, self.encoding, self.errors)
-        return r
 
 
 class Subscriber:
@@ -225,31 +175,15 @@ def encode(ev):
                       default=str).encode("utf-8", "surrogateescape") + b"\n"
 
 
-def _cause():
-    """(op, path, to) of the outermost Union method on this thread's stack: the operation that
-    caused a change (walked only when someone is tracing)."""
-    found = None
-    f = sys._getframe(2)
-    while f is not None:
-        code = f.f_code
-        if code.co_filename == _UNION_FILE and code.co_argcount > 1 and code.co_varnames[0] == "self":
-            found = f
-        f = f.f_back
-    if found is None:
-        return None, None, None
-    code = found.f_code
-    loc = found.f_locals
-    args = [loc.get(n) for n in code.co_varnames[1:min(code.co_argcount, 3)]]
-    args = [a for a in args if isinstance(a, str)] + [None, None]
-    op = {"detach": "unlink", "_exchange": "rename"}.get(code.co_name, code.co_name)
-    return op, args[0], args[1]
+class Recorder(Observer):
+    """The union's observer (``union.observer``, core/observe.py's interface): counters and
+    events. `layer_name` names a layer directory in events and reports (the image store's
+    ``store.layer_source`` for mounts the commands start; the directory itself by default)."""
 
-
-class Observer:
-    """The union's observability hooks (``union.observer``): counters and events."""
-
-    def __init__(self, union):
+    def __init__(self, union, layer_name=None):
         self.union = union
+        if layer_name is not None:
+            self.layer_name = layer_name
         self.ops = OpStats()
         self.bus = Bus()
         self.served = [0] * len(union.layers)  # resolutions (cache misses) per serving layer
@@ -276,7 +210,7 @@ class Observer:
         if self.bus.subscribers:
             size = hit.st.st_size if data and _is_reg(hit) else 0
             self._emit({"event": "copyup", "path": path, "layer": layer.index,
-                        "from": layer_source(layer.root), "bytes": size,
+                        "from": self.layer_name(layer.root), "bytes": size,
                         "us": (time.perf_counter_ns() - t0) // 1000})
 
     def whiteout(self, path):
@@ -285,7 +219,7 @@ class Observer:
             low = self._lower_entry(path)
             if low is not None:
                 ev["lower_layer"] = low[0].index
-                ev["lower_from"] = layer_source(low[0].root)
+                ev["lower_from"] = self.layer_name(low[0].root)
                 if _is_reg(low[1]):
                     ev["lower_bytes"] = low[1].st.st_size
             self._emit(ev)
@@ -345,7 +279,7 @@ class Observer:
 
     def _emit(self, ev):
         if ev["event"] != "op":
-            ev["op"], op_path, op_to = _cause()
+            ev["op"], op_path, op_to = OPERATION.get()
             if op_path is not None:
                 ev["op_path"] = op_path
             if op_to is not None:

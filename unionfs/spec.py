@@ -7,7 +7,7 @@ import tomllib
 from dataclasses import dataclass, field
 
 from .errors import UnionfsError
-from .ids import parse_mapping
+from .core.ids import parse_mapping
 from .mounts import dead_fuse_mount, is_unionfs_mount, mounted_paths
 
 # FUSE and mount options (name -> takes a value), for the FUSE server (unionfs/mount.py)

@@ -13,26 +13,24 @@ or marker that nothing shows, under a whiteout, an opaque directory or a non-dir
 ``hides_below`` is true on the entry that ends the merge when something below it is hidden.
 
 Virtual xattrs, read through the mount (never listed, never stored, not settable):
-``user.unionfs.source`` (the serving layer's directory, or ``sha256:<DiffID>`` for a layer of the
-image store) and ``user.unionfs.layers`` (the JSON report). ``NAME:child`` forms, read on a
+``user.unionfs.source`` (the serving layer as the union's observer names it: its directory, or
+``sha256:<DiffID>`` for a layer of the image store) and ``user.unionfs.layers`` (the JSON report). ``NAME:child`` forms, read on a
 directory, report its entry ``child`` even if it is deleted or is a symlink (the kernel allows
 ``user.*`` xattrs on regular files and directories only).
 """
 import errno
 import json
 import os
-import re
 import stat
 
-from .layers import WHITEOUT, join
-from .lookup import follow_redirect, probe
+from .core.layers import WHITEOUT, join
+from .core.namei import follow_redirect, probe
 
 VERSION = 1
 XATTR_PREFIX = "user.unionfs."
 SOURCE = XATTR_PREFIX + "source"
 LAYERS = XATTR_PREFIX + "layers"
 XATTR_SIZE_MAX = 65536
-_STORE_LAYER = re.compile(r".*/layers/([0-9a-f]{64})/root")
 _TYPES = {stat.S_IFDIR: "dir", stat.S_IFREG: "file", stat.S_IFLNK: "symlink",
           stat.S_IFIFO: "fifo", stat.S_IFSOCK: "socket", stat.S_IFCHR: "chardev",
           stat.S_IFBLK: "blockdev"}
@@ -40,12 +38,6 @@ _TYPES = {stat.S_IFDIR: "dir", stat.S_IFREG: "file", stat.S_IFLNK: "symlink",
 
 def _err(code, path=None):
     return OSError(code, os.strerror(code), path)
-
-
-def layer_source(root):
-    """The DiffID of an image-store layer directory (STORE/layers/<hex>/root), else the dir."""
-    m = _STORE_LAYER.fullmatch(os.path.normpath(root))
-    return "sha256:" + m.group(1) if m else root
 
 
 def _walk_child(layers, parent, parent_rels, name):
@@ -135,7 +127,7 @@ def report(union, path):
     layers = []
     for n, (layer, rel, hit, state, stops) in enumerate(entries):
         e = {"index": layer.index, "role": "upper" if layer.writable else "lower",
-             "dir": layer.root, "source": layer_source(layer.root), "rel": rel,
+             "dir": layer.root, "source": union.observer.layer_name(layer.root), "rel": rel,
              "state": state, "type": _type(hit), "hides_below": stops and n + 1 < len(entries)}
         if hit is not WHITEOUT:
             if e["type"] == "file":

@@ -16,7 +16,7 @@ from tests.differential._diff import (File, P, attempt, errname, layers, ls, rea
                                       st, write)
 from tests.mountutil import (kernel_overlay_mount, requires_fuse, requires_overlay, snapshot,
                              unionfs_mount)
-from unionfs import whiteout as wo
+from unionfs.core import whiteout as wo
 
 pytestmark = [requires_fuse, requires_overlay]
 

@@ -32,7 +32,7 @@ import pytest
 from tests.differential._diff import (DIFFERENTIAL, OVL_OPAQUE, attempt, dict_diff, kind,
                                       upper_layout)
 from tests.mountutil import kernel_overlay_mount, snapshot, unionfs_mount
-from unionfs.sysutil import RENAME_EXCHANGE, RENAME_NOREPLACE, renameat2
+from unionfs.core.sysutil import RENAME_EXCHANGE, RENAME_NOREPLACE, renameat2
 
 pytestmark = DIFFERENTIAL
 

@@ -65,11 +65,26 @@ def layers(tmp_path, n_lowers=1):
 
 
 def make_union(lowers, upper, work, **kw):
-    from unionfs.union import Union
+    from unionfs.core.union import Union
     u = Union(lowers, upper, work, sync=False, **kw)
     if u.copier is not None:
         u.copier.clean()
     return u
+
+
+def union_env(tmp_path):
+    """(union, lower, upper, work): one lower holding f, d/a, d/sub/b, other/x and ln -> f."""
+    (lower,), upper, work = layers(tmp_path)
+    write(lower + "/f", b"lower data")
+    write(lower + "/d/a", b"A")
+    write(lower + "/d/sub/b", b"B")
+    write(lower + "/other/x", b"X")
+    os.symlink("f", lower + "/ln")
+    return make_union([lower], upper, work), lower, upper, work
+
+
+def errno_of(exc_info):
+    return exc_info.value.errno
 
 
 def names(union, path):

@@ -1,4 +1,4 @@
-from unionfs.cache import NEGATIVE, ResolutionCache
+from unionfs.core.cache import NEGATIVE, ResolutionCache
 
 
 def test_put_get():

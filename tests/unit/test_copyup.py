@@ -4,10 +4,11 @@ import stat
 
 import pytest
 
-from unionfs import copyup
-from unionfs import whiteout as wo
-from unionfs.copyup import Copier, copy_data, copy_xattrs, discard
-from tests.unit.helpers import mkdir, needs_root, read, write, xget, xset
+from unionfs.core import copyup
+from unionfs.core import whiteout as wo
+from unionfs.core.copyup import Copier, copy_data, copy_xattrs, discard
+from tests.unit.helpers import (make_union, mkdir, names, needs_root, read, union_env, uread,
+                                uwrite, write, xget, xset)
 
 # VFS_CAP_REVISION_2: magic_etc, then (permitted, inheritable) x 2 words; CAP_NET_BIND_SERVICE
 CAP_V2 = b"\x01\x00\x00\x02" + b"\x00\x04\x00\x00" + b"\x00" * 12
@@ -334,3 +335,93 @@ def test_copy_xattrs_skips_overlay_namespace(tmp_path):
     copy_xattrs(a, b)
     assert xget(b, "user.x") == b"1"
     assert os.listxattr(b) == ["user.x"]
+
+
+@pytest.fixture
+def env(tmp_path):
+    return union_env(tmp_path)
+
+
+# ---- copy-up through the union (orchestration: parents first, handles reopened) --------------
+
+@needs_root
+def test_open_for_write_copies_up_once(env):
+    u, lower, upper, _ = env
+    ino = u.getattr("/f")[1]
+    uwrite(u, "/f", b"UPPER")
+    assert u.stats["copyups"] == 1
+    assert u.stats["copyup_bytes"] == len(b"lower data")
+    assert read(upper + "/f") == b"UPPER data"
+    assert read(lower + "/f") == b"lower data"   # the lower is never written
+    uwrite(u, "/f", b"again")
+    assert u.stats["copyups"] == 1
+    assert uread(u, "/f") == b"again data"
+    assert u.getattr("/f")[1] == ino              # st_ino stable across copy-up
+
+
+@needs_root
+def test_copy_up_of_nested_file_copies_parents(env):
+    u, lower, upper, _ = env
+    uwrite(u, "/d/sub/b", b"b")
+    assert os.path.isdir(upper + "/d/sub")
+    assert read(upper + "/d/sub/b") == b"b"
+    assert sorted(os.listdir(upper + "/d")) == ["sub"]
+    assert names(u, "/d") == ["a", "sub"]
+    assert u.stats["copyups"] == 3               # /d, /d/sub, /d/sub/b
+
+
+@needs_root
+def test_o_trunc_copies_up_without_data(env):
+    u, lower, upper, _ = env
+    h = u.open("/f", os.O_WRONLY | os.O_TRUNC)
+    u.release(h)
+    assert u.stats["copyups"] == 1
+    assert u.stats["copyup_bytes"] == 0
+    assert read(upper + "/f") == b""
+    assert uread(u, "/f") == b""
+
+
+@needs_root
+def test_truncate_to_zero_copies_no_data(env):
+    u, lower, upper, _ = env
+    u.truncate("/f", 0)
+    assert u.stats["copyup_bytes"] == 0
+    assert read(upper + "/f") == b""
+    u.truncate("/other/x", 10)
+    assert read(upper + "/other/x") == b"X" + b"\0" * 9
+
+
+@needs_root
+def test_st_ino_unchanged_across_copy_up(env):
+    u = env[0]
+    before = u.getattr("/d/a")[1]
+    dir_before = u.getattr("/d")[1]
+    u.chmod("/d/a", 0o600)
+    assert u.getattr("/d/a")[1] == before
+    assert u.getattr("/d")[1] == dir_before
+    # and after the resolution cache is gone (a fresh Union over the same layers: a remount)
+    u2 = make_union([u.layers[1].root], u.upper.root, os.path.dirname(u.copier.workdir))
+    assert u2.getattr("/d/a")[1] == before
+
+
+@needs_root
+def test_handle_opened_on_lower_reads_copy_up_data(env):
+    u, lower, upper, _ = env
+    r = u.open("/f", os.O_RDONLY)
+    assert u.read(r, 100, 0) == b"lower data"
+    w = u.open("/f", os.O_RDWR)
+    u.write(w, b"NEW", 0)
+    u.release(w)
+    assert u.read(r, 100, 0) == b"NEWer data"
+    u.release(r)
+    assert read(lower + "/f") == b"lower data"
+
+
+@needs_root
+def test_handle_on_lower_follows_rename_then_copy_up(env):
+    u = env[0]
+    r = u.open("/f", os.O_RDONLY)
+    u.rename("/f", "/g")
+    uwrite(u, "/g", b"moved")
+    assert u.read(r, 100, 0) == b"moved data"
+    u.release(r)

@@ -14,7 +14,7 @@ from unionfs.image.commit import write_layer
 from unionfs.image.importer import import_archive
 from unionfs.image.store import Store
 from unionfs.image.extract import extract_tar
-from unionfs.union import Union
+from unionfs.core.union import Union
 from tests.mountutil import load_script
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (char 0/0, trusted.* xattrs)")

@@ -8,9 +8,9 @@ import tarfile
 
 import pytest
 
-from unionfs import ids
-from unionfs import whiteout as wo
-from unionfs.ids import IdMapper, Override, format_override, parse_override
+from unionfs.core import ids
+from unionfs.core import whiteout as wo
+from unionfs.core.ids import IdMapper, Override, format_override, parse_override
 from unionfs.image.extract import Extractor, extract_tar
 from tests.mountutil import load_script
 from tests.unit.helpers import make_union

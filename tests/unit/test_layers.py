@@ -3,8 +3,8 @@ import stat
 
 import pytest
 
-from unionfs import whiteout as wo
-from unionfs.layers import WH, WHITEOUT, Hit, Layer, LowerLayer, join
+from unionfs.core import whiteout as wo
+from unionfs.core.layers import WH, WHITEOUT, Hit, Layer, LowerLayer, join
 from tests.unit.helpers import mkdir, needs_root, whiteout, write, xset
 
 

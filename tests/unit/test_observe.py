@@ -7,6 +7,8 @@ import pytest
 
 from tests.unit.helpers import layers, make_union, mkdir, needs_root, whiteout, write, xset
 from unionfs import observe, which
+from unionfs.core.observe import Observer, operation
+from unionfs.image.store import layer_source
 from unionfs.observe_cli import describe, narrate, prometheus
 
 
@@ -16,6 +18,12 @@ def _events(sub):
 
 def _strip(ev, keys=("v", "seq", "time", "tid", "us")):
     return {k: v for k, v in ev.items() if k not in keys}
+
+
+def recorded(union, layer_name=None):
+    """The union with the recorder a mount installs (mount.run_daemon)."""
+    union.observer = observe.Recorder(union, layer_name)
+    return union
 
 
 # ---- counters and the bus -------------------------------------------------------------------
@@ -90,16 +98,18 @@ def env(tmp_path):
     write(lower + "/f", b"0123456789")
     write(lower + "/d/a", b"A")
     write(lower + "/d/sub/b", b"BB")
-    u = make_union([lower], upper, work)
+    u = recorded(make_union([lower], upper, work))
     return u, lower, upper, u.observer.bus.subscribe()
 
 
 @needs_root
 def test_copyup_event_has_bytes_and_cause(env):
     u, lower, upper, sub = env
-    h = u.open("/f", os.O_WRONLY | os.O_APPEND)
+    with operation("open", "/f"):
+        h = u.open("/f", os.O_WRONLY | os.O_APPEND)
     u.release(h)
-    h = u.open("/f", os.O_WRONLY)  # already up: no second event
+    with operation("open", "/f"):
+        h = u.open("/f", os.O_WRONLY)  # already up: no second event
     u.release(h)
     evs = _events(sub)
     assert [_strip(e) for e in evs] == [
@@ -112,7 +122,8 @@ def test_copyup_event_has_bytes_and_cause(env):
 @needs_root
 def test_unlink_of_lower_file_is_one_whiteout_event(env):
     u, lower, upper, sub = env
-    u.unlink("/f")
+    with operation("unlink", "/f"):
+        u.unlink("/f")
     assert [_strip(e) for e in _events(sub)] == [
         {"event": "whiteout", "path": "/f", "upper": upper + "/f", "lower_layer": 1,
          "lower_from": lower, "lower_bytes": 10, "op": "unlink", "op_path": "/f"}]
@@ -126,7 +137,8 @@ def test_rmdir_then_mkdir_of_merged_dir_is_opaque(env):
     u.rmdir("/d/sub")
     u.rmdir("/d")
     sub.get(0)
-    u.mkdir("/d", 0o755, (0, 0))
+    with operation("mkdir", "/d"):
+        u.mkdir("/d", 0o755, (0, 0))
     assert [_strip(e) for e in _events(sub)] == [
         {"event": "opaque", "path": "/d", "upper": upper + "/d", "hides": True, "op": "mkdir",
          "op_path": "/d"}]
@@ -136,13 +148,51 @@ def test_rmdir_then_mkdir_of_merged_dir_is_opaque(env):
 @needs_root
 def test_rename_of_lower_dir_is_redirect(env):
     u, lower, upper, sub = env
-    u.rename("/d", "/e")
+    with operation("rename", "/d", "/e"):
+        u.rename("/d", "/e")
     evs = [_strip(e) for e in _events(sub)]
     assert [e["event"] for e in evs] == ["copyup", "redirect", "whiteout"]
     assert evs[1] == {"event": "redirect", "path": "/e", "upper": upper + "/e", "redirect": "d",
                       "op": "rename", "op_path": "/d", "op_to": "/e"}
     assert evs[2]["path"] == "/d" and evs[2]["upper"] == upper + "/d"
     assert u.observer.redirects == 1
+
+
+@needs_root
+def test_event_cause_is_only_the_operation_the_caller_names(env):
+    """No stack inspection: a change made outside any named request has no cause, and the
+    cause is the request, not the union method that made the change."""
+    u, lower, upper, sub = env
+    u.unlink("/d/a")
+    with operation("setxattr", "/d/sub/b", "user.x"):
+        u.copy_up("/d/sub/b")
+    evs = [_strip(e) for e in _events(sub)]
+    assert [(e["event"], e["path"], e["op"]) for e in evs] == [
+        ("copyup", "/d", None), ("whiteout", "/d/a", None), ("copyup", "/d/sub", "setxattr"),
+        ("copyup", "/d/sub/b", "setxattr")]
+    assert "op_path" not in evs[0] and evs[3]["op_path"] == "/d/sub/b"
+    assert evs[3]["op_to"] == "user.x"
+
+
+@needs_root
+def test_layers_are_named_by_the_callable_the_mount_passes(tmp_path):
+    (lower,), upper, work = layers(tmp_path)
+    write(lower + "/f", b"0123456789")
+    u = recorded(make_union([lower], upper, work), lambda root: "named:" + root)
+    sub = u.observer.bus.subscribe()
+    u.unlink("/f")
+    assert _events(sub)[0]["lower_from"] == "named:" + lower
+    assert which.report(u, "/")["layers"][1]["source"] == "named:" + lower
+
+
+def test_a_union_nobody_observes_has_the_core_default(tmp_path):
+    (lower,), upper, work = layers(tmp_path)
+    write(lower + "/f", b"x")
+    u = make_union([lower], upper, work)
+    assert type(u.observer) is Observer
+    u.lookup("/f")
+    u.unlink("/f")
+    assert u.lookup("/f") is None and which.report(u, "/")["layers"][1]["source"] == lower
 
 
 @needs_root
@@ -159,7 +209,7 @@ def test_lookups_served_per_layer_and_negative(tmp_path):
     write(l1 + "/a")
     write(l2 + "/b")
     write(upper + "/c")
-    u = make_union([l1, l2], upper, work)
+    u = recorded(make_union([l1, l2], upper, work))
     for p in ("/a", "/b", "/c", "/nope", "/a"):
         u.lookup(p)
     assert u.observer.served == [1, 1, 1]
@@ -266,9 +316,9 @@ def test_which_xattrs(stack3):
 
 def test_image_store_layers_are_named_by_diffid():
     hexid = "ab" * 32
-    assert which.layer_source("/var/lib/unionfs/layers/%s/root" % hexid) == "sha256:" + hexid
-    assert which.layer_source("/var/lib/unionfs/layers/%s/root/" % hexid) == "sha256:" + hexid
-    assert which.layer_source("/srv/layers/x/root") == "/srv/layers/x/root"
+    assert layer_source("/var/lib/unionfs/layers/%s/root" % hexid) == "sha256:" + hexid
+    assert layer_source("/var/lib/unionfs/layers/%s/root/" % hexid) == "sha256:" + hexid
+    assert layer_source("/srv/layers/x/root") == "/srv/layers/x/root"
 
 
 # ---- what the commands print ----------------------------------------------------------------

@@ -314,11 +314,14 @@ def test_cli_spec_file_errors(d, tmp_path, capsys, no_mount):
 
 def test_cli_valid_spec_reaches_mount(d, monkeypatch, capsys):
     from unionfs import mount as mountmod
+    from unionfs.image.store import layer_source
     seen = []
-    monkeypatch.setattr(mountmod, "mount", lambda spec: seen.append(spec))
+    monkeypatch.setattr(mountmod, "mount",
+                        lambda spec, layer_name: seen.append((spec, layer_name)))
     assert cli.main(["mount", "--lower", "%s:%s" % (d.l1, d.l2), "--upper", d.up,
                      "--work", d.wk, "-o", "volatile", d.mnt]) == 0
-    (spec,) = seen
+    ((spec, layer_name),) = seen
+    assert layer_name is layer_source  # image layers in events and reports: by DiffID
     assert spec.lowers == [d.l1, d.l2] and spec.upper == d.up and spec.work == d.wk
     assert spec.sync is False and spec.mountpoint == d.mnt
 
@@ -326,7 +329,7 @@ def test_cli_valid_spec_reaches_mount(d, monkeypatch, capsys):
 def test_cli_os_error_is_one_line(d, monkeypatch, capsys):
     from unionfs import mount as mountmod
 
-    def fail(spec):
+    def fail(spec, layer_name):
         raise PermissionError(13, "Permission denied", "/dev/fuse")
     monkeypatch.setattr(mountmod, "mount", fail)
     assert cli.main(["mount", "--lower", d.l1, d.mnt]) == 1

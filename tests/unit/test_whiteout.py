@@ -3,7 +3,7 @@ import stat
 
 import pytest
 
-from unionfs import whiteout as wo
+from unionfs.core import whiteout as wo
 from tests.unit.helpers import mkdir, needs_root, whiteout, write, xset, xget
 
 

@@ -23,9 +23,9 @@ cannot express a rename.
 import os
 import stat
 
-from .. import whiteout as wo
+from ..core import whiteout as wo
 from ..inspect.renames import walk
-from ..union import Union
+from ..core.union import Union
 from .errors import ImageError
 
 _ORIGINS = tuple(ns + "unionfs.ino" for ns in wo.READ_PREFIXES)

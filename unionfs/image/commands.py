@@ -21,7 +21,7 @@ from ..spec import MountSpec, parse_options, split_escaped, validate
 from . import digest, registry_commands
 from .errors import ImageError
 from .progress import human
-from .store import Store, default_root, rmtree
+from .store import Store, default_root, layer_source, rmtree
 
 COMMANDS = {"image", "diff", "commit"} | registry_commands.TOP_COMMANDS
 _IMAGE_PARSER = None
@@ -480,7 +480,7 @@ def cmd_mount(args):
         spec.upper, spec.work = os.path.join(d, "upper"), os.path.join(d, "work")
     try:
         spec = validate(spec)
-        pid = mountmod.mount(spec)
+        pid = mountmod.mount(spec, layer_source)
     except BaseException:
         if created:   # an upper made for this mount only: not left behind by a failed mount
             rmtree(created)

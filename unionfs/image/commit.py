@@ -17,7 +17,7 @@ import os
 import stat
 import tarfile
 
-from .. import ids
+from ..core import ids
 from . import extract
 from .digest import HashingWriter
 from .store import normalize_ref, now_iso, rmtree, write_json_atomic

@@ -34,8 +34,8 @@ import stat
 import sys
 import tarfile
 
-from .. import ids
-from .. import whiteout as wo
+from ..core import ids
+from ..core import whiteout as wo
 from .errors import ImageError
 
 WH_PREFIX = ".wh."

@@ -40,6 +40,7 @@ _ID_PREFIX = re.compile(r"^(sha256:)?([0-9a-f]{3,64})$")
 _REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:-]*$")
 _UPPER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 SEARCH_PREFIXES = ("localhost/", "docker.io/library/", "docker.io/")
+_LAYER_ROOT = re.compile(r".*/layers/([0-9a-f]{64})/root")
 
 
 def default_root():
@@ -50,6 +51,13 @@ def default_root():
         return "/var/lib/unionfs"
     base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
     return os.path.join(base, "unionfs")
+
+
+def layer_source(root):
+    """How reports name a layer directory: the DiffID of a store layer (any
+    STORE/layers/<hex>/root), else the directory (given to a mount's observer)."""
+    m = _LAYER_ROOT.fullmatch(os.path.normpath(root))
+    return "sha256:" + m.group(1) if m else root
 
 
 def now_iso():

@@ -5,7 +5,7 @@ import os
 import tarfile
 import threading
 
-from .. import whiteout as wo
+from ..core import whiteout as wo
 
 _TYPES = {tarfile.DIRTYPE: "dir", tarfile.SYMTYPE: "symlink", tarfile.LNKTYPE: "hardlink",
           tarfile.CHRTYPE: "char", tarfile.BLKTYPE: "block", tarfile.FIFOTYPE: "fifo"}

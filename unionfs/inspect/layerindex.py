@@ -5,7 +5,7 @@ one; nothing below it is read), so an index of a hostile layer stays inside the 
 keeps a list of directories, not a recursion, and reaches each through a directory fd opened
 beneath the layer root (sysutil.open_deep, as the mount does), so paths longer than PATH_MAX and
 thousands of levels deep are read like any others. Whiteouts
-and opaque markers are recognised only through :mod:`unionfs.whiteout` (every form it documents:
+and opaque markers are recognised only through :mod:`unionfs.core.whiteout` (every form it documents:
 OCI ``.wh.<name>`` / ``.wh..wh..opq``, the kernel's char 0/0 and ``overlay.opaque``, xattr
 whiteouts), so this module knows no marker format of its own.
 
@@ -21,10 +21,10 @@ import os
 import stat
 from dataclasses import dataclass, field
 
-from .. import ids
-from .. import whiteout as wo
+from ..core import ids
+from ..core import whiteout as wo
+from ..core.sysutil import O_PATH, PATH_LIMIT, open_deep, short_path
 from ..image.errors import ImageError
-from ..sysutil import O_PATH, PATH_LIMIT, open_deep, short_path
 
 KINDS = {stat.S_IFREG: "file", stat.S_IFDIR: "dir", stat.S_IFLNK: "symlink",
          stat.S_IFCHR: "char", stat.S_IFBLK: "block", stat.S_IFIFO: "fifo",

@@ -1,7 +1,7 @@
 """Renamed directories (``overlay.redirect``) seen exactly as the union sees them.
 
 A directory the union renamed carries a redirect: layers below it are searched at the old path
-(unionfs/lookup.py: a relative redirect is a name in the parent's lower directories, an absolute
+(unionfs/core/namei.py: a relative redirect is a name in the parent's lower directories, an absolute
 one a path from each lower layer's root). Nothing here re-implements that: the union's own
 ``resolve_child`` walks layers read through ``LowerLayer`` (every marker format, any layer
 directory, an upper included), and ``merged_entries`` lists a merged directory.
@@ -10,9 +10,9 @@ Used by the inspection timeline (what a layer's renamed directories show, entry 
 the layer each entry comes from) and by image/changes.py (a renamed directory is written out in
 full).
 """
-from ..layers import LowerLayer, join
-from ..lookup import Node, resolve_child, resolve_root
-from ..readdir import merged_entries
+from ..core.layers import LowerLayer, join
+from ..core.namei import Node, resolve_child, resolve_root
+from ..core.readdir import merged_entries
 
 
 def lower_layers(roots):

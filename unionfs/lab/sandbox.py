@@ -20,7 +20,7 @@ import subprocess
 import tempfile
 
 from .. import mount as mountmod
-from .. import whiteout as wo
+from ..core import whiteout as wo
 from ..mounts import mounted_paths
 from ..spec import MountSpec, SpecError, validate
 

@@ -1,6 +1,7 @@
 """The resolution cache: merged path -> Node (or a negative entry), with explicit invalidation.
 
-Validity rules, all enforced by the callers in union.py through two calls:
+Validity rules, all enforced by the union's operations (union.py, dir.py, copyup.py) through two
+calls:
 
 * ``forget(path)``: the resolution of one path changed (created, removed, copied up, its markers
   changed);

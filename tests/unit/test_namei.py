@@ -4,8 +4,8 @@ import stat
 
 import pytest
 
-from unionfs.layers import Layer, LowerLayer
-from unionfs.lookup import check_name, lower_positive, resolve_child, resolve_root
+from unionfs.core.layers import Layer, LowerLayer
+from unionfs.core.namei import check_name, lower_positive, resolve_child, resolve_root
 from tests.unit.helpers import mkdir, needs_root, read, whiteout, write, xset
 
 
@@ -267,7 +267,7 @@ def _describe(layers, node, path, out):
     """{path: (serving layer, rel, [component layers])} for the whole merged tree below node."""
     out[path] = (node.top[0].index, node.top[1], [c[0].index for c in node.comps])
     if node.is_dir:
-        from unionfs.readdir import merged_entries
+        from unionfs.core.readdir import merged_entries
         for name, _code in merged_entries(node):
             child = resolve_child(layers, node, name)
             if child is not None:
@@ -283,7 +283,7 @@ def test_name_index_of_deep_stacks_resolves_like_the_full_walk(tmp_path, seed, m
     does: whiteouts, opaque directories, files over directories, relative and absolute
     redirects, names in only some layers."""
     import random
-    import unionfs.lookup as lookup
+    import unionfs.core.namei as namei
     rnd = random.Random(seed)
     dirs, layers = stack(tmp_path, n_lowers=7)
     names = ["a", "b", "c", "d", "e"]
@@ -305,7 +305,7 @@ def test_name_index_of_deep_stacks_resolves_like_the_full_walk(tmp_path, seed, m
             elif r < 0.6:
                 whiteout(p)
     indexed = _describe(layers, resolve_root(layers), "/", {})
-    monkeypatch.setattr(lookup, "INDEX_MIN", 10 ** 9)
+    monkeypatch.setattr(namei, "INDEX_MIN", 10 ** 9)
     plain = _describe(layers, resolve_root(layers), "/", {})
     assert indexed == plain
     assert resolve_root(layers).lower_names() is None     # the switch really switched
@@ -317,4 +317,4 @@ def test_name_index_of_deep_stacks_resolves_like_the_full_walk(tmp_path, seed, m
         first = next((h for h in (layers[j].find("", name) for j in range(1, 8))
                       if h is not None), None)
         assert lower_positive(layers, root, name) == (first is not None
-                                                      and first is not lookup.WHITEOUT)
+                                                      and first is not namei.WHITEOUT)

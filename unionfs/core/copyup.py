@@ -1,4 +1,6 @@
-"""Atomic copy-up of one entry into the upper layer, through the work directory.
+"""Copy-up: one entry atomically into the upper layer through the work directory (`Copier`), and
+its orchestration for the union (`CopyUpOps`: ancestors first, under the write lock, then the
+cache and the kernel told and lower handles reopened on the copy).
 
 Order (that of the kernel's fs/overlayfs/copy_up.c, adapted to what userspace can do):
 a temporary entry is made in ``WORK/work``; file data is copied (holes stay holes:
@@ -9,7 +11,7 @@ number for a stable ``st_ino``; then times; the data is fsync'd; one ``rename`` 
 complete entry. A daemon killed at any point leaves either the lower version visible or the whole
 copy; leftovers in ``WORK/work`` are removed at the next mount (``clean``).
 
-The caller copies parents first and holds the union's write lock.
+`Copier` is given parents already copied and is called under the union's write lock.
 """
 import errno
 import itertools
@@ -19,6 +21,7 @@ import stat
 
 from . import whiteout as wo
 from .ids import IdMapper
+from .namei import err, split
 from .sysutil import O_PATH, fd_path, open_regular
 
 _CHUNK = 1 << 20
@@ -188,3 +191,83 @@ def discard(path):
             os.unlink(path)
     except FileNotFoundError:
         pass
+
+
+class CopyUpOps:
+    """Copy-up orchestration, a mixin of `union.Union` (why: union.py's docstring): parents
+    first, under the write lock, the cache and the kernel told, lower handles reopened."""
+
+    def copy_up(self, path, data=True):
+        """Copy a merged entry (parents first) into the upper layer; returns its new Node."""
+        self._writable(path)
+        with self.wlock:
+            node = self.resolve(path)
+            if node.in_upper:
+                return node
+            if path in self._orphans:
+                raise err(errno.ENOENT, path)  # unlinked while open: no name to copy up to (the kernel: ENOENT)
+            parent = split(path)[0]
+            self._upper_dir(parent)
+            layer, rel, hit = node.comps[0]
+            # as the kernel: a file with other lower names gets an inode number of its own
+            # (its copy-up breaks the link), any other entry keeps the lower's
+            origin = None if node.is_dir or hit.st.st_nlink > 1 else self.ino_of(node)
+            t0 = self.observer.clock()
+            pst = os.lstat(self.upper.real(parent[1:]))
+            self.copier.copy(layer.real(rel), hit.st, self.upper.real(path[1:]), data, origin)
+            # as the kernel: a copy-up leaves the parent's times as they were
+            os.utime(self.upper.real(parent[1:]), ns=(pst.st_atime_ns, pst.st_mtime_ns),
+                     follow_symlinks=False)
+            self.stats["copyups"] += 1
+            if data and stat.S_ISREG(hit.st.st_mode):
+                self.stats["copyup_bytes"] += hit.st.st_size
+            self.observer.copied_up(path, layer, hit, data, t0)
+            self.cache.forget(path)
+            if self.on_invalidate is not None:
+                # the entry's link count (a directory now merged), ctime and perhaps st_ino
+                # changed, and its parent's ctime: also when the request named another path
+                self.on_invalidate([path, parent], False)
+            new = self.resolve(path)
+            if origin is not None or node.is_dir:
+                new.ino = node.ino
+            self._reopen_handles(path, new)
+            return new
+
+    def _copy_tree_up(self, path):
+        """Copy a merged directory and all it shows into the upper, so that it can move without
+        a redirect (redirect_dir=off; what container storage needs, as it builds layers from
+        the upper and knows no redirects). Its whiteouts stay until it has moved."""
+        stack = [path]
+        while stack:
+            d = stack.pop()
+            self._upper_dir(d)
+            base = d if d != "/" else ""
+            for name, _code, _ino, _full in self.listdir(d)[2:]:
+                child = base + "/" + name
+                cnode = self.resolve(child)
+                if cnode.is_dir:
+                    if cnode.has_lower:
+                        stack.append(child)
+                elif not cnode.in_upper:
+                    self.copy_up(child)
+        return self.resolve(path)
+
+    def _copied_up(self, path):
+        self._writable(path)
+        node = self.resolve(path)
+        return node if node.in_upper else self.copy_up(path)
+
+    def _upper_dir(self, path):
+        node = self.resolve(path)
+        if not node.is_dir:
+            raise err(errno.ENOTDIR, path)
+        return node if node.in_upper else self.copy_up(path)
+
+    def _reopen_handles(self, path, node):
+        """Readers that opened the lower file now read the upper copy, as on the kernel."""
+        handles = self._lower_handles.pop(path, ())
+        for h in handles:
+            fd = open_regular(self.real(node), os.O_RDONLY)
+            os.dup2(fd, h.fd)
+            os.close(fd)
+            h.lower = False

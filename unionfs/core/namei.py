@@ -76,6 +76,15 @@ class Node:
         return m.get(index)
 
 
+def err(code, path=None):
+    return OSError(code, os.strerror(code), path)
+
+
+def split(path):
+    parent, _, name = path.rpartition("/")
+    return parent or "/", name
+
+
 def check_name(name):
     if len(os.fsencode(name)) > NAME_MAX:
         raise OSError(errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG), name)

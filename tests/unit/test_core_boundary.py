@@ -1,0 +1,55 @@
+"""unionfs/core imports nothing outside itself but the standard library, and its modules import
+each other without a circle (the layering the style guide asks for: fuse -> core -> layers)."""
+import ast
+import pathlib
+import sys
+
+import unionfs.core
+
+CORE = pathlib.Path(unionfs.core.__file__).parent
+
+
+def _imports(path):
+    """[(level, module)] of every import statement in a file (the names of `from . import x`
+    count as modules)."""
+    out = []
+    for n in ast.walk(ast.parse(path.read_text())):
+        if isinstance(n, ast.Import):
+            out += [(0, a.name) for a in n.names]
+        elif isinstance(n, ast.ImportFrom):
+            if n.module is None:
+                out += [(n.level, a.name) for a in n.names]
+            else:
+                out.append((n.level, n.module))
+    return out
+
+
+def test_core_imports_only_itself_and_the_standard_library():
+    outside = []
+    for path in sorted(CORE.glob("*.py")):
+        for level, mod in _imports(path):
+            top = mod.split(".")[0]
+            if level == 0 and top not in sys.stdlib_module_names:
+                outside.append((path.name, mod))
+            elif level > 1 or (level == 1 and not (CORE / (top + ".py")).exists()):
+                outside.append((path.name, "." * level + mod))
+    assert outside == []
+
+
+def test_core_modules_import_each_other_without_a_circle():
+    graph = {p.stem: {m.split(".")[0] for lvl, m in _imports(p) if lvl == 1}
+             for p in CORE.glob("*.py")}
+    done, stack = set(), []
+
+    def visit(mod):
+        assert mod not in stack, "import circle: %s" % " -> ".join(stack + [mod])
+        if mod in done:
+            return
+        stack.append(mod)
+        for dep in sorted(graph.get(mod, ())):
+            visit(dep)
+        stack.pop()
+        done.add(mod)
+    for mod in sorted(graph):
+        visit(mod)
+    assert {"union", "namei", "dir", "file", "copyup", "readdir", "observe"} <= set(graph)

@@ -1,0 +1,80 @@
+"""Merged directory listings: each name once, top layer first, whiteouts removed; and the
+union's listing of a directory with each entry's inode number and attributes (`ReaddirOps`).
+
+A listing is taken whole when a directory is opened and served from that snapshot, so offsets are
+stable for seekdir/telldir and a program may delete entries while it iterates. The components of
+a merged directory already stop at the first opaque layer (namei.py), so opaque directories need
+no special case here.
+"""
+import errno
+import stat
+
+from .layers import WH
+from .namei import err, split
+
+
+def merged_entries(node):
+    """[(name, S_IFMT code)] of a merged directory, in layer order."""
+    seen = set()
+    out = []
+    for layer, rel, _hit in node.comps:
+        for name, code in layer.list(rel):
+            if name in seen:
+                continue
+            seen.add(name)
+            if code != WH:
+                out.append((name, code))
+    return out
+
+
+def is_empty(node):
+    """True when the merged directory shows no entry (whiteouts do not count)."""
+    seen = set()
+    for layer, rel, _hit in node.comps:
+        for name, code in layer.list(rel):
+            if name in seen:
+                continue
+            if code != WH:
+                return False
+            seen.add(name)
+    return True
+
+
+class ReaddirOps:
+    """The merged listing with per-entry attributes, a mixin of `union.Union` (why: union.py's
+    docstring); listings are cached by the union's resolution cache."""
+
+    def listdir(self, path, plus=False):
+        """[(name, S_IFMT, st_ino, full)] of a merged directory, '.' and '..' first; with plus,
+        full is what getattr would return for the entry (readdirplus), else None."""
+        node = self.resolve(path)
+        if not node.is_dir:
+            raise err(errno.ENOTDIR, path)
+        parent = self.lookup(split(path)[0]) if path != "/" else node
+        out = [(".", stat.S_IFDIR, self.ino_of(node), None),
+               ("..", stat.S_IFDIR, self.ino_of(parent), None)]
+        base = "" if path == "/" else path
+        children = self.cache.get_listing(path)
+        if children is None:
+            gen = self.cache.generation
+            children = []
+            for name, code in merged_entries(node):
+                # d_ino must equal st_ino: resolve each entry (this also warms the cache)
+                child = self.lookup(base + "/" + name)
+                if child is not None:
+                    # what a lower layer serves cannot change while the listing is cached
+                    # (a copy-up or removal drops it): its attributes are taken once
+                    fixed = None if child.in_upper else self._stat(base + "/" + name, child)
+                    if code == stat.S_IFREG and self.ids.override:  # maybe a device (ids.py)
+                        shown = fixed or self._stat(base + "/" + name, child)
+                        code = stat.S_IFMT(shown[0].st_mode)
+                    children.append((name, code, child, fixed))
+            self.cache.put_listing(path, children, gen)
+        for name, code, child, full in children:
+            if plus and full is None:
+                try:
+                    full = self._stat(base + "/" + name, child)
+                except FileNotFoundError:
+                    continue  # removed while we listed
+            out.append((name, code, self.ino_of(child), full if plus else None))
+        return out
