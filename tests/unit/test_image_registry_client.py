@@ -234,3 +234,55 @@ def test_registries_conf_mirrors(tmp_path, monkeypatch):
     assert auth.mirrors("docker.io/private/x", True) == [("m3.example/x", False)]
     assert auth.mirrors("quay.io/x", False) == []
     assert auth.is_insecure("m2.example:5000") and not auth.is_insecure("m1.example")
+
+
+def _conf(tmp_path, monkeypatch, text):
+    conf = tmp_path / "registries.conf"
+    conf.write_text(text)
+    monkeypatch.setenv("CONTAINERS_REGISTRIES_CONF", str(conf))
+
+
+def test_short_names_resolve_through_unqualified_search_registries(tmp_path, monkeypatch):
+    from unionfs.image.pull import candidates
+    _conf(tmp_path, monkeypatch, "")
+    assert [str(r) for r in candidates("busybox")] == ["docker.io/library/busybox:latest"]
+    _conf(tmp_path, monkeypatch, 'unqualified-search-registries = ["a.example", "b.example:5000"]\n'
+                                 'short-name-mode = "permissive"\n')
+    assert [str(r) for r in candidates("app:1")] == ["a.example/app:1", "b.example:5000/app:1"]
+    assert [str(r) for r in candidates("ns/app")] == ["a.example/ns/app:latest",
+                                                      "b.example:5000/ns/app:latest"]
+    assert [str(r) for r in candidates("quay.io/x:2")] == ["quay.io/x:2"]      # qualified
+    assert [str(r) for r in candidates("localhost/x")] == ["localhost/x:latest"]
+    _conf(tmp_path, monkeypatch, 'unqualified-search-registries = ["a.example", "b.example:5000"]\n')
+    with pytest.raises(ImageError) as e:        # enforcing by default, and unionfs never prompts
+        candidates("app:1")
+    assert "\n" not in str(e.value) and "a.example/app:1, b.example:5000/app:1" in str(e.value)
+    assert [str(r) for r in candidates("c.example/app:1")] == ["c.example/app:1"]
+    _conf(tmp_path, monkeypatch, 'unqualified-search-registries = ["a.example"]\n'
+                                 'short-name-mode = "enforcing"\n')
+    assert [str(r) for r in candidates("app")] == ["a.example/app:latest"]    # one: no ambiguity
+    _conf(tmp_path, monkeypatch, 'short-name-mode = "sometimes"\n'
+                                 'unqualified-search-registries = ["a.example", "b.example"]\n')
+    with pytest.raises(ImageError, match="short-name-mode"):
+        candidates("app")
+    _conf(tmp_path, monkeypatch, 'unqualified-search-registries = ["a.example/ns"]\n')
+    with pytest.raises(ImageError, match="invalid registry"):
+        candidates("app")
+
+
+def test_pull_tries_the_search_registries_in_order(scripted, tmp_path, monkeypatch):
+    from unionfs.image.pull import pull
+    from unionfs.image.store import Store
+    unknown = (404, {}, b'{"errors":[{"code":"NAME_UNKNOWN","message":"repository name not known"}]}')
+    first = scripted({"/v2/app/manifests/1": [unknown]})
+    second = scripted({"/v2/app/manifests/1": [unknown]})
+    _conf(tmp_path, monkeypatch, 'unqualified-search-registries = ["%s", "%s"]\n'
+                                 'short-name-mode = "permissive"\n' % (first.host, second.host))
+    with pytest.raises(RegistryError) as e:
+        pull(Store(str(tmp_path / "store")), "app:1", tls_verify=False, quiet=True)
+    msg = str(e.value)
+    assert "\n" not in msg and "not found in any search registry" in msg
+    assert msg.index(first.host) < msg.index(second.host) and msg.count("NAME_UNKNOWN") == 2
+    assert [p for (_, p, _, _) in first.seen] == ["/v2/app/manifests/1"] == \
+        [p for (_, p, _, _) in second.seen if p != "/v2/"]
+    assert first.seen[-1][3] < second.seen[0][3]
