@@ -286,3 +286,40 @@ def test_pull_tries_the_search_registries_in_order(scripted, tmp_path, monkeypat
     assert [p for (_, p, _, _) in first.seen] == ["/v2/app/manifests/1"] == \
         [p for (_, p, _, _) in second.seen if p != "/v2/"]
     assert first.seen[-1][3] < second.seen[0][3]
+
+
+def test_prune_removes_what_no_pull_holds_and_stale_blobs_json(tmp_path):
+    import fcntl
+    import subprocess
+    import sys
+
+    from unionfs.image import remotes
+    from unionfs.image.store import Store, write_json_atomic
+    store = Store(str(tmp_path / "s"))
+    store.ensure()
+    dl = remotes.downloads_dir(store)
+    for n in ("a" * 64, "b" * 64 + ".part", "c" * 64 + ".part"):
+        with open(os.path.join(dl, n), "wb") as f:
+            f.write(b"x" * 1000)
+    busy = os.open(os.path.join(dl, "c" * 64 + ".part"), os.O_RDONLY)
+    fcntl.flock(busy, fcntl.LOCK_EX)          # a running pull is writing this one
+    with remotes.workspace(store) as live:
+        dead = store.path("registry", "work", "pull-dead")
+        os.makedirs(os.path.join(dead, "layer-x", "root"))
+        kept = "sha256:" + "d" * 64
+        os.makedirs(store.layer_dir(kept))
+        write_json_atomic(os.path.join(store.layer_dir(kept), "meta.json"), {"diff_id": kept})
+        image_id = store.add_image(json.dumps({"os": "linux", "architecture": "amd64", "rootfs": {
+            "type": "layers", "diff_ids": [kept]}}).encode())
+        store.set_tags({"localhost/x:1": image_id})   # so prune keeps the layer
+        rec = {"registry": "r", "repository": "x", "digest": "sha256:" + "e" * 64}
+        with store.lock():
+            remotes.remember(store, [(kept, rec), ("sha256:" + "f" * 64, rec)])
+        r = subprocess.run([sys.executable, "-m", "unionfs", "image", "prune", "--store",
+                            store.root], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert sorted(os.listdir(dl)) == ["c" * 64 + ".part"]
+        assert os.listdir(store.path("registry", "work")) == [os.path.basename(live)]
+        assert list(json.load(open(store.path("registry", "blobs.json")))) == [kept]
+    os.close(busy)
+    assert os.listdir(store.path("registry", "work")) == []
