@@ -605,3 +605,21 @@ def test_a_layer_is_built_while_the_next_downloads_and_outside_the_store_lock(re
                           ("download", second)]
     assert all(store.has_layer(d) for d in reg.info["diff_ids"])
     assert os.listdir(store.path("registry", "work")) == []
+
+
+def test_a_blob_left_by_an_earlier_pull_is_verified_again(reg, env, tmp_path):
+    """A blob this pull did not download itself (STORE/registry/downloads, from an interrupted
+    pull) is hashed again before its layer is built: a changed one registers nothing."""
+    store = str(tmp_path / "s")
+    dl = os.path.join(store, "registry", "downloads")
+    os.makedirs(dl)
+    blob = reg.info["blobs"][0]
+    with open(os.path.join(reg.layout, "blobs", "sha256", blob[7:]), "rb") as f:
+        data = bytearray(f.read())
+    data[-12] ^= 0xFF
+    with open(os.path.join(dl, blob[7:]), "wb") as f:
+        f.write(data)
+    r = pull(env, store, reg.host + "/base/img:1", ok=False)
+    assert "blob digest mismatch" in r.stderr and blob in r.stderr
+    assert uf(env, "image", "ls", "-q", "--store", store).stdout == ""
+    assert os.listdir(os.path.join(store, "registry", "work")) == []

@@ -54,8 +54,30 @@ def _drain(f):
         pass
 
 
-def fetch_layer(lref, diff_id, dest, what, progress, limits=None):
-    """Build dest/{layer.tar, root/, meta.json} for one layer, verifying everything."""
+class _VerifiedReader(HashingReader):
+    """A blob this process has just verified (a registry download, pull.py): counted, not hashed
+    a second time."""
+
+    def __init__(self, f, on_read, blob_digest):
+        super().__init__(f, on_read)
+        self.blob_digest = blob_digest
+
+    def read(self, size=-1):
+        data = self.f.read(size)
+        if data:
+            self.n += len(data)
+            if self.on_read:
+                self.on_read(len(data))
+        return data
+
+    def digest(self):
+        return self.blob_digest
+
+
+def fetch_layer(lref, diff_id, dest, what, progress, limits=None, blob_verified=False):
+    """Build dest/{layer.tar, root/, meta.json} for one layer, verifying everything.
+    blob_verified: the caller has just checked the blob against lref.blob_digest (and keeps
+    it from changing), so it is not hashed again; its size and DiffID still are checked."""
     limits = limits or Limits()
     os.mkdir(dest, 0o700)
     tar_path = os.path.join(dest, "layer.tar")
@@ -67,7 +89,8 @@ def fetch_layer(lref, diff_id, dest, what, progress, limits=None):
     progress.start(what, total)
     src = lref.open()
     try:
-        hr = HashingReader(src, progress.add)
+        hr = (_VerifiedReader(src, progress.add, lref.blob_digest)
+              if blob_verified and lref.blob_digest else HashingReader(src, progress.add))
         with open(tar_path, "wb") as out:
             hw = HashingWriter(out)
             guard = TarGuard(hw, what, limits, max_size=limits.max_layer_size)

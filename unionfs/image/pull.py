@@ -173,7 +173,8 @@ def _fetch_layers(store, client, ref, need, dl, work, board, jobs, builders=None
     builders = builders or int(os.environ.get("UF_BUILDERS", "0")) or os.cpu_count() or 2
 
     def download(diff_id, ld):
-        """The fds holding the blob (see _hold), or None when the store got the layer."""
+        """(fds holding the blob (see _hold), whether download_blob verified it in this
+        pull), or None when the store got the layer."""
         key = ld["digest"][7:19]
         dest = os.path.join(dl, ld["digest"][7:])
         size = ld.get("size") if isinstance(ld.get("size"), int) else None
@@ -185,7 +186,8 @@ def _fetch_layers(store, client, ref, need, dl, work, board, jobs, builders=None
         for _ in range(2):    # again if a prune or a concurrent pull removed it meanwhile
             if stop.is_set():
                 raise _Stopped()
-            if os.path.exists(dest):
+            verified = not os.path.exists(dest)   # else left by an earlier pull: hashed again
+            if not verified:
                 board.set(key, "Download complete")
             else:
                 client.download_blob(ref.repository, ld["digest"], dest, size, prog)
@@ -193,12 +195,12 @@ def _fetch_layers(store, client, ref, need, dl, work, board, jobs, builders=None
                 board.set(key, "Download complete")
             held = []
             if _hold(dest, held):
-                return held
+                return held, verified
             if store.has_layer(diff_id):
                 return None
         raise ImageError("blob %s left %s during the pull: pull again" % (ld["digest"], dl))
 
-    def build(diff_id, ld, held):
+    def build(diff_id, ld, held, verified):
         try:
             if store.has_layer(diff_id):
                 return None
@@ -208,7 +210,8 @@ def _fetch_layers(store, client, ref, need, dl, work, board, jobs, builders=None
                                     size=size, media_type=ld.get("mediaType"))
             what = "layer %d/%d (%s)" % (order[diff_id] + 1, n, hexd)
             layer = os.path.join(work, "layer-" + diff_id[7:])
-            fetch_layer(lref, diff_id, layer, what, ExtractProgress(board, stop))
+            fetch_layer(lref, diff_id, layer, what, ExtractProgress(board, stop),
+                        blob_verified=verified)
             return layer
         finally:
             for fd in held:
@@ -229,11 +232,11 @@ def _fetch_layers(store, client, ref, need, dl, work, board, jobs, builders=None
                                                     return_when=concurrent.futures.FIRST_COMPLETED)
             for f in done:
                 if f in downloads:
-                    held = f.result()
-                    if held is not None:
-                        d = downloads[f]
+                    got = f.result()
+                    if got is not None:
+                        d, (held, verified) = downloads[f], got
                         try:
-                            fut = bex.submit(build, d, need[d], held)
+                            fut = bex.submit(build, d, need[d], held, verified)
                         except BaseException:
                             for fd in held:
                                 os.close(fd)
