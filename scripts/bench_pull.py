@@ -20,6 +20,7 @@ as the machine is shared and single runs are noisy.
 import argparse
 import os
 import random
+import resource
 import shutil
 import statistics
 import subprocess
@@ -87,11 +88,23 @@ def layer_files(i, nbytes, rnd):
     return files
 
 
-def timed(cmd, env=None):
-    t = time.monotonic()
+CPU = {}   # command label -> [CPU seconds (user + system) of each run]
+
+
+def _cpu():
+    ru_ = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru_.ru_utime + ru_.ru_stime
+
+
+def timed(cmd, env=None, label=None):
+    """Wall seconds of cmd; its CPU seconds go to CPU[label]: on a shared machine the wall time
+    of a parallel pull depends on how many cores the others leave free, its CPU time less so."""
+    t, c = time.monotonic(), _cpu()
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
     if r.returncode != 0:
         raise SystemExit("%s failed: %s" % (" ".join(cmd[:4]), r.stderr.strip()[-400:]))
+    if label:
+        CPU.setdefault(label, []).append(_cpu() - c)
     return time.monotonic() - t
 
 
@@ -135,14 +148,16 @@ def main():
                 pulls.insert(run % 2, ("baseline image pull", os.path.join(d, "store-base"), base_env))
             for name, st, e in pulls:
                 results[name].append(timed(
-                    UNIONFS + ["image", "pull", "-q", "--tls-verify=false", "--store", st, ref], e))
+                    UNIONFS + ["image", "pull", "-q", "--tls-verify=false", "--store", st, ref], e,
+                    label=name))
             results["unionfs pull, layers stored"].append(timed(
                 UNIONFS + ["image", "pull", "-q", "--tls-verify=false", "--store", store, ref], env))
             results["unionfs image import (no network)"].append(timed(
-                UNIONFS + ["image", "import", "-q", "--store", os.path.join(d, "store2"), lay], env))
+                UNIONFS + ["image", "import", "-q", "--store", os.path.join(d, "store2"), lay], env,
+                label="unionfs image import (no network)"))
             results["skopeo copy (oci:)"].append(timed(
                 [ru.SKOPEO, "copy", "-q", "--src-tls-verify=false", "docker://" + ref,
-                 "oci:%s:1" % os.path.join(d, "oci")]))
+                 "oci:%s:1" % os.path.join(d, "oci")], label="skopeo copy (oci:)"))
             for jobs in (1, 3):
                 results["floor: build layers, %d thread%s" % (jobs, "s" if jobs > 1 else "")].append(
                     floor(lay, os.path.join(d, "floor%d" % jobs), jobs, env))
@@ -163,11 +178,12 @@ def main():
                     shutil.rmtree(pm.runbase, ignore_errors=True)
             shutil.rmtree(d, ignore_errors=True)
         sk = statistics.median(results["skopeo copy (oci:)"])
-        print("\n%-30s %10s %14s" % ("", "median s", "vs skopeo"))
+        print("\n%-34s %10s %10s %10s" % ("", "median s", "vs skopeo", "CPU s"))
         for k, v in results.items():
             if v:
                 m = statistics.median(v)
-                print("%-34s %10.2f %13.2fx" % (k, m, m / sk))
+                cpu = ("%10.2f" % statistics.median(CPU[k])) if k in CPU else ""
+                print("%-34s %10.2f %9.2fx %s" % (k, m, m / sk, cpu))
         if not podman:
             print("(podman skipped: %s)" % ("--no-podman" if a.no_podman else "needs podman and root"))
     finally:
