@@ -2,8 +2,10 @@
 
 The first component is a registry when it has a '.' or a ':' or is ``localhost``; otherwise the
 registry is ``docker.io`` and a one-component name is under ``library/`` (``busybox`` is
-``docker.io/library/busybox:latest``), as docker does. Without a tag or digest the tag is
-``latest``; with a digest the tag is only a label and the digest is what is fetched.
+``docker.io/library/busybox:latest``), as docker does; ``image pull`` first tries a short name
+in registries.conf's search registries when it lists any (pull.candidates). Without a tag or
+digest the tag is ``latest``; with a digest the tag is only a label and the digest is what is
+fetched.
 """
 import re
 
