@@ -6,14 +6,21 @@ incompressible and half text-like, in files of 64-512 kB.
 
 unionfs does more than skopeo (it also decompresses, checks DiffIDs and extracts every layer);
 podman does what unionfs does (into vfs storage). Also measured: a second pull of the stored
-image (manifest and config only), and ``image import`` of the same blobs from disk (the part of
-a pull that is not the network).
+image (manifest and config only), ``image import`` of the same blobs from disk (the part of
+a pull that is not the network), and the floor under any pull of ours: building the layers
+(importer.fetch_layer: hash, gunzip, check, write layer.tar, extract) from blobs on disk, timed
+inside one process, serially and three at a time in threads as pull does.
 
-    scripts/bench_pull.py [--layers 10] [--size-mb 200] [--runs 2]
+``--baseline DIR`` also times ``image pull`` of another checkout of unionfs (e.g. ``git archive
+main``), alternating with this one in the same run; every run prints its unionfs/skopeo ratios,
+as the machine is shared and single runs are noisy.
+
+    scripts/bench_pull.py [--layers 10] [--size-mb 200] [--runs 3] [--baseline DIR]
 """
 import argparse
 import os
 import random
+import resource
 import shutil
 import statistics
 import subprocess
@@ -27,6 +34,41 @@ sys.path.insert(0, REPO)
 from tests import registryutil as ru  # noqa: E402
 
 UNIONFS = [sys.executable, "-m", "unionfs"]
+
+FLOOR = r"""
+import concurrent.futures, json, os, sys, tempfile, time
+from unionfs.image import archive, importer
+from unionfs.image.progress import Progress
+lay, scratch, jobs = sys.argv[1], sys.argv[2], int(sys.argv[3])
+blobs = os.path.join(lay, "blobs", "sha256")
+def load(d):
+    with open(os.path.join(blobs, d[7:])) as f:
+        return json.load(f)
+with open(os.path.join(lay, "index.json")) as f:
+    man = load(json.load(f)["manifests"][0]["digest"])
+diff_ids = load(man["config"]["digest"])["rootfs"]["diff_ids"]
+src = archive.DirSource(blobs)
+def one(a):
+    ld, d = a
+    lref = archive.LayerRef(src, ld["digest"][7:], blob_digest=ld["digest"], size=ld["size"])
+    importer.fetch_layer(lref, d, os.path.join(scratch, d[7:]), "bench", Progress())
+t = time.monotonic()
+with concurrent.futures.ThreadPoolExecutor(jobs) as ex:
+    list(ex.map(one, zip(man["layers"], diff_ids)))
+print(time.monotonic() - t)
+"""
+
+
+def floor(lay, scratch, jobs, env):
+    os.makedirs(scratch)
+    try:
+        r = subprocess.run([sys.executable, "-c", FLOOR, lay, scratch, str(jobs)], env=env,
+                           capture_output=True, text=True, timeout=1800)
+        if r.returncode != 0:
+            raise SystemExit("floor failed: %s" % r.stderr.strip()[-400:])
+        return float(r.stdout.split()[-1])
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def layer_files(i, nbytes, rnd):
@@ -46,11 +88,23 @@ def layer_files(i, nbytes, rnd):
     return files
 
 
-def timed(cmd, env=None):
-    t = time.monotonic()
+CPU = {}   # command label -> [CPU seconds (user + system) of each run]
+
+
+def _cpu():
+    ru_ = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru_.ru_utime + ru_.ru_stime
+
+
+def timed(cmd, env=None, label=None):
+    """Wall seconds of cmd; its CPU seconds go to CPU[label]: on a shared machine the wall time
+    of a parallel pull depends on how many cores the others leave free, its CPU time less so."""
+    t, c = time.monotonic(), _cpu()
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
     if r.returncode != 0:
         raise SystemExit("%s failed: %s" % (" ".join(cmd[:4]), r.stderr.strip()[-400:]))
+    if label:
+        CPU.setdefault(label, []).append(_cpu() - c)
     return time.monotonic() - t
 
 
@@ -58,7 +112,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--layers", type=int, default=10)
     ap.add_argument("--size-mb", type=int, default=200)
-    ap.add_argument("--runs", type=int, default=2)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--baseline", metavar="DIR", help="another unionfs checkout to time beside this one")
     ap.add_argument("--no-podman", action="store_true")
     a = ap.parse_args()
     if ru.REGISTRY is None or ru.SKOPEO is None:
@@ -78,22 +133,40 @@ def main():
         ru.skopeo_push(lay, "1", ref)
         print("registry %s, %.0f MB of blobs (compressed)" % (reg.host, blobs / 1e6), flush=True)
         env = dict(os.environ, PYTHONPATH=REPO)
-        results = {"unionfs image pull": [], "skopeo copy (oci:)": [], "podman pull (vfs)": [],
-                   "unionfs pull, layers stored": [], "unionfs image import (no network)": []}
+        base_env = dict(os.environ, PYTHONPATH=os.path.abspath(a.baseline)) if a.baseline else None
+        results = {"unionfs image pull": [], "baseline image pull": [],
+                   "skopeo copy (oci:)": [], "podman pull (vfs)": [],
+                   "unionfs pull, layers stored": [], "unionfs image import (no network)": [],
+                   "floor: build layers, 1 thread": [], "floor: build layers, 3 threads": []}
         podman = shutil.which("podman") and os.geteuid() == 0 and not a.no_podman
         for run in range(a.runs):
             d = os.path.join(base, "run%d" % run)
             os.makedirs(d)
             store = os.path.join(d, "store")
-            results["unionfs image pull"].append(timed(
-                UNIONFS + ["image", "pull", "-q", "--tls-verify=false", "--store", store, ref], env))
+            pulls = [("unionfs image pull", store, env)]
+            if base_env:     # alternate which goes first: neither always meets a colder cache
+                pulls.insert(run % 2, ("baseline image pull", os.path.join(d, "store-base"), base_env))
+            for name, st, e in pulls:
+                results[name].append(timed(
+                    UNIONFS + ["image", "pull", "-q", "--tls-verify=false", "--store", st, ref], e,
+                    label=name))
             results["unionfs pull, layers stored"].append(timed(
                 UNIONFS + ["image", "pull", "-q", "--tls-verify=false", "--store", store, ref], env))
             results["unionfs image import (no network)"].append(timed(
-                UNIONFS + ["image", "import", "-q", "--store", os.path.join(d, "store2"), lay], env))
+                UNIONFS + ["image", "import", "-q", "--store", os.path.join(d, "store2"), lay], env,
+                label="unionfs image import (no network)"))
             results["skopeo copy (oci:)"].append(timed(
                 [ru.SKOPEO, "copy", "-q", "--src-tls-verify=false", "docker://" + ref,
-                 "oci:%s:1" % os.path.join(d, "oci")]))
+                 "oci:%s:1" % os.path.join(d, "oci")], label="skopeo copy (oci:)"))
+            for jobs in (1, 3):
+                results["floor: build layers, %d thread%s" % (jobs, "s" if jobs > 1 else "")].append(
+                    floor(lay, os.path.join(d, "floor%d" % jobs), jobs, env))
+            sk_run = results["skopeo copy (oci:)"][-1]
+            print("run %d: unionfs pull %.2f s (%.2fx skopeo %.2f s)%s" % (
+                run + 1, results["unionfs image pull"][-1], results["unionfs image pull"][-1] / sk_run,
+                sk_run, "; baseline %.2f s (%.2fx)" % (
+                    results["baseline image pull"][-1], results["baseline image pull"][-1] / sk_run)
+                if base_env else ""), flush=True)
             if podman:
                 from tests.integration.test_image_podman import Podman
                 pm = Podman(os.path.join(d, "podman"))
@@ -105,11 +178,12 @@ def main():
                     shutil.rmtree(pm.runbase, ignore_errors=True)
             shutil.rmtree(d, ignore_errors=True)
         sk = statistics.median(results["skopeo copy (oci:)"])
-        print("\n%-30s %10s %14s" % ("", "median s", "vs skopeo"))
+        print("\n%-34s %10s %10s %10s" % ("", "median s", "vs skopeo", "CPU s"))
         for k, v in results.items():
             if v:
                 m = statistics.median(v)
-                print("%-34s %10.2f %13.2fx" % (k, m, m / sk))
+                cpu = ("%10.2f" % statistics.median(CPU[k])) if k in CPU else ""
+                print("%-34s %10.2f %9.2fx %s" % (k, m, m / sk, cpu))
         if not podman:
             print("(podman skipped: %s)" % ("--no-podman" if a.no_podman else "needs podman and root"))
     finally:

@@ -523,3 +523,103 @@ def test_pull_mount_change_commit_push_then_podman_pull(reg, env, tmp_path):
         assert os.readlink(os.path.join(tree, "lib", "link")) == "../etc/c"
     finally:
         shutil.rmtree(pm.runbase, ignore_errors=True)
+
+
+def test_short_name_through_the_unqualified_search_registries(reg, env, tmp_path):
+    """podman's short-name resolution: the first search registry lacks the name (NAME_UNKNOWN),
+    the second is the real registry; enforcing mode with two candidates is a one-line error."""
+    import http.server
+    import threading
+
+    class Unknown(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def do_GET(self):
+            body = b'{"errors":[{"code":"NAME_UNKNOWN","message":"repository name not known"}]}'
+            self.send_response(404 if self.path != "/v2/" else 200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    empty = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Unknown)
+    threading.Thread(target=empty.serve_forever, args=(0.05,), daemon=True).start()
+    try:
+        other = "127.0.0.1:%d" % empty.server_address[1]
+        conf = 'unqualified-search-registries = ["%s", "%s"]\n' % (other, reg.host)
+        insecure = "".join('[[registry]]\nlocation = "%s"\ninsecure = true\n' % h
+                           for h in (other, reg.host))
+        with open(env["CONTAINERS_REGISTRIES_CONF"], "w") as f:
+            f.write(conf + 'short-name-mode = "permissive"\n' + insecure)
+        store = str(tmp_path / "s")
+        r = uf(env, "image", "pull", "--store", store, "base/img:1")
+        assert r.stdout.strip() == reg.info["config"]
+        assert json.load(open(os.path.join(store, "repositories.json"))) == {
+            reg.host + "/base/img:1": reg.info["config"]}
+        with open(env["CONTAINERS_REGISTRIES_CONF"], "w") as f:
+            f.write(conf + insecure)           # short-name-mode unset: enforcing
+        r = uf(env, "image", "pull", "--store", str(tmp_path / "s2"), "base/img:1", ok=False)
+        assert "%s/base/img:1, %s/base/img:1" % (other, reg.host) in r.stderr
+        assert not os.path.exists(os.path.join(str(tmp_path / "s2"), "repositories.json"))
+    finally:
+        empty.shutdown()
+        empty.server_close()
+
+
+def test_a_layer_is_built_while_the_next_downloads_and_outside_the_store_lock(reg, tmp_path,
+                                                                           monkeypatch):
+    """The pull pipelines: the first layer's blob is extracted while the second is still being
+    downloaded (one download at a time here), and the store lock is free meanwhile."""
+    import fcntl
+    import threading
+
+    from unionfs.image import registry as regmod
+    ru.skopeo_push(reg.layout, "1", reg.host + "/pipe/img:1")
+    store = Store(str(tmp_path / "s"))
+    built, events = threading.Event(), []
+    real_fetch, real_download = pullmod.fetch_layer, regmod.Client.download_blob
+
+    def fetch_layer(lref, diff_id, dest, *a, **kw):
+        fd = os.open(store.path("lock"), os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)   # BlockingIOError if held
+        finally:
+            os.close(fd)
+        events.append(("build", lref.blob_digest))
+        built.set()
+        return real_fetch(lref, diff_id, dest, *a, **kw)
+
+    def download_blob(self, repo, digest, *a, **kw):
+        if digest == reg.info["blobs"][1]:
+            events.append(("waited", built.wait(30)))
+        events.append(("download", digest))
+        return real_download(self, repo, digest, *a, **kw)
+
+    monkeypatch.setattr(pullmod, "fetch_layer", fetch_layer)
+    monkeypatch.setattr(regmod.Client, "download_blob", download_blob)
+    image_id, _, _ = pullmod.pull(store, reg.host + "/pipe/img:1", tls_verify=False, quiet=True,
+                                  jobs=1)
+    assert image_id == reg.info["config"]
+    first, second = reg.info["blobs"][:2]
+    assert events[:4] == [("download", first), ("build", first), ("waited", True),
+                          ("download", second)]
+    assert all(store.has_layer(d) for d in reg.info["diff_ids"])
+    assert os.listdir(store.path("registry", "work")) == []
+
+
+def test_a_blob_left_by_an_earlier_pull_is_verified_again(reg, env, tmp_path):
+    """A blob this pull did not download itself (STORE/registry/downloads, from an interrupted
+    pull) is hashed again before its layer is built: a changed one registers nothing."""
+    store = str(tmp_path / "s")
+    dl = os.path.join(store, "registry", "downloads")
+    os.makedirs(dl)
+    blob = reg.info["blobs"][0]
+    with open(os.path.join(reg.layout, "blobs", "sha256", blob[7:]), "rb") as f:
+        data = bytearray(f.read())
+    data[-12] ^= 0xFF
+    with open(os.path.join(dl, blob[7:]), "wb") as f:
+        f.write(data)
+    r = pull(env, store, reg.host + "/base/img:1", ok=False)
+    assert "blob digest mismatch" in r.stderr and blob in r.stderr
+    assert uf(env, "image", "ls", "-q", "--store", store).stdout == ""
+    assert os.listdir(os.path.join(store, "registry", "work")) == []

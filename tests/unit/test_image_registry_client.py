@@ -234,3 +234,92 @@ def test_registries_conf_mirrors(tmp_path, monkeypatch):
     assert auth.mirrors("docker.io/private/x", True) == [("m3.example/x", False)]
     assert auth.mirrors("quay.io/x", False) == []
     assert auth.is_insecure("m2.example:5000") and not auth.is_insecure("m1.example")
+
+
+def _conf(tmp_path, monkeypatch, text):
+    conf = tmp_path / "registries.conf"
+    conf.write_text(text)
+    monkeypatch.setenv("CONTAINERS_REGISTRIES_CONF", str(conf))
+
+
+def test_short_names_resolve_through_unqualified_search_registries(tmp_path, monkeypatch):
+    from unionfs.image.pull import candidates
+    _conf(tmp_path, monkeypatch, "")
+    assert [str(r) for r in candidates("busybox")] == ["docker.io/library/busybox:latest"]
+    _conf(tmp_path, monkeypatch, 'unqualified-search-registries = ["a.example", "b.example:5000"]\n'
+                                 'short-name-mode = "permissive"\n')
+    assert [str(r) for r in candidates("app:1")] == ["a.example/app:1", "b.example:5000/app:1"]
+    assert [str(r) for r in candidates("ns/app")] == ["a.example/ns/app:latest",
+                                                      "b.example:5000/ns/app:latest"]
+    assert [str(r) for r in candidates("quay.io/x:2")] == ["quay.io/x:2"]      # qualified
+    assert [str(r) for r in candidates("localhost/x")] == ["localhost/x:latest"]
+    _conf(tmp_path, monkeypatch, 'unqualified-search-registries = ["a.example", "b.example:5000"]\n')
+    with pytest.raises(ImageError) as e:        # enforcing by default, and unionfs never prompts
+        candidates("app:1")
+    assert "\n" not in str(e.value) and "a.example/app:1, b.example:5000/app:1" in str(e.value)
+    assert [str(r) for r in candidates("c.example/app:1")] == ["c.example/app:1"]
+    _conf(tmp_path, monkeypatch, 'unqualified-search-registries = ["a.example"]\n'
+                                 'short-name-mode = "enforcing"\n')
+    assert [str(r) for r in candidates("app")] == ["a.example/app:latest"]    # one: no ambiguity
+    _conf(tmp_path, monkeypatch, 'short-name-mode = "sometimes"\n'
+                                 'unqualified-search-registries = ["a.example", "b.example"]\n')
+    with pytest.raises(ImageError, match="short-name-mode"):
+        candidates("app")
+    _conf(tmp_path, monkeypatch, 'unqualified-search-registries = ["a.example/ns"]\n')
+    with pytest.raises(ImageError, match="invalid registry"):
+        candidates("app")
+
+
+def test_pull_tries_the_search_registries_in_order(scripted, tmp_path, monkeypatch):
+    from unionfs.image.pull import pull
+    from unionfs.image.store import Store
+    unknown = (404, {}, b'{"errors":[{"code":"NAME_UNKNOWN","message":"repository name not known"}]}')
+    first = scripted({"/v2/app/manifests/1": [unknown]})
+    second = scripted({"/v2/app/manifests/1": [unknown]})
+    _conf(tmp_path, monkeypatch, 'unqualified-search-registries = ["%s", "%s"]\n'
+                                 'short-name-mode = "permissive"\n' % (first.host, second.host))
+    with pytest.raises(RegistryError) as e:
+        pull(Store(str(tmp_path / "store")), "app:1", tls_verify=False, quiet=True)
+    msg = str(e.value)
+    assert "\n" not in msg and "not found in any search registry" in msg
+    assert msg.index(first.host) < msg.index(second.host) and msg.count("NAME_UNKNOWN") == 2
+    assert [p for (_, p, _, _) in first.seen] == ["/v2/app/manifests/1"] == \
+        [p for (_, p, _, _) in second.seen if p != "/v2/"]
+    assert first.seen[-1][3] < second.seen[0][3]
+
+
+def test_prune_removes_what_no_pull_holds_and_stale_blobs_json(tmp_path):
+    import fcntl
+    import subprocess
+    import sys
+
+    from unionfs.image import remotes
+    from unionfs.image.store import Store, write_json_atomic
+    store = Store(str(tmp_path / "s"))
+    store.ensure()
+    dl = remotes.downloads_dir(store)
+    for n in ("a" * 64, "b" * 64 + ".part", "c" * 64 + ".part"):
+        with open(os.path.join(dl, n), "wb") as f:
+            f.write(b"x" * 1000)
+    busy = os.open(os.path.join(dl, "c" * 64 + ".part"), os.O_RDONLY)
+    fcntl.flock(busy, fcntl.LOCK_EX)          # a running pull is writing this one
+    with remotes.workspace(store) as live:
+        dead = store.path("registry", "work", "pull-dead")
+        os.makedirs(os.path.join(dead, "layer-x", "root"))
+        kept = "sha256:" + "d" * 64
+        os.makedirs(store.layer_dir(kept))
+        write_json_atomic(os.path.join(store.layer_dir(kept), "meta.json"), {"diff_id": kept})
+        image_id = store.add_image(json.dumps({"os": "linux", "architecture": "amd64", "rootfs": {
+            "type": "layers", "diff_ids": [kept]}}).encode())
+        store.set_tags({"localhost/x:1": image_id})   # so prune keeps the layer
+        rec = {"registry": "r", "repository": "x", "digest": "sha256:" + "e" * 64}
+        with store.lock():
+            remotes.remember(store, [(kept, rec), ("sha256:" + "f" * 64, rec)])
+        r = subprocess.run([sys.executable, "-m", "unionfs", "image", "prune", "--store",
+                            store.root], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert sorted(os.listdir(dl)) == ["c" * 64 + ".part"]
+        assert os.listdir(store.path("registry", "work")) == [os.path.basename(live)]
+        assert list(json.load(open(store.path("registry", "blobs.json")))) == [kept]
+    os.close(busy)
+    assert os.listdir(store.path("registry", "work")) == []

@@ -12,8 +12,8 @@ Insecure registries (plain HTTP or unverified TLS) and pull mirrors come from ``
 (``$CONTAINERS_REGISTRIES_CONF``, else ``/etc/containers/registries.conf``): a ``[[registry]]``
 table with ``location`` (or ``prefix``), ``insecure = true``, and ``[[registry.mirror]]`` tables
 (``location``, ``insecure``), tried in order before the registry itself; with
-``mirror-by-digest-only = true`` only for references pinned by digest. Unqualified-name search is
-not taken from there: a short name is docker.io's, as docker has it.
+``mirror-by-digest-only = true`` only for references pinned by digest. Short names are resolved
+with its ``unqualified-search-registries`` and ``short-name-mode`` (pull.candidates).
 """
 import base64
 import json
@@ -177,3 +177,25 @@ def mirrors(name, by_digest):
         if isinstance(m, dict) and isinstance(m.get("location"), str) and m["location"]:
             out.append((m["location"].rstrip("/") + name[len(loc):], bool(m.get("insecure"))))
     return out
+
+
+SHORT_NAME_MODES = ("enforcing", "permissive", "disabled")
+
+
+def search_registries():
+    """registries.conf's unqualified-search-registries, in order ([] when unset)."""
+    conf = registries_conf()
+    regs = conf.get("unqualified-search-registries") or []
+    if not isinstance(regs, list) or not all(isinstance(r, str) and r for r in regs):
+        raise ImageError("registries.conf: unqualified-search-registries must be a list of "
+                         "registry names")
+    return regs
+
+
+def short_name_mode():
+    """registries.conf's short-name-mode ('enforcing' when unset, as podman has it)."""
+    mode = registries_conf().get("short-name-mode") or "enforcing"
+    if mode not in SHORT_NAME_MODES:
+        raise ImageError("registries.conf: short-name-mode %r is not one of %s" % (
+            mode, ", ".join(SHORT_NAME_MODES)))
+    return mode

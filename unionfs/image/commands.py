@@ -18,7 +18,7 @@ from ..inspect import commands as inspect_commands
 from ..inspect import output
 from ..mounts import mounted_paths
 from ..spec import MountSpec, parse_options, split_escaped, validate
-from . import digest, registry_commands
+from . import digest, registry_commands, remotes
 from .errors import ImageError
 from .progress import human
 from .store import Store, default_root, layer_source, rmtree
@@ -446,6 +446,7 @@ def cmd_prune(args):
         for lid, size in store.gc_layers():
             print("Deleted layer: %s" % lid)
             total += size
+        total += remotes.prune(store)     # after the layers: their blobs.json entries go too
         print("Total reclaimed space: %s" % human(total))
     return 0
 

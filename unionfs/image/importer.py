@@ -8,6 +8,10 @@ happens in a private directory under ``STORE/tmp``; only when every layer of eve
 archive has passed are the new layers, then the images, then the tags renamed/written into place.
 A failure or an interrupt (Ctrl-C, SIGTERM) before that point leaves the store as it was; one
 during it undoes what it had added.
+
+A registry pull builds its layers with fetch_layer as their blobs arrive, outside the store lock,
+in a work directory of its own on the store's filesystem (pull.py), and hands them over as
+Prepared layers: the import then only renames them into place under the lock.
 """
 import os
 
@@ -17,6 +21,19 @@ from .errors import ImageError, LimitError
 from .progress import Progress
 from .targuard import Limits, TarGuard
 from .store import now_iso, normalize_ref, rmtree, write_json_atomic
+
+
+class Prepared:
+    """A layer fetch_layer already built and verified in dest (a directory of the caller's on the
+    store's filesystem): the import renames it into place. Nothing is left to read, so
+    verify_only has nothing to check when the store got the layer meanwhile."""
+
+    blob_digest = None
+    size = None
+
+    def __init__(self, dest, path):
+        self.dest = dest
+        self.path = path
 
 
 def _layer_name(rec_index, nrec, i, n, lref):
@@ -37,8 +54,30 @@ def _drain(f):
         pass
 
 
-def fetch_layer(lref, diff_id, dest, what, progress, limits=None):
-    """Build dest/{layer.tar, root/, meta.json} for one layer, verifying everything."""
+class _VerifiedReader(HashingReader):
+    """A blob this process has just verified (a registry download, pull.py): counted, not hashed
+    a second time."""
+
+    def __init__(self, f, on_read, blob_digest):
+        super().__init__(f, on_read)
+        self.blob_digest = blob_digest
+
+    def read(self, size=-1):
+        data = self.f.read(size)
+        if data:
+            self.n += len(data)
+            if self.on_read:
+                self.on_read(len(data))
+        return data
+
+    def digest(self):
+        return self.blob_digest
+
+
+def fetch_layer(lref, diff_id, dest, what, progress, limits=None, blob_verified=False):
+    """Build dest/{layer.tar, root/, meta.json} for one layer, verifying everything.
+    blob_verified: the caller has just checked the blob against lref.blob_digest (and keeps
+    it from changing), so it is not hashed again; its size and DiffID still are checked."""
     limits = limits or Limits()
     os.mkdir(dest, 0o700)
     tar_path = os.path.join(dest, "layer.tar")
@@ -50,7 +89,8 @@ def fetch_layer(lref, diff_id, dest, what, progress, limits=None):
     progress.start(what, total)
     src = lref.open()
     try:
-        hr = HashingReader(src, progress.add)
+        hr = (_VerifiedReader(src, progress.add, lref.blob_digest)
+              if blob_verified and lref.blob_digest else HashingReader(src, progress.add))
         with open(tar_path, "wb") as out:
             hw = HashingWriter(out)
             guard = TarGuard(hw, what, limits, max_size=limits.max_layer_size)
@@ -124,6 +164,9 @@ def import_archive(store, path, tags=(), progress=None, log=None, platform=None,
                         what = _layer_name(ri, len(records), i, len(rec.layers), lref)
                         if store.has_layer(diff_id) or diff_id in new_layers:
                             verify_only(lref, what, progress)
+                            continue
+                        if isinstance(lref, Prepared):
+                            new_layers[diff_id] = lref.dest
                             continue
                         dest = os.path.join(work, "layer-" + diff_id[7:])
                         fetch_layer(lref, diff_id, dest, what, progress, limits)

@@ -2,10 +2,12 @@
 
 Order: resolve the reference, fetch the manifest (an index is narrowed to one platform as import
 does, archive.choose), fetch and verify the config, download every layer blob the store lacks by
-DiffID (several at once, each verified, resumable: remotes.py), then hand the verified blobs to
-importer.import_archive, which checks every DiffID, extracts, and registers the image
-atomically. A layer the store already has is not downloaded: a pull of a stored image transfers
-the manifest and the config only. An interrupted pull leaves finished blobs and partial ones in
+DiffID (several at once, each verified, resumable: remotes.py) and, as soon as a blob is whole,
+build its layer with importer.fetch_layer (blob digest, DiffID and caps checked, extracted) in a
+work directory of the pull's, outside the store lock, while the other downloads go on; then
+importer.import_archive, under the lock, renames the built layers into place and registers the
+image atomically. A layer the store already has is not downloaded: a pull of a stored image
+transfers the manifest and the config only. An interrupted pull leaves finished blobs and partial ones in
 STORE/registry/downloads for the next pull, and never a registered half image.
 """
 import concurrent.futures
@@ -19,7 +21,7 @@ import time
 
 from . import archive, auth, reference, remotes
 from .errors import ImageError
-from .importer import import_archive
+from .importer import Prepared, fetch_layer, import_archive
 from .progress import human
 from .registry import DOCKER_LIST, OCI_INDEX, Client, RegistryError
 
@@ -75,8 +77,9 @@ class ExtractProgress:
 
     _HEX = re.compile(r"\(([0-9a-f]{64})\)")
 
-    def __init__(self, board):
+    def __init__(self, board, stop=None):
         self.board, self.key, self.n, self.total = board, None, 0, None
+        self.stop = stop
 
     def start(self, label, total=None):
         m = self._HEX.search(label)
@@ -86,6 +89,8 @@ class ExtractProgress:
             self.board.set(self.key, "Extracting")
 
     def add(self, n):
+        if self.stop is not None and self.stop.is_set():
+            raise _Stopped()
         self.n += n
         if self.key:
             self.board.set(self.key, "Extracting  %s/%s" % (human(self.n), human(self.total or 0)),
@@ -149,6 +154,112 @@ def _remove_unused(path):
 
 def _media_ok(mt):
     return mt is None or any(mt.endswith(s) for s in LAYER_TYPES_OK) and "foreign" not in mt
+
+
+def _fetch_layers(store, client, ref, need, dl, work, board, jobs, builders=None):
+    """Download the blobs of need ({DiffID: descriptor}) into dl, `jobs` at once, and build each
+    layer in work (importer.fetch_layer: blob digest, DiffID and caps checked, extracted) as
+    soon as its blob is whole, `builders` (default: one per CPU) at once, while the other
+    downloads go on; all outside the store lock. Returns {DiffID: layer directory in work},
+    minus layers the store got meanwhile.
+
+    Builders are threads, not processes: zlib and hashlib, most of a build's time, release the
+    GIL, and measured on this 2-core machine threads built the layers as fast as a process
+    pool or faster, without the fork. Downloads have threads of their own, so that they run ahead of the builds instead
+    of waiting for them (docs/images.md)."""
+    stop = threading.Event()   # set when the pull fails or is interrupted: workers give up
+    n = len(need)
+    order = {d: i for i, d in enumerate(need)}
+    builders = builders or os.cpu_count() or 2
+
+    def download(diff_id, ld):
+        """(fds holding the blob (see _hold), whether download_blob verified it in this
+        pull), or None when the store got the layer."""
+        key = ld["digest"][7:19]
+        dest = os.path.join(dl, ld["digest"][7:])
+        size = ld.get("size") if isinstance(ld.get("size"), int) else None
+
+        def prog(done, total):
+            if stop.is_set():
+                raise _Stopped()
+            board.set(key, "Downloading  %s/%s" % (human(done), human(total or 0)), force=False)
+        for _ in range(2):    # again if a prune or a concurrent pull removed it meanwhile
+            if stop.is_set():
+                raise _Stopped()
+            verified = not os.path.exists(dest)   # else left by an earlier pull: hashed again
+            if not verified:
+                board.set(key, "Download complete")
+            else:
+                client.download_blob(ref.repository, ld["digest"], dest, size, prog)
+                board.set(key, "Verifying Checksum")
+                board.set(key, "Download complete")
+            held = []
+            if _hold(dest, held):
+                return held, verified
+            if store.has_layer(diff_id):
+                return None
+        raise ImageError("blob %s left %s during the pull: pull again" % (ld["digest"], dl))
+
+    def build(diff_id, ld, held, verified):
+        try:
+            if store.has_layer(diff_id):
+                return None
+            hexd = ld["digest"][7:]
+            size = ld.get("size") if isinstance(ld.get("size"), int) else None
+            lref = archive.LayerRef(archive.DirSource(dl), hexd, blob_digest=ld["digest"],
+                                    size=size, media_type=ld.get("mediaType"))
+            what = "layer %d/%d (%s)" % (order[diff_id] + 1, n, hexd)
+            layer = os.path.join(work, "layer-" + diff_id[7:])
+            fetch_layer(lref, diff_id, layer, what, ExtractProgress(board, stop),
+                        blob_verified=verified)
+            return layer
+        finally:
+            for fd in held:
+                os.close(fd)
+
+    prepared = {}
+    if not need:
+        return prepared
+    dex = concurrent.futures.ThreadPoolExecutor(max(1, jobs))
+    bex = concurrent.futures.ThreadPoolExecutor(max(1, builders))
+    downloads = {dex.submit(download, d, ld): d for d, ld in need.items()}
+    builds, handed = {}, set()    # handed: downloads whose fds a build owns
+    try:
+        # wait() in short steps: the main thread stays interruptible (Ctrl-C, SIGTERM)
+        pending = set(downloads)
+        while pending:
+            done, pending = concurrent.futures.wait(pending, timeout=0.2,
+                                                    return_when=concurrent.futures.FIRST_COMPLETED)
+            for f in done:
+                if f in downloads:
+                    got = f.result()
+                    if got is not None:
+                        d, (held, verified) = downloads[f], got
+                        handed.add(f)
+                        try:
+                            fut = bex.submit(build, d, need[d], held, verified)
+                        except BaseException:
+                            for fd in held:
+                                os.close(fd)
+                            raise
+                        builds[fut] = d
+                        pending.add(fut)
+                else:
+                    layer = f.result()
+                    if layer is not None:
+                        prepared[builds[f]] = layer
+    except BaseException:
+        stop.set()     # downloaded blobs stay for the next pull to resume from
+        raise
+    finally:
+        dex.shutdown(wait=True, cancel_futures=True)
+        bex.shutdown(wait=True, cancel_futures=False)   # a queued build owns its blob's fds
+        for f in downloads:     # finished downloads no build took over (the pull failed)
+            if f not in handed and f.done() and not f.cancelled() and f.exception() is None \
+                    and f.result() is not None:
+                for fd in f.result()[0]:
+                    os.close(fd)
+    return prepared
 
 
 def resolve_manifest(client, ref, platform=None):
@@ -220,92 +331,83 @@ def _first_source(ref, platform, tls_verify):
     return client, ref, fetch_record(client, ref, platform)
 
 
+def candidates(text):
+    """The references to try, in order, for text. A name with a registry is itself. A short name
+    (no registry) is tried in each of registries.conf's unqualified-search-registries, as podman
+    does, or is docker.io's when the list is empty or unset. unionfs never prompts: with
+    short-name-mode "enforcing" (the default) more than one search registry is an error that
+    lists the candidates; "permissive" and "disabled" try them in order, the first that has
+    the image wins. Short-name aliases are not read."""
+    if not reference.is_short(text):
+        return [reference.parse(text)]
+    regs = auth.search_registries()
+    if not regs:
+        return [reference.parse(text)]
+    refs = [reference.parse(text, registry=reference.parse_registry(r)) for r in regs]
+    if len(refs) > 1 and auth.short_name_mode() == "enforcing":
+        raise ImageError("%s is a short name and registries.conf lists %d search registries "
+                         "(short-name-mode enforcing, no prompt): name one of %s" % (
+                             text, len(refs), ", ".join(str(r) for r in refs)))
+    return refs
+
+
 def pull(store, text, platform=None, tls_verify=None, quiet=False, jobs=JOBS, board=None,
          client=None):
     """Pull text into store; returns (image id, tag or None, manifest digest)."""
-    ref = reference.parse(text)
+    refs = [reference.parse(text)] if client is not None else candidates(text)
     board = board or Board(enabled=None if not quiet else False)
-    if ref.tag and not ref.digest:
-        board.say("%s: Pulling from %s" % (ref.tag, ref.repository))
     if client is None:
-        client, src, (rec, m, mdigest, top) = _first_source(ref, platform, tls_verify)
+        errors = []
+        for ref in refs:
+            if ref.tag and not ref.digest:
+                board.say("%s: Pulling from %s" % (ref.tag, ref.repository))
+            try:
+                client, src, (rec, m, mdigest, top) = _first_source(ref, platform, tls_verify)
+                break
+            except RegistryError as e:
+                if len(refs) == 1:
+                    raise
+                errors.append(str(e))
+        else:
+            raise RegistryError("%s: not found in any search registry (%s)" % (
+                text, "; ".join(errors)))
     else:
+        ref = refs[0]
+        if ref.tag and not ref.digest:
+            board.say("%s: Pulling from %s" % (ref.tag, ref.repository))
         src = ref
         rec, m, mdigest, top = fetch_record(client, ref, platform)
     ref, tag = src, ref.tagged()    # blobs come from src; the store names the image as asked
     dl = remotes.downloads_dir(store)
-    need = {}   # blob digest -> descriptor, for layers the store lacks
+    need = {}   # DiffID -> descriptor, for layers the store lacks
     for ld, diff_id in zip(m["layers"], rec.diff_ids):
         key = ld["digest"][7:19]
         if store.has_layer(diff_id):
             board.set(key, "Already exists")
         else:
-            need.setdefault(ld["digest"], ld)
+            need.setdefault(diff_id, ld)
             board.set(key, "Pulling fs layer")
-
-    stop = threading.Event()   # set when the pull fails or is interrupted: workers give up
-
-    def fetch(ld):
-        key = ld["digest"][7:19]
-        dest = os.path.join(dl, ld["digest"][7:])
-        if stop.is_set():
-            raise _Stopped()
-        if os.path.exists(dest):
-            board.set(key, "Download complete")
-            return
-        size = ld.get("size") if isinstance(ld.get("size"), int) else None
-
-        def prog(n, total):
-            if stop.is_set():
-                raise _Stopped()
-            board.set(key, "Downloading  %s/%s" % (human(n), human(total or 0)), force=False)
-        client.download_blob(ref.repository, ld["digest"], dest, size, prog)
-        board.set(key, "Verifying Checksum")
-        board.set(key, "Download complete")
-
-    if need:
-        ex = concurrent.futures.ThreadPoolExecutor(max(1, jobs))
-        futs = [ex.submit(fetch, ld) for ld in need.values()]
-        try:
-            # wait() in short steps: the main thread stays interruptible (Ctrl-C, SIGTERM)
-            pending = set(futs)
-            while pending:
-                done, pending = concurrent.futures.wait(pending, timeout=0.2,
-                                                        return_when=concurrent.futures.FIRST_EXCEPTION)
-                for f in done:
-                    f.result()
-        except BaseException:
-            stop.set()     # what is on disk stays for the next pull to resume from
-            raise
-        finally:
-            ex.shutdown(wait=True, cancel_futures=True)
-    source = archive.DirSource(dl)
-    stored = _StoredLayer()
-    layers, held = [], []
-    try:
-        for ld, diff_id in zip(m["layers"], rec.diff_ids):
-            hexd = ld["digest"][7:]
-            if ld["digest"] in need and _hold(os.path.join(dl, hexd), held):
-                layers.append(archive.LayerRef(source, hexd, blob_digest=ld["digest"],
-                                               size=ld.get("size"), media_type=ld.get("mediaType")))
-            elif ld["digest"] in need and not store.has_layer(diff_id):
-                raise ImageError("blob %s left %s during the pull: pull again" % (ld["digest"], dl))
+    with remotes.workspace(store) as work:
+        prepared = _fetch_layers(store, client, ref, need, dl, work, board, jobs)
+        layers = []
+        for i, (ld, diff_id) in enumerate(zip(m["layers"], rec.diff_ids)):
+            if diff_id in prepared:
+                layers.append(Prepared(prepared[diff_id], ld["digest"][7:]))
+            elif diff_id in need and not store.has_layer(diff_id):
+                raise ImageError("layer %s left the store during the pull: pull again" % diff_id)
             else:   # stored, or stored by a concurrent pull of the same blob meanwhile
-                layers.append(archive.LayerRef(stored, hexd))
+                layers.append(archive.LayerRef(_StoredLayer(), ld["digest"][7:]))
         rec.layers = layers
         rec.tags = [tag] if tag else []
-        results = import_archive(store, None, progress=ExtractProgress(board), records=[rec])
-    finally:
-        for fd in held:
-            os.close(fd)
+        results = import_archive(store, None, records=[rec])
     image_id = results[0][0]
     with store.lock():
         remotes.remember(store, [(diff_id, {
             "registry": ref.registry, "repository": ref.repository, "digest": ld["digest"],
             "size": ld.get("size"), "mediaType": ld.get("mediaType")})
             for ld, diff_id in zip(m["layers"], rec.diff_ids)])
-    for d in need:
-        for p in (os.path.join(dl, d[7:]), os.path.join(dl, d[7:] + ".part")):
+    for ld in need.values():
+        for p in (os.path.join(dl, ld["digest"][7:]), os.path.join(dl, ld["digest"][7:] + ".part")):
             _remove_unused(p)
     board.say("Digest: %s" % top)
     board.say("Status: %s %s" % ("Downloaded newer image for" if need else "Image is up to date for",

@@ -2,8 +2,10 @@
 
 The first component is a registry when it has a '.' or a ':' or is ``localhost``; otherwise the
 registry is ``docker.io`` and a one-component name is under ``library/`` (``busybox`` is
-``docker.io/library/busybox:latest``), as docker does. Without a tag or digest the tag is
-``latest``; with a digest the tag is only a label and the digest is what is fetched.
+``docker.io/library/busybox:latest``), as docker does; ``image pull`` first tries a short name
+in registries.conf's search registries when it lists any (pull.candidates). Without a tag or
+digest the tag is ``latest``; with a digest the tag is only a label and the digest is what is
+fetched.
 """
 import re
 
@@ -66,8 +68,16 @@ def is_domain(part):
     return part == "localhost" or (("." in part or ":" in part) and bool(_DOMAIN.match(part)))
 
 
-def parse(text, default_tag=True):
-    """A Reference from text; an ImageError names what is wrong."""
+def is_short(text):
+    """Whether text names no registry (``busybox``, ``user/app:v1``): a short name, which
+    registries.conf's unqualified-search-registries may resolve (pull.candidates)."""
+    first, sep, _ = text.partition("@")[0].partition("/")
+    return not (sep and is_domain(first))
+
+
+def parse(text, default_tag=True, registry=None):
+    """A Reference from text; an ImageError names what is wrong. registry: where a short name
+    lives (default docker.io, where a one-component name is under library/)."""
     if not isinstance(text, str) or not text or text != text.strip():
         raise ImageError("invalid image reference %r" % (text,))
     rest, digest = text, None
@@ -76,7 +86,7 @@ def parse(text, default_tag=True):
         if not _DIGEST.match(digest):
             raise ImageError("invalid image reference %s: bad digest %r (expected sha256:<64 hex>)"
                              % (text, digest))
-    registry = DEFAULT_REGISTRY
+    registry = registry or DEFAULT_REGISTRY
     first, sep, remainder = rest.partition("/")
     if sep and is_domain(first):
         registry, rest = first, remainder

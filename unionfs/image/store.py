@@ -19,6 +19,10 @@ Layout::
       uppers/<name>/meta.json    {"image", "created"}
       mounts.json                live image mounts {mountpoint: {"image", "upper", "pid"}}
       tmp/                       imports and commits in progress (renamed into place when done)
+      registry/                  what pulls and pushes keep beside the store (remotes.py):
+                                 blobs.json, downloads/ (resumable blobs), work/ (layers a pull
+                                 is building outside the lock); ``image prune`` removes what no
+                                 running pull holds
 
 Everything is created in ``tmp/`` and renamed into place, so a reader never sees half a layer or
 half an image; whatever ``tmp/`` holds when the lock is free is debris of an interrupted run and
