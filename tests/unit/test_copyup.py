@@ -7,7 +7,7 @@ import pytest
 from unionfs.core import copyup
 from unionfs.core import whiteout as wo
 from unionfs.core.copyup import Copier, copy_data, copy_xattrs, discard
-from tests.unit.helpers import (make_union, mkdir, names, needs_root, read, union_env, uread,
+from tests.unit.helpers import (make_union, mkdir, names, needs_root, read, uread,
                                 uwrite, write, xget, xset)
 
 # VFS_CAP_REVISION_2: magic_etc, then (permitted, inheritable) x 2 words; CAP_NET_BIND_SERVICE
@@ -335,11 +335,6 @@ def test_copy_xattrs_skips_overlay_namespace(tmp_path):
     copy_xattrs(a, b)
     assert xget(b, "user.x") == b"1"
     assert os.listxattr(b) == ["user.x"]
-
-
-@pytest.fixture
-def env(tmp_path):
-    return union_env(tmp_path)
 
 
 # ---- copy-up through the union (orchestration: parents first, handles reopened) --------------

@@ -6,14 +6,9 @@ import stat
 import pytest
 
 from tests.unit.helpers import (OWNER, errno_of, is_wh, layers, make_union, names, needs_root,
-                                read, ucreate, union_env, uread, uwrite, write, xget)
+                                read, ucreate, uread, uwrite, write, xget)
 
 pytestmark = needs_root
-
-
-@pytest.fixture
-def env(tmp_path):
-    return union_env(tmp_path)
 
 
 # ---- create ----------------------------------------------------------------------------------

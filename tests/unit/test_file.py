@@ -5,14 +5,9 @@ import stat
 
 import pytest
 
-from tests.unit.helpers import errno_of, make_union, needs_root, union_env, xget, xset
+from tests.unit.helpers import errno_of, make_union, needs_root, xget, xset
 
 pytestmark = needs_root
-
-
-@pytest.fixture
-def env(tmp_path):
-    return union_env(tmp_path)
 
 
 # ---- attributes and xattrs --------------------------------------------------------------------

@@ -1,14 +1,8 @@
 """Merged listings (core/readdir.py) through the union, on real directories."""
-import pytest
 
-from tests.unit.helpers import needs_root, union_env
+from tests.unit.helpers import needs_root
 
 pytestmark = needs_root
-
-
-@pytest.fixture
-def env(tmp_path):
-    return union_env(tmp_path)
 
 
 def test_listdir_dino_matches_getattr_ino(env):

@@ -8,14 +8,9 @@ import pytest
 
 from unionfs.core.union import Union
 from tests.unit.helpers import (OWNER, errno_of, layers, make_union, names, needs_root, read,
-                                ucreate, union_env, uread, whiteout, write)
+                                ucreate, uread, whiteout, write)
 
 pytestmark = needs_root
-
-
-@pytest.fixture
-def env(tmp_path):
-    return union_env(tmp_path)
 
 
 # ---- reading -----------------------------------------------------------------------------------

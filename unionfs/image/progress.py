@@ -12,15 +12,20 @@ def human(n):
     return "%d B" % n
 
 
+def on_terminal(stream, enabled=None):
+    """Whether to draw progress on stream: as told, else only where it is a terminal."""
+    if enabled is not None:
+        return enabled
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
 class Progress:
     def __init__(self, stream=None, enabled=None):
         self.stream = stream or sys.stderr
-        if enabled is None:
-            try:
-                enabled = self.stream.isatty()
-            except (AttributeError, ValueError):
-                enabled = False
-        self.enabled = enabled
+        self.enabled = on_terminal(self.stream, enabled)
         self.label = ""
         self.bytes = 0
         self.total = None

@@ -22,7 +22,7 @@ import time
 from . import archive, auth, reference, remotes
 from .errors import ImageError
 from .importer import Prepared, fetch_layer, import_archive
-from .progress import human
+from .progress import human, on_terminal
 from .registry import DOCKER_LIST, OCI_INDEX, Client, RegistryError
 
 LAYER_TYPES_OK = ("tar", "tar+gzip", "tar+zstd", "diff.tar.gzip", "diff.tar.zstd", "diff.tar")
@@ -35,12 +35,7 @@ class Board:
 
     def __init__(self, stream=None, enabled=None):
         self.stream = stream or sys.stderr
-        if enabled is None:
-            try:
-                enabled = self.stream.isatty()
-            except (AttributeError, ValueError):
-                enabled = False
-        self.enabled = enabled
+        self.enabled = on_terminal(self.stream, enabled)
         self.order, self.lines = [], {}
         self.drawn = 0
         self.lock = threading.Lock()
