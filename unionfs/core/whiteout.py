@@ -38,6 +38,7 @@ from .sysutil import RENAME_EXCHANGE, RENAME_WHITEOUT, renameat2
 
 WH_PREFIX = ".wh."
 WH_OPAQUE = ".wh..wh..opq"
+WH_META = ".wh..wh."   # aufs metadata names (.wh..wh.plnk ...): only the opaque marker is one
 
 TRUSTED = "trusted.overlay."
 USER = "user.overlay."

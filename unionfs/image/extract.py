@@ -38,9 +38,6 @@ from ..core import ids
 from ..core import whiteout as wo
 from .errors import ImageError
 
-WH_PREFIX = ".wh."
-WH_OPAQUE = ".wh..wh..opq"
-WH_META = ".wh..wh."
 XATTR_PAX = "SCHILY.xattr."
 DIRFLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 CHUNK = 1 << 20
@@ -168,15 +165,15 @@ class Extractor:
             self.dir_attrs[""] = ti
             return
         base = name.rpartition("/")[2]
-        if any(c.startswith(WH_META) and c != WH_OPAQUE for c in name.split("/")):
+        if any(c.startswith(wo.WH_META) and c != wo.WH_OPAQUE for c in name.split("/")):
             return  # aufs metadata (.wh..wh.plnk ...) and what is in it: meaningless here
-        if base == WH_PREFIX:
+        if base == wo.WH_PREFIX:
             self.fail(name, "bare whiteout '.wh.' names nothing")
-        if any(c.startswith(WH_PREFIX) for c in name.split("/")[:-1]):
+        if any(c.startswith(wo.WH_PREFIX) for c in name.split("/")[:-1]):
             self.fail(name, "an entry inside a whiteout")
         prev = self.seen.get(name)
         if prev is not None:
-            if ti.isdir() and prev in ("dir", "implicit") and not base.startswith(WH_PREFIX):
+            if ti.isdir() and prev in ("dir", "implicit") and not base.startswith(wo.WH_PREFIX):
                 self.dir_attrs[name] = ti
                 self.seen[name] = "dir"
                 return
@@ -184,7 +181,7 @@ class Extractor:
         self.result.entries += 1
         pfd, leaf = self._open_parent(name)
         try:
-            if base.startswith(WH_PREFIX):
+            if base.startswith(wo.WH_PREFIX):
                 self._whiteout(pfd, leaf, name, ti)
             elif ti.isdir():
                 try:
