@@ -14,7 +14,7 @@ import subprocess
 import threading
 
 from . import control, mounts, observe, which
-from .image.progress import human
+from .messages import human
 from .inspect.output import emit_json, emit_table, write
 from .spec import SpecError
 

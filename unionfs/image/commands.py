@@ -20,7 +20,7 @@ from ..mounts import mounted_paths
 from ..spec import MountSpec, parse_options, split_escaped, validate
 from . import digest, registry_commands, remotes
 from .errors import ImageError
-from .progress import human
+from ..messages import human
 from .store import Store, default_root, layer_source, rmtree
 
 COMMANDS = {"image", "diff", "commit"} | registry_commands.TOP_COMMANDS

@@ -2,14 +2,7 @@
 import sys
 import time
 
-
-def human(n):
-    n = float(n)
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return ("%d %s" % (n, unit)) if unit == "B" else ("%.1f %s" % (n, unit))
-        n /= 1000.0
-    return "%d B" % n
+from ..messages import human
 
 
 def on_terminal(stream, enabled=None):

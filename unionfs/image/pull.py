@@ -22,7 +22,8 @@ import time
 from . import archive, auth, reference, remotes
 from .errors import ImageError
 from .importer import Prepared, fetch_layer, import_archive
-from .progress import human, on_terminal
+from ..messages import human
+from .progress import on_terminal
 from .registry import DOCKER_LIST, OCI_INDEX, Client, RegistryError
 
 LAYER_TYPES_OK = ("tar", "tar+gzip", "tar+zstd", "diff.tar.gzip", "diff.tar.zstd", "diff.tar")

@@ -14,7 +14,7 @@ import tempfile
 
 from . import reference, remotes
 from .errors import ImageError
-from .progress import human
+from ..messages import human
 from .registry import DOCKER_MANIFEST, OCI_MANIFEST, Client
 from .save import _compress, _file_digest
 

@@ -21,6 +21,7 @@ import tempfile
 
 from .. import mount as mountmod
 from ..core import whiteout as wo
+from ..messages import human
 from ..mounts import mounted_paths
 from ..spec import MountSpec, SpecError, validate
 
@@ -58,14 +59,6 @@ def held_signals():
         yield
     if got:
         raise KeyboardInterrupt
-
-
-def human(n):
-    """Bytes in binary units: 512 B, 4.0 KiB, 1.0 MiB."""
-    for unit in ("B", "KiB", "MiB"):
-        if n < 1024 or unit == "MiB":
-            return "%d %s" % (n, unit) if unit == "B" else "%.1f %s" % (n, unit)
-        n /= 1024.0
 
 
 def _sha256(path):
@@ -147,7 +140,7 @@ def render(root, label):
     tree = walk(root)
     u = usage(root)
     lines = ["%s/  (%d entr%s; file data on disk: %s)" % (
-        label, u["entries"], "y" if u["entries"] == 1 else "ies", human(u["allocated"]))]
+        label, u["entries"], "y" if u["entries"] == 1 else "ies", human(u["allocated"], binary=True))]
     for rel, rec in tree:
         size = "%d, %d" % tuple(rec["rdev"]) if "rdev" in rec else (
             "" if rec["type"] == "dir" else str(rec["size"]))
