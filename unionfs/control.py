@@ -7,7 +7,7 @@
   ``direct_io`` so the kernel caches nothing and passes short reads through; an idle read returns
   a ``tick`` line after ``TICK`` seconds, so a reader that was killed frees its daemon thread.
   At most ``MAX_TRACE_READERS`` streams are open at once (EBUSY beyond): each blocked read holds
-  one of libfuse's worker threads.
+  one of the FUSE server's worker threads.
 
 The directory is not in the root's listing, is never stored in a layer (a layer's own
 ``.unionfs`` is shadowed by it: the listing shows this one in its place), and cannot be created,

@@ -79,9 +79,9 @@ class DirOps:
 
     def detach(self, path, alias):
         """Unlink a file that is still open, keeping it reachable as `alias` until it is closed
-        (the FUSE server renames such a file to a hidden name and unlinks that name on its last
-        close, as libfuse did).
-        The name goes exactly as with unlink; an upper file moves into the work dir."""
+        (the FUSE server keeps the open file's node under an alias no user can name, with a NUL
+        in it, and unlinks that on its last close). The name goes exactly as with unlink; an
+        upper file moves into the work dir."""
         self._writable(path)
         with self.wlock:
             node = self.resolve(path)
