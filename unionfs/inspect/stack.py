@@ -118,7 +118,6 @@ def mount_of(path, mounts):
 def from_mount(store, mnt):
     """The stack a mount shows: an image mount (image layers + its upper) or a unionfs mount
     whose daemon names its layers in its control directory (unionfs/mounts.py)."""
-    from .. import mounts
     rec = store.live_mounts().get(mnt)
     if rec is not None:
         st = from_image(store, rec["image"])
