@@ -330,3 +330,27 @@ def test_reserved_names_refused(env):
         assert errno_of(e) == errno.EINVAL
     assert not any(n.startswith(".wh.") for _r, ds, fs in os.walk(upper) for n in ds + fs)
     assert u.lookup("/d/a") is not None
+
+
+def test_kept_upper_directory_fds_follow_renames_and_removals(env):
+    """The upper keeps the directory fds it opened (core/layers.py); after a directory is
+    renamed, exchanged or removed, a new directory at the old name gets its own entries."""
+    u, lower, upper, _ = env
+    u.mkdir("/p", 0o755, OWNER)
+    u.mkdir("/p/q", 0o755, OWNER)
+    ucreate(u, "/p/q/one", b"1")                  # /p and /p/q are now kept open
+    u.rename("/p", "/moved")
+    u.mkdir("/p", 0o755, OWNER)
+    u.mkdir("/p/q", 0o755, OWNER)
+    ucreate(u, "/p/q/two", b"2")
+    assert sorted(os.listdir(upper + "/p/q")) == ["two"]
+    assert sorted(os.listdir(upper + "/moved/q")) == ["one"]
+    u.unlink("/p/q/two")
+    u.rmdir("/p/q")
+    u.mkdir("/p/q", 0o755, OWNER)
+    ucreate(u, "/p/q/three", b"3")
+    assert os.listdir(upper + "/p/q") == ["three"]
+    u.rename("/p", "/moved", 2)                   # RENAME_EXCHANGE
+    ucreate(u, "/p/q/four", b"4")
+    assert sorted(os.listdir(upper + "/p/q")) == ["four", "one"]
+    assert uread(u, "/moved/q/three") == b"3"

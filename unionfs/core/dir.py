@@ -170,14 +170,18 @@ class DirOps:
             src = self.upper.real(old[1:])
             dst = self.upper.real(new[1:])
             dst_whiteout = self._clear_target(new[1:])
-            if need_whiteout:
-                self.writer.move_leaving_whiteout(src, dst, dst_whiteout, onode.is_dir)
-                self.stats["whiteouts"] += 1
-                self.observer.whiteout(old)
-            elif dst_whiteout:
-                self.writer.move_onto_whiteout(src, dst, onode.is_dir)
-            else:
-                os.rename(src, dst)
+            try:
+                if need_whiteout:
+                    self.writer.move_leaving_whiteout(src, dst, dst_whiteout, onode.is_dir)
+                    self.stats["whiteouts"] += 1
+                    self.observer.whiteout(old)
+                elif dst_whiteout:
+                    self.writer.move_onto_whiteout(src, dst, onode.is_dir)
+                else:
+                    os.rename(src, dst)
+            finally:
+                if onode.is_dir or (nnode is not None and nnode.is_dir):
+                    self.upper.forget_dirs()  # the upper's directories changed paths
             if whole:
                 self._settle_tree(dst, npnode, nname)
             self._move_handles(old, new)
@@ -205,7 +209,11 @@ class DirOps:
             samedir = aparent == bparent
             _, a_whole = self._prepare_move(a, anode, bpnode, bname, samedir)
             _, b_whole = self._prepare_move(b, bnode, apnode, aname, samedir)
-            renameat2(self.upper.real(a[1:]), self.upper.real(b[1:]), RENAME_EXCHANGE)
+            try:
+                renameat2(self.upper.real(a[1:]), self.upper.real(b[1:]), RENAME_EXCHANGE)
+            finally:
+                if anode.is_dir or bnode.is_dir:
+                    self.upper.forget_dirs()  # the upper's directories changed paths
             if a_whole:
                 self._settle_tree(self.upper.real(b[1:]), bpnode, bname)
             if b_whole:
@@ -310,22 +318,26 @@ class DirOps:
         parent, name = split(path)
         pnode = self.lookup(parent)
         need_whiteout = lower_positive(self.layers, pnode, name)
-        if need_whiteout:
-            self._upper_dir(parent)
-            real = self.upper.real(path[1:])  # its parent is in the upper now
-            if node.in_upper:
-                self.writer.whiteout_entry(real, self.copier.temp(), node.is_dir)
-            else:
-                self.writer.make_whiteout(real)
-            self.stats["whiteouts"] += 1
-            self.observer.whiteout(path)
-        elif node.in_upper:
-            real = self.upper.real(path[1:])
-            if node.is_dir:
-                self.writer.clear_dir(real)
-                os.rmdir(real)
-            else:
-                os.unlink(real)
+        try:
+            if need_whiteout:
+                self._upper_dir(parent)
+                real = self.upper.real(path[1:])  # its parent is in the upper now
+                if node.in_upper:
+                    self.writer.whiteout_entry(real, self.copier.temp(), node.is_dir)
+                else:
+                    self.writer.make_whiteout(real)
+                self.stats["whiteouts"] += 1
+                self.observer.whiteout(path)
+            elif node.in_upper:
+                real = self.upper.real(path[1:])
+                if node.is_dir:
+                    self.writer.clear_dir(real)
+                    os.rmdir(real)
+                else:
+                    os.unlink(real)
+        finally:
+            if node.is_dir and node.in_upper:
+                self.upper.forget_dirs()  # a kept fd must not outlive its directory's name
         self.cache.forget_tree(path)
 
     def _clear_target(self, rel):

@@ -62,10 +62,19 @@ def _code(entry, xwh_dir, dirfd=None):
     return stat.S_IFMT(st.st_mode)
 
 
+_MAX_DIR_FDS = 1024  # open directory fds one layer keeps at most
+
+
 class Layer:
     """A writable layer (the upper): read live from disk, every directory reached through
     openat2(RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS) from the layer's root, so that even an upper
-    changed behind the mount's back cannot lead a lookup or a change through a symlink."""
+    changed behind the mount's back cannot lead a lookup or a change through a symlink.
+
+    The directories it has opened are kept open (O_PATH, a bounded number), so a name in one of
+    them costs one *at call. Cache validity is explicit: a directory of the layer that the union
+    renames or removes makes it forget them all (forget_dirs); a change behind the mount's back
+    is not followed (as for the kernel), but a kept fd is still the directory that was verified
+    beneath the root, so it cannot lead anywhere else either."""
     writable = True
 
     def __init__(self, root, index, prefixes=(wo.TRUSTED,), oci=False):
@@ -77,6 +86,9 @@ class Layer:
         self.oci = oci
         self._rootfd = os.open(root, O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         self.dev = os.fstat(self._rootfd).st_dev
+        self._root = fd_path(self._rootfd, ".").held
+        self._fds = {}
+        self._fd_lock = threading.Lock()
 
     def __repr__(self):
         return "<%s %d %s>" % (type(self).__name__, self.index, self.root)
@@ -93,15 +105,29 @@ class Layer:
         return open_deep(self._rootfd, rel, flags)
 
     def dirfd(self, rel):
-        """An Fd (O_PATH) of directory rel; ENOENT where a symlink stands in the way."""
+        """An Fd (O_PATH) of directory rel, kept; ENOENT where a symlink stands in the way."""
         if not rel:
-            return fd_path(self._rootfd, ".").held
-        try:
-            return Fd(self._open(rel, O_PATH | os.O_DIRECTORY))
-        except OSError as e:
-            if e.errno in (errno.ELOOP, errno.EXDEV):
-                raise OSError(errno.ENOENT, os.strerror(errno.ENOENT), self.shown(rel))
-            raise
+            return self._root
+        fd = self._fds.get(rel)
+        if fd is None:
+            try:
+                fd = Fd(self._open(rel, O_PATH | os.O_DIRECTORY))
+            except OSError as e:
+                if e.errno in (errno.ELOOP, errno.EXDEV):
+                    raise OSError(errno.ENOENT, os.strerror(errno.ENOENT), self.shown(rel))
+                raise
+            with self._fd_lock:
+                if len(self._fds) >= _MAX_DIR_FDS:
+                    # an Fd still named by a path in use stays open until that path goes
+                    self._fds.clear()
+                self._fds[rel] = fd
+        return fd
+
+    def forget_dirs(self):
+        """A directory of this layer was renamed or removed: the kept fds may now stand for other
+        paths (or none), so all go (each closes once no path in use names it)."""
+        with self._fd_lock:
+            self._fds.clear()
 
     def real(self, rel):
         """The FdPath of rel: its parent directory pinned, its own name looked up at use."""
@@ -111,11 +137,11 @@ class Layer:
         return FdPath(self.dirfd(parent), name)
 
     def lstat(self, rel):
-        fd = self._open(rel, O_PATH | os.O_NOFOLLOW)
-        try:
-            return os.fstat(fd)
-        finally:
-            os.close(fd)
+        if not rel:
+            return os.fstat(self._rootfd)
+        parent, _, name = rel.rpartition("/")
+        dfd = self.dirfd(parent)  # held while its number is in use
+        return os.stat(name, dir_fd=dfd.fd, follow_symlinks=False)
 
     def _open_dir(self, rel, flags=O_PATH):
         """fd of directory rel, or None if it is absent or not reachable without a symlink."""
@@ -226,9 +252,6 @@ class _DirInfo:
         self.names = names
 
 
-_MAX_DIR_FDS = 1024  # open directory fds one lower layer keeps at most
-
-
 class LowerLayer(Layer):
     """A read-only layer: listings and markers are read once, understood in every format.
 
@@ -241,21 +264,9 @@ class LowerLayer(Layer):
         super().__init__(root, index, wo.READ_PREFIXES)
         self._dirs = {}
         self._markers = {}
-        self._fds = {}
         self._entries = 0
         self._max = max_entries
         self._lock = threading.Lock()
-
-    def dirfd(self, rel):
-        fd = self._fds.get(rel)
-        if fd is None:
-            fd = super().dirfd(rel)
-            with self._lock:
-                if len(self._fds) >= _MAX_DIR_FDS:
-                    # an Fd still named by a path in use stays open until that path goes
-                    self._fds.clear()
-                self._fds[rel] = fd
-        return fd
 
     def markers(self, rel):
         """(opaque, redirect, xattr_whiteouts) of a directory of this layer, cached."""
