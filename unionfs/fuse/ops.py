@@ -1,7 +1,7 @@
 """The FUSE adapter: one short method per operation, converting arguments and calling the Union.
 
-Errors are the Union's OSErrors; `fuseserver` answers the kernel with their errno. Paths are
-str, names that are not UTF-8 carried as surrogate escapes.
+Errors are the Union's OSErrors; the server (fuse/server.py) answers the kernel with their
+errno. Paths are str, names that are not UTF-8 carried as surrogate escapes.
 
 The server names files by path, as libfuse's high-level API did. Two consequences handled here:
 * a file unlinked while open is detached by the server (`detach`: the name goes exactly as on
@@ -18,12 +18,10 @@ import stat
 import threading
 import time
 
-from . import control, which
+from .. import control, which
+from .nodes import DETACHED
 
 LISTINGS_KEPT = 200_000  # directory entries kept for listings the kernel may continue
-# The paths the server gives files unlinked while open (fuseserver.Nodes.hide): no user's path
-# can begin so (a NUL is in no name), and a system call given one fails rather than reach a file.
-DETACHED = "/\0detached-"
 
 
 class FuseOps:
@@ -174,7 +172,7 @@ class FuseOps:
     def snapshot(self, path, offset, plus):
         """(generation, entries) of the listing served from `offset` on.
 
-        The kernel opens directories without asking (fuseserver: no opendir), so a listing has
+        The kernel opens directories without asking (server.Server.opendir), so a listing has
         no handle: it is taken whole when a reader starts at offset 0, and each entry's offset,
         (generation << 32) | (index + 1), names the listing it came from. A reader thus goes on
         with the same listing (stable for telldir/seekdir, and while it deletes entries as it
