@@ -3,6 +3,7 @@ packed as the kernel's."""
 import stat
 
 from unionfs import control
+from unionfs.core import readdir
 from unionfs.fuse import ops as fuse_ops
 from unionfs.fuse import proto as P
 
@@ -88,7 +89,7 @@ def test_plus_reader_does_not_continue_plain_listing():
 
 
 def test_oldest_listing_evicted_beyond_kept(monkeypatch):
-    monkeypatch.setattr(fuse_ops, "LISTINGS_KEPT", 6)  # two listings of 3 entries
+    monkeypatch.setattr(readdir, "LISTINGS_KEPT", 6)  # two listings of 3 entries
     ops, union = _ops(3)
     g1, e1 = ops.snapshot("/d", 0, False)
     g2, e2 = ops.snapshot("/d", 0, False)
@@ -104,11 +105,11 @@ def test_oldest_listing_evicted_beyond_kept(monkeypatch):
     assert g4 not in (g1, g2, g3) and e4 is not e1
     assert len(union.calls) == 4
     assert ops.listings() == 2
-    assert ops._kept == 6
+    assert ops._listings._kept == 6
 
 
 def test_recently_read_listing_kept_over_older_unread(monkeypatch):
-    monkeypatch.setattr(fuse_ops, "LISTINGS_KEPT", 6)
+    monkeypatch.setattr(readdir, "LISTINGS_KEPT", 6)
     ops, union = _ops(3)
     g1, e1 = ops.snapshot("/d", 0, False)
     g2, e2 = ops.snapshot("/d", 0, False)
@@ -124,7 +125,7 @@ def test_recently_read_listing_kept_over_older_unread(monkeypatch):
 
 
 def test_listing_larger_than_kept_stays_while_alone(monkeypatch):
-    monkeypatch.setattr(fuse_ops, "LISTINGS_KEPT", 2)
+    monkeypatch.setattr(readdir, "LISTINGS_KEPT", 2)
     ops, union = _ops(5)
     g1, e1 = ops.snapshot("/d", 0, False)
     assert ops.listings() == 1

@@ -10,18 +10,14 @@ The server names files by path, as libfuse's high-level API did. Two consequence
 * each hard-link name is a separate kernel node, so the Union asks (`on_invalidate`) for the
   kernel's cached attributes and pages of the other names to be dropped after a change.
 """
-import collections
 import errno
-import itertools
 import os
 import stat
-import threading
 import time
 
 from .. import control, which
+from ..core.readdir import Listings
 from .nodes import DETACHED
-
-LISTINGS_KEPT = 200_000  # directory entries kept for listings the kernel may continue
 
 
 class FuseOps:
@@ -31,10 +27,7 @@ class FuseOps:
         self.union = union
         self.on_ready = on_ready
         self.files = {}
-        self._gens = itertools.count(1)
-        self._listings = collections.OrderedDict()  # generation -> (gen, entries, plus)
-        self._kept = 0
-        self._listing_lock = threading.Lock()
+        self._listings = Listings()
         self.control = control.ControlDir(self)
         self.context = lambda: (os.getuid(), os.getgid(), os.getpid())  # set by the server
 
@@ -105,12 +98,6 @@ class FuseOps:
         else:
             self.union.utimens(path, atime, mtime)
 
-    def readlink(self, path):
-        return self.union.readlink(path)
-
-    def statfs(self):
-        return self.union.statfs()
-
     # -- xattrs
     def getxattr(self, path, name, *args):
         if control.owns(path) or name.startswith(which.XATTR_PREFIX):
@@ -170,41 +157,17 @@ class FuseOps:
 
     # -- directories
     def snapshot(self, path, offset, plus):
-        """(generation, entries) of the listing served from `offset` on.
-
-        The kernel opens directories without asking (server.Server.opendir), so a listing has
-        no handle: it is taken whole when a reader starts at offset 0, and each entry's offset,
-        (generation << 32) | (index + 1), names the listing it came from. A reader thus goes on
-        with the same listing (stable for telldir/seekdir, and while it deletes entries as it
-        goes), also one that the kernel's cache of the directory began for another reader."""
+        """(generation, entries) of the listing served from `offset` on (core.readdir.Listings);
+        the control directory's is generation 0, made anew for every read."""
         if control.owns(path):
             return 0, self.control.listdir(path, plus)
-        listing = self._listing(offset >> 32) if offset else None
-        if listing is None or (plus and not listing[2]):
+
+        def take():
             entries = self.union.listdir(path, plus)
             if path == "/":
                 self.control.shadow(entries, plus)
-            listing = (next(self._gens), entries, plus)
-            self._keep(listing)
-        return listing[:2]
-
-    def _listing(self, gen):
-        with self._listing_lock:
-            listing = self._listings.get(gen)
-            if listing is not None:
-                self._listings.move_to_end(gen)
-            return listing
-
-    def _keep(self, listing):
-        """Listings stay findable by generation while a reader may go on with them; the least
-        recently read go first beyond LISTINGS_KEPT entries in all (a reader whose listing went
-        continues, by index, in a new one)."""
-        with self._listing_lock:
-            self._listings[listing[0]] = listing
-            self._kept += len(listing[1])
-            while self._kept > LISTINGS_KEPT and len(self._listings) > 1:
-                _gen, old = self._listings.popitem(last=False)
-                self._kept -= len(old[1])
+            return entries
+        return self._listings.at(offset, plus, take)
 
     def listings(self):
         return len(self._listings)

@@ -132,6 +132,7 @@ class Server:
                  negative_timeout=None, threads=None, on_ready=None, allow_root=False,
                  debug=False, passthrough=False):
         self.ops = ops
+        self.union = ops.union
         self.nodes = Nodes()
         self.entry_valid = P.valid(CACHE_TIMEOUT if entry_timeout is None else entry_timeout)
         self.attr_valid = P.valid(CACHE_TIMEOUT if attr_timeout is None else attr_timeout)
@@ -441,7 +442,7 @@ class Server:
     def readlink(self, unique, nid, data):
         node, path = self._hold(nid)
         try:
-            target = self._call("readlink", self.ops.readlink, path)
+            target = self._call("readlink", self.union.readlink, path)
         finally:
             self.nodes.read_unlock(node)
         self.channel.reply(unique, target.encode(*_UTF8))
@@ -686,7 +687,7 @@ class Server:
         self.channel.reply(unique, P.U64.pack(pos))
 
     def statfs(self, unique, nid, data):
-        s = self._call("statfs", self.ops.statfs)
+        s = self._call("statfs", self.union.statfs)
         self.channel.reply(unique, P.KSTATFS.pack(
             s.f_blocks, s.f_bfree, s.f_bavail, s.f_files, s.f_ffree, s.f_bsize,
             s.f_namemax, s.f_frsize, 0))
@@ -747,7 +748,7 @@ class Server:
         """Not implemented on purpose: after the first ENOSYS the kernel sends no OPENDIR or
         RELEASEDIR again and keeps every listing (FOPEN_CACHE_DIR | FOPEN_KEEP_CACHE, its
         default without opendir) until a change through the mount alters the directory. A
-        listing needs no handle: its offsets name it (FuseOps.snapshot)."""
+        listing needs no handle: its offsets name it (core.readdir.Listings)."""
         self.channel.reply_error(unique, errno.ENOSYS)
 
     def readdir(self, unique, nid, data):
@@ -758,7 +759,7 @@ class Server:
 
     def _list(self, unique, nid, data, plus):
         """Entries from offset on, as many as fit; each entry's offset names its listing and
-        its index in it (FuseOps.snapshot). With plus, each entry but . and .. hands the kernel
+        its index in it (core.readdir.Listings). With plus, each entry but . and .. hands the kernel
         a node."""
         _fh, offset, size, *_ = P.RW_IN.unpack_from(data)
         path = self.nodes.path(nid)
