@@ -1,14 +1,14 @@
-"""The FUSE adapter: one short method per operation, converting arguments and calling the Union.
+"""What the FUSE server still asks of a path API: the open-file table (file handle -> the
+union's handle), and the routing of the control directory (its paths, its handles at or above
+control.FH_BASE, the which-report xattrs) away from the union; listings come from the union
+through core.readdir.Listings. The namespace operations, readlink and statfs the server sends
+to the union itself.
 
 Errors are the Union's OSErrors; the server (fuse/server.py) answers the kernel with their
-errno. Paths are str, names that are not UTF-8 carried as surrogate escapes.
-
-The server names files by path, as libfuse's high-level API did. Two consequences handled here:
-* a file unlinked while open is detached by the server (`detach`: the name goes exactly as on
-  unlink) and known by a path no user can name (a NUL in it) until its last close unlinks that;
-  no user's name is ever taken for internal state;
-* each hard-link name is a separate kernel node, so the Union asks (`on_invalidate`) for the
-  kernel's cached attributes and pages of the other names to be dropped after a change.
+errno. Paths are str, names that are not UTF-8 carried as surrogate escapes. A file whose name
+was removed while open is known by a path under nodes.DETACHED; each hard-link name is a
+separate kernel node, so the Union asks (`on_invalidate`) for the kernel's cached attributes
+and pages of the other names to be dropped after a change.
 """
 import errno
 import os
@@ -120,40 +120,6 @@ class FuseOps:
         if control.owns(path) or name.startswith(which.XATTR_PREFIX):
             self.control.refuse(path)
         self.union.removexattr(path, name)
-
-    # -- namespace
-    def mkdir(self, path, mode):
-        self._guard(path)
-        self.union.mkdir(path, mode, self._owner())
-
-    def mknod(self, path, mode, dev):
-        self._guard(path)
-        self.union.mknod(path, mode, dev, self._owner())
-
-    def symlink(self, target, source):
-        self._guard(target)
-        self.union.symlink(target, source, self._owner())
-
-    def link(self, target, source):
-        self._guard(target, source)
-        self.union.link(source, target)
-
-    def unlink(self, path):
-        self._guard(path)
-        self.union.unlink(path)
-
-    def rmdir(self, path):
-        self._guard(path)
-        self.union.rmdir(path)
-
-    def rename(self, old, new, flags=0):
-        self._guard(old, new)
-        self.union.rename(old, new, flags)
-
-    def detach(self, path, alias):
-        """Unlink a file still open; it stays reachable as `alias` until its last close."""
-        self._guard(path)
-        self.union.detach(path, alias)
 
     # -- directories
     def snapshot(self, path, offset, plus):

@@ -1,6 +1,7 @@
 """The FUSE server: dispatch of each request to its handler, the worker threads, and the
 kernel notifications sent off the request path. Requests name nodes; the node table
-(fuse/nodes.py) gives their paths, and the handlers call FuseOps (fuse/ops.py) with them.
+(fuse/nodes.py) gives their paths, and the handlers call the union with them, or FuseOps
+(fuse/ops.py) for what needs the open-file table or the control directory.
 
 Threads take turns as the reader of /dev/fuse, and the reader answers most requests itself
 before reading the next: no hand-over between threads under the GIL per request
@@ -255,14 +256,19 @@ class Server:
 
     # -- helpers
 
-    def _call(self, name, fn, *args, paths=(), cause=None):
-        """Run one FuseOps call, timed into the stats and, for a change, traced. While someone
-        traces, the union's events name the request as their cause (core.observe.OPERATION):
-        (name, *paths), or `cause`, (op, path, to), where the union's operation differs."""
+    def _call(self, name, fn, *args, paths=(), cause=None, guard=()):
+        """Run one call of the union (or of FuseOps), timed into the stats and, for a change,
+        traced. While someone traces, the union's events name the request as their cause
+        (core.observe.OPERATION): (name, *paths), or `cause`, (op, path, to), where the union's
+        operation differs. A path of `guard` in the control directory fails the call (EPERM),
+        timed and traced as any failure."""
         token = (OPERATION.set(cause or (name, *paths, None, None)[:3])
                  if self.bus.subscribers else None)
         t = time.perf_counter_ns()
         try:
+            for p in guard:
+                if control.owns(p):
+                    control.ControlDir.refuse(p)
             r = fn(*args)
         except OSError as e:
             self._record(name, t, -(e.errno or errno.EIO), paths)
@@ -293,6 +299,11 @@ class Server:
             self.nodes.read_unlock(node)
             raise OSError(errno.ESTALE, "stale node")
         return node, path
+
+    def _owner(self):
+        """(uid, gid) of the process whose request this thread serves: the owner of what it
+        makes."""
+        return self.local.ctx[:2]
 
     def _child(self, nid, name):
         path = self.nodes.child_path(nid, name)
@@ -451,21 +462,24 @@ class Server:
         name, end = _name(data)
         target, _ = _name(data, end)
         path = self._child(nid, name)
-        self._call("symlink", self.ops.symlink, path, target, paths=(path, target))
+        self._call("symlink", self.union.symlink, path, target, self._owner(),
+                   paths=(path, target), guard=(path,))
         self.channel.reply(unique, self._entry(nid, name, path))
 
     def mknod(self, unique, nid, data):
         mode, rdev, _umask, _ = P.MKNOD_IN.unpack_from(data)
         name, _ = _name(data, P.MKNOD_IN.size)
         path = self._child(nid, name)
-        self._call("mknod", self.ops.mknod, path, mode, rdev, paths=(path,))
+        self._call("mknod", self.union.mknod, path, mode, rdev, self._owner(), paths=(path,),
+                   guard=(path,))
         self.channel.reply(unique, self._entry(nid, name, path))
 
     def mkdir(self, unique, nid, data):
         mode, _umask = P.MKDIR_IN.unpack_from(data)
         name, _ = _name(data, P.MKDIR_IN.size)
         path = self._child(nid, name)
-        self._call("mkdir", self.ops.mkdir, path, mode, paths=(path,))
+        self._call("mkdir", self.union.mkdir, path, mode, self._owner(), paths=(path,),
+                   guard=(path,))
         self.channel.reply(unique, self._entry(nid, name, path))
 
     def _hide_if_open(self, nid, name, path):
@@ -475,8 +489,8 @@ class Server:
         if node is None or not self.nodes.opens.get(node):
             return False
         alias = self.nodes.hidden_path()
-        self._call("unlink", self.ops.detach, path, alias, paths=(path,),
-                   cause=("unlink", path, alias))
+        self._call("unlink", self.union.detach, path, alias, paths=(path,),
+                   cause=("unlink", path, alias), guard=(path,))
         self.nodes.hide(node, alias)
         return True
 
@@ -486,7 +500,7 @@ class Server:
         try:
             path = self._child(nid, name)
             if not self._hide_if_open(nid, name, path):
-                self._call("unlink", self.ops.unlink, path, paths=(path,))
+                self._call("unlink", self.union.unlink, path, paths=(path,), guard=(path,))
                 self.nodes.removed(nid, name)
         finally:
             self.nodes.write_unlock(held)
@@ -497,7 +511,7 @@ class Server:
         held = self.nodes.write_lock((nid, name))
         try:
             path = self._child(nid, name)
-            self._call("rmdir", self.ops.rmdir, path, paths=(path,))
+            self._call("rmdir", self.union.rmdir, path, paths=(path,), guard=(path,))
             self.nodes.removed(nid, name)
         finally:
             self.nodes.write_unlock(held)
@@ -509,7 +523,8 @@ class Server:
             old, new = self._child(nid, name), self._child(new_nid, new_name)
             if not flags & 2:  # not RENAME_EXCHANGE: an open target keeps its data
                 self._hide_if_open(new_nid, new_name, new)
-            self._call("rename", self.ops.rename, old, new, flags, paths=(old, new))
+            self._call("rename", self.union.rename, old, new, flags, paths=(old, new),
+                       guard=(old, new))
             self.nodes.moved(nid, name, new_nid, new_name, exchange=bool(flags & 2))
         finally:
             self.nodes.write_unlock(held)
@@ -533,7 +548,7 @@ class Server:
         node, old = self._hold(old_nid)
         try:
             new = self._child(nid, name)
-            self._call("link", self.ops.link, new, old, paths=(old, new))
+            self._call("link", self.union.link, old, new, paths=(old, new), guard=(new, old))
             out = self._entry(nid, name, new)
         finally:
             self.nodes.read_unlock(node)
@@ -658,7 +673,7 @@ class Server:
                     path, node.parent = node.path, None
                 try:
                     if path is not None:
-                        self.ops.unlink(path)
+                        self.union.unlink(path)
                 except OSError:
                     pass
         self.channel.reply(unique)
