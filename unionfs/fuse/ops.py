@@ -21,11 +21,8 @@ from .nodes import DETACHED
 
 
 class FuseOps:
-    use_ns = True
-
-    def __init__(self, union, on_ready=None):
+    def __init__(self, union):
         self.union = union
-        self.on_ready = on_ready
         self.files = {}
         self._listings = Listings()
         self.control = control.ControlDir(self)
