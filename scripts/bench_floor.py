@@ -15,9 +15,9 @@ high-level API serves with one getattr call. Systems:
   ``struct.pack_into`` (what unionfs does), i.e. the cheapest Python getattr there is;
 * ``floor-packed-st``: floor-packed with libfuse's single-threaded loop (``-s``);
 * ``floor-pinned``: floor-packed, multithreaded, each libfuse thread keeping its Python thread
-  state (one PyGILState_Ensure never released, as unionfs does: fuseops._FUSE._thread_start);
+  state (one PyGILState_Ensure never released, as unionfs did before it spoke the protocol itself);
 * ``floor-wire`` / ``floor-wire-st``: a null daemon on unionfs's own FUSE protocol code
-  (``unionfs/fuseproto.py``, no libfuse): what unionfs's server costs before any union logic,
+  (``unionfs/fuse/proto.py``, no libfuse): what unionfs's server costs before any union logic,
   with its 8 reader threads or one;
 * ``unionfs``: unionfs over the kernel's lower directory;
 * ``fuse-overlayfs``: the C daemon, when installed.
@@ -49,14 +49,14 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # ---- the null daemon --------------------------------------------------------------------------
 
 def serve_wire(mode, mnt):
-    """A null daemon on unionfs's own protocol code (unionfs/fuseproto.py): every name is a
+    """A null daemon on unionfs's own protocol code (unionfs/fuse/proto.py): every name is a
     file, answered from constant bytes; ``floor-wire`` with unionfs's 8 reader threads,
     ``floor-wire-st`` with one."""
     import itertools
     import stat as st_mod
     import types
     sys.path.insert(0, REPO)
-    from unionfs import fuseproto as P
+    from unionfs.fuse import proto as P
 
     t = time.time_ns()
 

@@ -2,7 +2,7 @@
 
 `mount()` returns once the kernel has initialised the FUSE connection: the daemon is a child in a
 new session that signals readiness through a pipe; if it dies first, its last error line becomes
-ours. SIGTERM/SIGINT/SIGHUP unmount (fuseserver.Server.stop) and the daemon exits.
+ours. SIGTERM/SIGINT/SIGHUP unmount (fuse.server.Server.stop) and the daemon exits.
 
 A mountpoint whose daemon died (SIGKILL, OOM killer, crash) keeps a dead FUSE mount that answers
 every access with ENOTCONN ("Transport endpoint is not connected") until it is detached. `mount()`
@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 
-from .fuseproto import MountError, fusermount as _fusermount
+from .fuse.proto import MountError, fusermount as _fusermount
 from .mounts import dead_fuse_mount, is_unionfs_mount, mounted_paths
 from .spec import SpecError
 
@@ -41,8 +41,8 @@ def run_daemon(spec, ready_fd=None, layer_name=None):
     directories in its events and reports (observe.Recorder)."""
     from .core.ids import IdMapper
     from .core.union import Union
-    from .fuseops import FuseOps
-    from .fuseserver import Server
+    from .fuse.ops import FuseOps
+    from .fuse.server import Server
     from .observe import Recorder
 
     os.umask(0)

@@ -68,7 +68,7 @@ def tree():
     base = tempfile.mkdtemp(prefix="unionfs-rootless-", dir="/tmp")
     os.chmod(base, 0o755)
     try:
-        proc = as_user(PYTHON, "-c", "import unionfs.fuseserver, unionfs.core.union; import os; "
+        proc = as_user(PYTHON, "-c", "import unionfs.fuse.server, unionfs.core.union; import os; "
                        "os.listdir(%r)" % REPO, check=False)
         if proc.returncode != 0:
             pytest.skip("the test's Python or checkout is not usable by uid %d: %s"

@@ -1,16 +1,22 @@
 """Merged directory listings: each name once, top layer first, whiteouts removed; and the
-union's listing of a directory with each entry's inode number and attributes (`ReaddirOps`).
+union's listing of a directory with each entry's inode number and attributes (`ReaddirOps`), and
+the snapshots readers continue by offset (`Listings`).
 
-A listing is taken whole when a directory is opened and served from that snapshot, so offsets are
-stable for seekdir/telldir and a program may delete entries while it iterates. The components of
-a merged directory already stop at the first opaque layer (namei.py), so opaque directories need
-no special case here.
+A listing is taken whole when a reader starts and served from that snapshot (`Listings`), so
+offsets are stable for seekdir/telldir and a program may delete entries while it iterates. The
+components of a merged directory already stop at the first opaque layer (namei.py), so opaque
+directories need no special case here.
 """
+import collections
 import errno
+import itertools
 import stat
+import threading
 
 from .layers import WH
 from .namei import err, split
+
+LISTINGS_KEPT = 200_000  # directory entries kept for listings a reader may continue
 
 
 def merged_entries(node):
@@ -78,3 +84,49 @@ class ReaddirOps:
                     continue  # removed while we listed
             out.append((name, code, self.ino_of(child), full if plus else None))
         return out
+
+
+class Listings:
+    """Listing snapshots, each named by a generation, for readers that hold no handle.
+
+    A listing is taken whole when a reader starts at offset 0, and each entry's offset,
+    (generation << 32) | (index + 1), names the listing it came from. A reader thus goes on
+    with the same listing (stable for telldir/seekdir, and while it deletes entries as it
+    goes), also one that another reader began (the FUSE server opens no directory: its
+    `opendir` says why)."""
+
+    def __init__(self):
+        self._gens = itertools.count(1)
+        self._listings = collections.OrderedDict()  # generation -> (gen, entries, plus)
+        self._kept = 0
+        self._lock = threading.Lock()
+
+    def __len__(self):
+        return len(self._listings)
+
+    def at(self, offset, plus, take):
+        """(generation, entries) of the listing an offset continues; `take()` makes a new one
+        (offset 0, a generation no longer kept, or a plain listing continued with plus)."""
+        listing = self._listing(offset >> 32) if offset else None
+        if listing is None or (plus and not listing[2]):
+            listing = (next(self._gens), take(), plus)
+            self._keep(listing)
+        return listing[:2]
+
+    def _listing(self, gen):
+        with self._lock:
+            listing = self._listings.get(gen)
+            if listing is not None:
+                self._listings.move_to_end(gen)
+            return listing
+
+    def _keep(self, listing):
+        """Listings stay findable by generation while a reader may go on with them; the least
+        recently read go first beyond LISTINGS_KEPT entries in all (a reader whose listing went
+        continues, by index, in a new one)."""
+        with self._lock:
+            self._listings[listing[0]] = listing
+            self._kept += len(listing[1])
+            while self._kept > LISTINGS_KEPT and len(self._listings) > 1:
+                _gen, old = self._listings.popitem(last=False)
+                self._kept -= len(old[1])

@@ -1,42 +1,30 @@
-"""The FUSE adapter: one short method per operation, converting arguments and calling the Union.
+"""What the FUSE server still asks of a path API: the open-file table (file handle -> the
+union's handle), and the routing of the control directory (its paths, its handles at or above
+control.FH_BASE, the which-report xattrs) away from the union; listings come from the union
+through core.readdir.Listings. The namespace operations, readlink and statfs the server sends
+to the union itself.
 
-Errors are the Union's OSErrors; `fuseserver` answers the kernel with their errno. Paths are
-str, names that are not UTF-8 carried as surrogate escapes.
-
-The server names files by path, as libfuse's high-level API did. Two consequences handled here:
-* a file unlinked while open is detached by the server (`detach`: the name goes exactly as on
-  unlink) and known by a path no user can name (a NUL in it) until its last close unlinks that;
-  no user's name is ever taken for internal state;
-* each hard-link name is a separate kernel node, so the Union asks (`on_invalidate`) for the
-  kernel's cached attributes and pages of the other names to be dropped after a change.
+Errors are the Union's OSErrors; the server (fuse/server.py) answers the kernel with their
+errno. Paths are str, names that are not UTF-8 carried as surrogate escapes. A file whose name
+was removed while open is known by a path under nodes.DETACHED; each hard-link name is a
+separate kernel node, so the Union asks (`on_invalidate`) for the kernel's cached attributes
+and pages of the other names to be dropped after a change.
 """
-import collections
 import errno
-import itertools
 import os
 import stat
-import threading
 import time
 
-from . import control, which
-
-LISTINGS_KEPT = 200_000  # directory entries kept for listings the kernel may continue
-# The paths the server gives files unlinked while open (fuseserver.Nodes.hide): no user's path
-# can begin so (a NUL is in no name), and a system call given one fails rather than reach a file.
-DETACHED = "/\0detached-"
+from .. import control, which
+from ..core.readdir import Listings
+from .nodes import DETACHED
 
 
 class FuseOps:
-    use_ns = True
-
-    def __init__(self, union, on_ready=None):
+    def __init__(self, union):
         self.union = union
-        self.on_ready = on_ready
         self.files = {}
-        self._gens = itertools.count(1)
-        self._listings = collections.OrderedDict()  # generation -> (gen, entries, plus)
-        self._kept = 0
-        self._listing_lock = threading.Lock()
+        self._listings = Listings()
         self.control = control.ControlDir(self)
         self.context = lambda: (os.getuid(), os.getgid(), os.getpid())  # set by the server
 
@@ -107,12 +95,6 @@ class FuseOps:
         else:
             self.union.utimens(path, atime, mtime)
 
-    def readlink(self, path):
-        return self.union.readlink(path)
-
-    def statfs(self):
-        return self.union.statfs()
-
     # -- xattrs
     def getxattr(self, path, name, *args):
         if control.owns(path) or name.startswith(which.XATTR_PREFIX):
@@ -136,77 +118,19 @@ class FuseOps:
             self.control.refuse(path)
         self.union.removexattr(path, name)
 
-    # -- namespace
-    def mkdir(self, path, mode):
-        self._guard(path)
-        self.union.mkdir(path, mode, self._owner())
-
-    def mknod(self, path, mode, dev):
-        self._guard(path)
-        self.union.mknod(path, mode, dev, self._owner())
-
-    def symlink(self, target, source):
-        self._guard(target)
-        self.union.symlink(target, source, self._owner())
-
-    def link(self, target, source):
-        self._guard(target, source)
-        self.union.link(source, target)
-
-    def unlink(self, path):
-        self._guard(path)
-        self.union.unlink(path)
-
-    def rmdir(self, path):
-        self._guard(path)
-        self.union.rmdir(path)
-
-    def rename(self, old, new, flags=0):
-        self._guard(old, new)
-        self.union.rename(old, new, flags)
-
-    def detach(self, path, alias):
-        """Unlink a file still open; it stays reachable as `alias` until its last close."""
-        self._guard(path)
-        self.union.detach(path, alias)
-
     # -- directories
     def snapshot(self, path, offset, plus):
-        """(generation, entries) of the listing served from `offset` on.
-
-        The kernel opens directories without asking (fuseserver: no opendir), so a listing has
-        no handle: it is taken whole when a reader starts at offset 0, and each entry's offset,
-        (generation << 32) | (index + 1), names the listing it came from. A reader thus goes on
-        with the same listing (stable for telldir/seekdir, and while it deletes entries as it
-        goes), also one that the kernel's cache of the directory began for another reader."""
+        """(generation, entries) of the listing served from `offset` on (core.readdir.Listings);
+        the control directory's is generation 0, made anew for every read."""
         if control.owns(path):
             return 0, self.control.listdir(path, plus)
-        listing = self._listing(offset >> 32) if offset else None
-        if listing is None or (plus and not listing[2]):
+
+        def take():
             entries = self.union.listdir(path, plus)
             if path == "/":
                 self.control.shadow(entries, plus)
-            listing = (next(self._gens), entries, plus)
-            self._keep(listing)
-        return listing[:2]
-
-    def _listing(self, gen):
-        with self._listing_lock:
-            listing = self._listings.get(gen)
-            if listing is not None:
-                self._listings.move_to_end(gen)
-            return listing
-
-    def _keep(self, listing):
-        """Listings stay findable by generation while a reader may go on with them; the least
-        recently read go first beyond LISTINGS_KEPT entries in all (a reader whose listing went
-        continues, by index, in a new one)."""
-        with self._listing_lock:
-            self._listings[listing[0]] = listing
-            self._kept += len(listing[1])
-            while self._kept > LISTINGS_KEPT and len(self._listings) > 1:
-                _gen, old = self._listings.popitem(last=False)
-                self._kept -= len(old[1])
+            return entries
+        return self._listings.at(offset, plus, take)
 
     def listings(self):
         return len(self._listings)

@@ -1,12 +1,7 @@
-"""The FUSE server: the kernel's node ids mapped to union paths, requests dispatched to FuseOps.
-
-The kernel names files by node id; the union by path. `Nodes` keeps, for every node the kernel
-holds (its lookup count above zero), its parent and name; a request's path is built from them
-(no string per node: a walk of a million paths holds a million nodes), and renames and removals
-move and detach nodes as the kernel's dentries move. Like libfuse's
-high-level API (whose behaviour the differential tests were written against), each name is its
-own node, and a file unlinked or renamed over while open is detached (`Union.detach`): its node
-leaves the namespace and is known by a path no user can name until its last close.
+"""The FUSE server: dispatch of each request to its handler, the worker threads, and the
+kernel notifications sent off the request path. Requests name nodes; the node table
+(fuse/nodes.py) gives their paths, and the handlers call the union with them, or FuseOps
+(fuse/ops.py) for what needs the open-file table or the control directory.
 
 Threads take turns as the reader of /dev/fuse, and the reader answers most requests itself
 before reading the next: no hand-over between threads under the GIL per request
@@ -22,7 +17,6 @@ What the kernel caches stays true: when the union changes an entry the request d
 before the reply, its pages by the notifier thread (`Server._invalidate` says why).
 """
 import errno
-import itertools
 import logging
 import mmap
 import os
@@ -30,15 +24,14 @@ import signal
 import threading
 import time
 
-from . import control
-from . import fuseproto as P
-from .fuseops import DETACHED
-from .core.observe import OPERATION
-from .observe import CHANGING
+from .. import control
+from ..core.observe import OPERATION
+from ..observe import CHANGING
+from . import proto as P
+from .nodes import Nodes
 
 log = logging.getLogger("unionfs")
 
-ROOT = 1
 THREADS = 8
 # requests whose thread hands the reader's turn on (see the module docstring)
 _HANDED = frozenset((P.SETATTR, P.RENAME, P.RENAME2, P.LINK, P.SETXATTR, P.REMOVEXATTR,
@@ -60,233 +53,6 @@ def _handed(op, data):
 # ancestors copied up: Union.on_invalidate).
 CACHE_TIMEOUT = 3600.0
 _UTF8 = ("utf-8", "surrogateescape")
-
-
-class Node:
-    """One node the kernel holds. Its path is built from its parents when asked (a walk holds a
-    node per path the kernel keeps, so a million of them: no path string kept per node)."""
-    __slots__ = ("id", "parent", "name", "nlookup", "children", "lock")
-
-    def __init__(self, nid, parent, name):
-        self.id = nid
-        self.parent = parent    # None: the root, or a node whose name is gone
-        self.name = name
-        self.nlookup = 0
-        self.children = None
-        self.lock = 0           # readers holding it, or -1: held for removing or renaming it
-
-    @property
-    def path(self):
-        """The node's path, or None once its name (or an ancestor's) is gone."""
-        parts = []
-        node = self
-        while node.parent is not None:
-            parts.append(node.name)
-            node = node.parent
-        if node.id != ROOT:
-            return None
-        return "/" + "/".join(reversed(parts))
-
-
-class _Ids:
-    """Node id -> Node: a list whose slots are reused after FORGET (no dict entry or int object
-    per node; the kernel may be given a forgotten id again)."""
-    __slots__ = ("_slots", "_free")
-
-    def __init__(self, root):
-        self._slots = [None, root]  # id 0 is never a node
-        self._free = []
-
-    def get(self, nid):
-        try:
-            return self._slots[nid]
-        except IndexError:
-            return None
-
-    def __getitem__(self, nid):
-        node = self.get(nid)
-        if node is None:
-            raise KeyError(nid)
-        return node
-
-    def __contains__(self, nid):
-        return self.get(nid) is not None
-
-    def new_id(self):
-        if self._free:
-            return self._free.pop()
-        self._slots.append(None)
-        return len(self._slots) - 1
-
-    def __setitem__(self, nid, node):
-        self._slots[nid] = node
-
-    def __delitem__(self, nid):
-        self._slots[nid] = None
-        self._free.append(nid)
-
-
-class Nodes:
-    """Node id -> Node, and each node's named children; every method holds the table lock."""
-
-    def __init__(self):
-        self.lock = threading.Lock()
-        self._cond = threading.Condition(self.lock)
-        root = Node(ROOT, None, "")
-        root.nlookup = 1
-        self.by_id = _Ids(root)
-        self.opens = {}      # Node -> handles open on it
-        self.hidden = set()  # Nodes whose name was removed while open (hide())
-        self._hide = itertools.count()
-
-    # Requests by node id and requests that remove or move the node's name exclude each other
-    # (libfuse's path API locked its nodes the same way): an operation never runs on a path
-    # that another request has meanwhile given to a different file.
-
-    def read_lock(self, nid):
-        """The node, held against removal and renaming, and its path (None: name gone)."""
-        with self.lock:
-            node = self.by_id.get(nid)
-            if node is None:
-                return None, None
-            while node.lock < 0:
-                self._cond.wait()
-            node.lock += 1
-            return node, node.path
-
-    def read_unlock(self, node):
-        if node is not None:
-            with self.lock:
-                node.lock -= 1
-                if node.lock == 0:
-                    self._cond.notify_all()
-
-    def write_lock(self, *named):
-        """The nodes of (directory id, name) pairs that the kernel holds, held exclusively."""
-        with self.lock:
-            nodes = sorted({n.id: n for n in (self.child(nid, name) for nid, name in named)
-                            if n is not None}.values(), key=lambda n: n.id)
-            for node in nodes:
-                while node.lock:
-                    self._cond.wait()
-                node.lock = -1
-            return nodes
-
-    def write_unlock(self, nodes):
-        with self.lock:
-            for node in nodes:
-                node.lock = 0
-            self._cond.notify_all()
-
-    def path(self, nid):
-        """The path of a node, or None for one whose name is gone."""
-        with self.lock:
-            node = self.by_id.get(nid)
-            return None if node is None else node.path
-
-    def child_path(self, nid, name):
-        with self.lock:
-            parent = self.by_id.get(nid)
-            path = None if parent is None else parent.path
-        if path is None:
-            return None
-        return ("/" if path == "/" else path + "/") + name
-
-    def child(self, nid, name):
-        parent = self.by_id.get(nid)
-        if parent is not None and parent.children:
-            return parent.children.get(name)
-        return None
-
-    def looked_up(self, nid, name):
-        """The node id for name in directory nid, its lookup count raised by one."""
-        with self.lock:
-            parent = self.by_id[nid]
-            kids = parent.children
-            if kids is None:
-                kids = parent.children = {}
-            node = kids.get(name)
-            if node is None:
-                node = Node(self.by_id.new_id(), parent, name)
-                kids[name] = node
-                self.by_id[node.id] = node
-            node.nlookup += 1
-            return node.id
-
-    def forget(self, nid, n):
-        with self.lock:
-            node = self.by_id.get(nid)
-            if node is None or nid == ROOT:
-                return
-            node.nlookup -= n
-            if node.nlookup <= 0:
-                del self.by_id[nid]
-                self._drop_name(node)  # a new lookup makes a new node
-
-    @staticmethod
-    def _drop_name(node):
-        """Take the node out of its parent's children (if it is still the one named there)."""
-        parent = node.parent
-        if parent is not None and parent.children and parent.children.get(node.name) is node:
-            del parent.children[node.name]
-
-    def _unlink(self, node):
-        self._drop_name(node)
-        node.parent = None
-
-    def removed(self, nid, name):
-        """The name is gone (unlink, rmdir, rename over it): its node keeps serving handles."""
-        with self.lock:
-            node = self.child(nid, name)
-            if node is not None:
-                self._unlink(node)  # no parent: no path, for it and what is below it
-
-    def moved(self, nid, name, new_nid, new_name, exchange=False):
-        with self.lock:
-            node = self.child(nid, name)
-            other = self.child(new_nid, new_name)
-            if other is not None:
-                self._unlink(other)
-                if exchange:
-                    self._attach(other, self.by_id[nid], name)
-            if node is not None:
-                self._unlink(node)
-                self._attach(node, self.by_id[new_nid], new_name)
-
-    def _attach(self, node, parent, name):
-        if parent.children is None:
-            parent.children = {}
-        parent.children[name] = node
-        node.parent, node.name = parent, name  # what is below it follows: paths are built
-
-    def hidden_name(self, nid):
-        """A name for the file open(O_TMPFILE) makes before it is detached."""
-        return ".fuse_hidden%08x%08x" % (nid & 0xFFFFFFFF, next(self._hide) & 0xFFFFFFFF)
-
-    def hidden_path(self):
-        """The path a detached node is known by: the NUL in it is in no name a user can give
-        (nor can any system call take it), so it never collides with a user's name, and no
-        lookup, listing or rename reaches it."""
-        return "%s%x" % (DETACHED, next(self._hide))
-
-    def hide(self, node, path):
-        """The node's name is gone while the node stays open: it takes `path`, outside every
-        directory's children."""
-        with self.lock:
-            self._unlink(node)
-            node.parent, node.name = self.by_id[ROOT], path[1:]
-            self.hidden.add(node)
-
-    def by_path(self, path):
-        """The node the kernel holds for a path, if any."""
-        with self.lock:
-            node = self.by_id[ROOT]
-            for part in path.split("/"):
-                if part:
-                    node = node.children.get(part) if node.children else None
-                    if node is None:
-                        return None
-            return node.id
 
 
 def _name(data, start=0):
@@ -367,6 +133,7 @@ class Server:
                  negative_timeout=None, threads=None, on_ready=None, allow_root=False,
                  debug=False, passthrough=False):
         self.ops = ops
+        self.union = ops.union
         self.nodes = Nodes()
         self.entry_valid = P.valid(CACHE_TIMEOUT if entry_timeout is None else entry_timeout)
         self.attr_valid = P.valid(CACHE_TIMEOUT if attr_timeout is None else attr_timeout)
@@ -489,14 +256,19 @@ class Server:
 
     # -- helpers
 
-    def _call(self, name, fn, *args, paths=(), cause=None):
-        """Run one FuseOps call, timed into the stats and, for a change, traced. While someone
-        traces, the union's events name the request as their cause (core.observe.OPERATION):
-        (name, *paths), or `cause`, (op, path, to), where the union's operation differs."""
+    def _call(self, name, fn, *args, paths=(), cause=None, guard=()):
+        """Run one call of the union (or of FuseOps), timed into the stats and, for a change,
+        traced. While someone traces, the union's events name the request as their cause
+        (core.observe.OPERATION): (name, *paths), or `cause`, (op, path, to), where the union's
+        operation differs. A path of `guard` in the control directory fails the call (EPERM),
+        timed and traced as any failure."""
         token = (OPERATION.set(cause or (name, *paths, None, None)[:3])
                  if self.bus.subscribers else None)
         t = time.perf_counter_ns()
         try:
+            for p in guard:
+                if control.owns(p):
+                    control.ControlDir.refuse(p)
             r = fn(*args)
         except OSError as e:
             self._record(name, t, -(e.errno or errno.EIO), paths)
@@ -527,6 +299,11 @@ class Server:
             self.nodes.read_unlock(node)
             raise OSError(errno.ESTALE, "stale node")
         return node, path
+
+    def _owner(self):
+        """(uid, gid) of the process whose request this thread serves: the owner of what it
+        makes."""
+        return self.local.ctx[:2]
 
     def _child(self, nid, name):
         path = self.nodes.child_path(nid, name)
@@ -676,7 +453,7 @@ class Server:
     def readlink(self, unique, nid, data):
         node, path = self._hold(nid)
         try:
-            target = self._call("readlink", self.ops.readlink, path)
+            target = self._call("readlink", self.union.readlink, path)
         finally:
             self.nodes.read_unlock(node)
         self.channel.reply(unique, target.encode(*_UTF8))
@@ -685,21 +462,24 @@ class Server:
         name, end = _name(data)
         target, _ = _name(data, end)
         path = self._child(nid, name)
-        self._call("symlink", self.ops.symlink, path, target, paths=(path, target))
+        self._call("symlink", self.union.symlink, path, target, self._owner(),
+                   paths=(path, target), guard=(path,))
         self.channel.reply(unique, self._entry(nid, name, path))
 
     def mknod(self, unique, nid, data):
         mode, rdev, _umask, _ = P.MKNOD_IN.unpack_from(data)
         name, _ = _name(data, P.MKNOD_IN.size)
         path = self._child(nid, name)
-        self._call("mknod", self.ops.mknod, path, mode, rdev, paths=(path,))
+        self._call("mknod", self.union.mknod, path, mode, rdev, self._owner(), paths=(path,),
+                   guard=(path,))
         self.channel.reply(unique, self._entry(nid, name, path))
 
     def mkdir(self, unique, nid, data):
         mode, _umask = P.MKDIR_IN.unpack_from(data)
         name, _ = _name(data, P.MKDIR_IN.size)
         path = self._child(nid, name)
-        self._call("mkdir", self.ops.mkdir, path, mode, paths=(path,))
+        self._call("mkdir", self.union.mkdir, path, mode, self._owner(), paths=(path,),
+                   guard=(path,))
         self.channel.reply(unique, self._entry(nid, name, path))
 
     def _hide_if_open(self, nid, name, path):
@@ -709,8 +489,8 @@ class Server:
         if node is None or not self.nodes.opens.get(node):
             return False
         alias = self.nodes.hidden_path()
-        self._call("unlink", self.ops.detach, path, alias, paths=(path,),
-                   cause=("unlink", path, alias))
+        self._call("unlink", self.union.detach, path, alias, paths=(path,),
+                   cause=("unlink", path, alias), guard=(path,))
         self.nodes.hide(node, alias)
         return True
 
@@ -720,7 +500,7 @@ class Server:
         try:
             path = self._child(nid, name)
             if not self._hide_if_open(nid, name, path):
-                self._call("unlink", self.ops.unlink, path, paths=(path,))
+                self._call("unlink", self.union.unlink, path, paths=(path,), guard=(path,))
                 self.nodes.removed(nid, name)
         finally:
             self.nodes.write_unlock(held)
@@ -731,7 +511,7 @@ class Server:
         held = self.nodes.write_lock((nid, name))
         try:
             path = self._child(nid, name)
-            self._call("rmdir", self.ops.rmdir, path, paths=(path,))
+            self._call("rmdir", self.union.rmdir, path, paths=(path,), guard=(path,))
             self.nodes.removed(nid, name)
         finally:
             self.nodes.write_unlock(held)
@@ -743,7 +523,8 @@ class Server:
             old, new = self._child(nid, name), self._child(new_nid, new_name)
             if not flags & 2:  # not RENAME_EXCHANGE: an open target keeps its data
                 self._hide_if_open(new_nid, new_name, new)
-            self._call("rename", self.ops.rename, old, new, flags, paths=(old, new))
+            self._call("rename", self.union.rename, old, new, flags, paths=(old, new),
+                       guard=(old, new))
             self.nodes.moved(nid, name, new_nid, new_name, exchange=bool(flags & 2))
         finally:
             self.nodes.write_unlock(held)
@@ -767,7 +548,7 @@ class Server:
         node, old = self._hold(old_nid)
         try:
             new = self._child(nid, name)
-            self._call("link", self.ops.link, new, old, paths=(old, new))
+            self._call("link", self.union.link, old, new, paths=(old, new), guard=(new, old))
             out = self._entry(nid, name, new)
         finally:
             self.nodes.read_unlock(node)
@@ -892,7 +673,7 @@ class Server:
                     path, node.parent = node.path, None
                 try:
                     if path is not None:
-                        self.ops.unlink(path)
+                        self.union.unlink(path)
                 except OSError:
                     pass
         self.channel.reply(unique)
@@ -921,7 +702,7 @@ class Server:
         self.channel.reply(unique, P.U64.pack(pos))
 
     def statfs(self, unique, nid, data):
-        s = self._call("statfs", self.ops.statfs)
+        s = self._call("statfs", self.union.statfs)
         self.channel.reply(unique, P.KSTATFS.pack(
             s.f_blocks, s.f_bfree, s.f_bavail, s.f_files, s.f_ffree, s.f_bsize,
             s.f_namemax, s.f_frsize, 0))
@@ -982,7 +763,7 @@ class Server:
         """Not implemented on purpose: after the first ENOSYS the kernel sends no OPENDIR or
         RELEASEDIR again and keeps every listing (FOPEN_CACHE_DIR | FOPEN_KEEP_CACHE, its
         default without opendir) until a change through the mount alters the directory. A
-        listing needs no handle: its offsets name it (FuseOps.snapshot)."""
+        listing needs no handle: its offsets name it (core.readdir.Listings)."""
         self.channel.reply_error(unique, errno.ENOSYS)
 
     def readdir(self, unique, nid, data):
@@ -993,7 +774,7 @@ class Server:
 
     def _list(self, unique, nid, data, plus):
         """Entries from offset on, as many as fit; each entry's offset names its listing and
-        its index in it (FuseOps.snapshot). With plus, each entry but . and .. hands the kernel
+        its index in it (core.readdir.Listings). With plus, each entry but . and .. hands the kernel
         a node."""
         _fh, offset, size, *_ = P.RW_IN.unpack_from(data)
         path = self.nodes.path(nid)

@@ -216,7 +216,7 @@ class Channel:
     def inval_inode(self, nodeid, offset=-1, length=0):
         """Have the kernel drop a node's cached attributes; with offset >= 0 also its cached
         pages from offset on (length 0: to the end). Only the attribute form never waits on
-        the daemon: the page form waits for pages locked by reads in flight (fuseserver)."""
+        the daemon: the page form waits for pages locked by reads in flight (fuse/server.py)."""
         self._notify(NOTIFY_INVAL_INODE, NOTIFY_INVAL.pack(nodeid, offset, length))
 
     def _notify(self, code, payload):
