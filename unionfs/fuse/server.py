@@ -15,6 +15,11 @@ every request waits in a single-threaded daemon (fuse-overlayfs's default).
 What the kernel caches stays true: when the union changes an entry the request did not name
 (another name of a hard link, an ancestor copied up), the node's attributes are invalidated
 before the reply, its pages by the notifier thread (`Server._invalidate` says why).
+
+Why one module of ~800 lines: it is the dispatch table and one short handler per FUSE opcode
+(about forty: decode, call, encode), with the reader loop and the notifier beside them; split by
+concern, the opcode table and the turn-passing rules it depends on would stand apart from the
+handlers they govern. What is not per-opcode lives elsewhere (proto.py, nodes.py, ops.py).
 """
 import errno
 import logging
