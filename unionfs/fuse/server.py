@@ -57,14 +57,6 @@ def _handed(op, data):
 # overlayfs), and the union has the kernel drop what it changes under another name (hard links,
 # ancestors copied up: Union.on_invalidate).
 CACHE_TIMEOUT = 3600.0
-_UTF8 = ("utf-8", "surrogateescape")
-
-
-def _name(data, start=0):
-    """The NUL-terminated name at data[start:], and the offset after it."""
-    raw = data[start:].tobytes()
-    end = raw.index(0)
-    return raw[:end].decode(*_UTF8), start + end + 1
 
 
 class Notifier:
@@ -293,8 +285,8 @@ class Server:
         s[0]()
         s[1](dt)
         if self.bus.subscribers and name in CHANGING and paths:
-            self.observer.request(name, [p.encode(*_UTF8) for p in paths if p is not None],
-                                  r if isinstance(r, int) else 0, *_UTF8)
+            self.observer.request(name, [p.encode(*P.UTF8) for p in paths if p is not None],
+                                  r if isinstance(r, int) else 0, *P.UTF8)
 
     def _hold(self, nid, fh=None):
         """(node, path) of a request's node, read-locked; the caller unlocks. A node whose
@@ -393,7 +385,7 @@ class Server:
     # -- names
 
     def lookup(self, unique, nid, data):
-        name, _ = _name(data)
+        name, _ = P.name(data)
         path = self._child(nid, name)
         try:
             st, ino, nlink = self._call("lookup", self.ops.stat, path)
@@ -461,11 +453,11 @@ class Server:
             target = self._call("readlink", self.union.readlink, path)
         finally:
             self.nodes.read_unlock(node)
-        self.channel.reply(unique, target.encode(*_UTF8))
+        self.channel.reply(unique, target.encode(*P.UTF8))
 
     def symlink(self, unique, nid, data):
-        name, end = _name(data)
-        target, _ = _name(data, end)
+        name, end = P.name(data)
+        target, _ = P.name(data, end)
         path = self._child(nid, name)
         self._call("symlink", self.union.symlink, path, target, self._owner(),
                    paths=(path, target), guard=(path,))
@@ -473,7 +465,7 @@ class Server:
 
     def mknod(self, unique, nid, data):
         mode, rdev, _umask, _ = P.MKNOD_IN.unpack_from(data)
-        name, _ = _name(data, P.MKNOD_IN.size)
+        name, _ = P.name(data, P.MKNOD_IN.size)
         path = self._child(nid, name)
         self._call("mknod", self.union.mknod, path, mode, rdev, self._owner(), paths=(path,),
                    guard=(path,))
@@ -481,7 +473,7 @@ class Server:
 
     def mkdir(self, unique, nid, data):
         mode, _umask = P.MKDIR_IN.unpack_from(data)
-        name, _ = _name(data, P.MKDIR_IN.size)
+        name, _ = P.name(data, P.MKDIR_IN.size)
         path = self._child(nid, name)
         self._call("mkdir", self.union.mkdir, path, mode, self._owner(), paths=(path,),
                    guard=(path,))
@@ -500,7 +492,7 @@ class Server:
         return True
 
     def unlink(self, unique, nid, data):
-        name, _ = _name(data)
+        name, _ = P.name(data)
         held = self.nodes.write_lock((nid, name))
         try:
             path = self._child(nid, name)
@@ -512,7 +504,7 @@ class Server:
         self.channel.reply(unique)
 
     def rmdir(self, unique, nid, data):
-        name, _ = _name(data)
+        name, _ = P.name(data)
         held = self.nodes.write_lock((nid, name))
         try:
             path = self._child(nid, name)
@@ -537,19 +529,19 @@ class Server:
 
     def rename(self, unique, nid, data):
         new_nid = P.U64.unpack_from(data)[0]
-        name, end = _name(data, 8)
-        new_name, _ = _name(data, end)
+        name, end = P.name(data, 8)
+        new_name, _ = P.name(data, end)
         self._rename(unique, nid, name, new_nid, new_name, 0)
 
     def rename2(self, unique, nid, data):
         new_nid, flags, _ = P.RENAME2_IN.unpack_from(data)
-        name, end = _name(data, P.RENAME2_IN.size)
-        new_name, _ = _name(data, end)
+        name, end = P.name(data, P.RENAME2_IN.size)
+        new_name, _ = P.name(data, end)
         self._rename(unique, nid, name, new_nid, new_name, flags)
 
     def link(self, unique, nid, data):
         old_nid = P.U64.unpack_from(data)[0]
-        name, _ = _name(data, 8)
+        name, _ = P.name(data, 8)
         node, old = self._hold(old_nid)
         try:
             new = self._child(nid, name)
@@ -591,7 +583,7 @@ class Server:
 
     def create(self, unique, nid, data):
         flags, mode, _umask, _ = P.CREATE_IN.unpack_from(data)
-        name, _ = _name(data, P.CREATE_IN.size)
+        name, _ = P.name(data, P.CREATE_IN.size)
         path = self._child(nid, name)
         fh = self._call("create", self.ops.create, path, mode, flags, paths=(path,))
         self.channel.reply(unique, self._created(nid, name, path, fh))
@@ -724,7 +716,7 @@ class Server:
 
     def getxattr(self, unique, nid, data):
         size, _ = P.XATTR_IN.unpack_from(data)
-        name, _ = _name(data, P.XATTR_IN.size)
+        name, _ = P.name(data, P.XATTR_IN.size)
         node, path = self._hold(nid)
         try:
             value = self._call("getxattr", self.ops.getxattr, path, name)
@@ -739,11 +731,11 @@ class Server:
             names = self._call("listxattr", self.ops.listxattr, path)
         finally:
             self.nodes.read_unlock(node)
-        self._xattr_reply(unique, size, b"".join(n.encode(*_UTF8) + b"\0" for n in names))
+        self._xattr_reply(unique, size, b"".join(n.encode(*P.UTF8) + b"\0" for n in names))
 
     def setxattr(self, unique, nid, data):
         size, flags = P.XATTR_IN.unpack_from(data)
-        name, end = _name(data, P.XATTR_IN.size)
+        name, end = P.name(data, P.XATTR_IN.size)
         node, path = self._hold(nid)
         try:
             self._call("setxattr", self.ops.setxattr, path, name, bytes(data[end:end + size]),
@@ -753,7 +745,7 @@ class Server:
         self.channel.reply(unique)
 
     def removexattr(self, unique, nid, data):
-        name, _ = _name(data)
+        name, _ = P.name(data)
         node, path = self._hold(nid)
         try:
             self._call("removexattr", self.ops.removexattr, path, name, paths=(path,),
@@ -791,7 +783,7 @@ class Server:
         base = gen << 32
         for i in range(offset & 0xFFFFFFFF, len(entries)):
             name, code, ino, full = entries[i]
-            raw = name.encode(*_UTF8)
+            raw = name.encode(*P.UTF8)
             ent = P.dirent(ino, base | (i + 1), raw, code)
             if plus:
                 need = len(ent) + P.ENTRY.size + P.ATTR.size
