@@ -53,3 +53,24 @@ def test_core_modules_import_each_other_without_a_circle():
     for mod in sorted(graph):
         visit(mod)
     assert {"union", "namei", "dir", "file", "copyup", "readdir", "observe"} <= set(graph)
+
+
+def _outside(path, package):
+    """The unionfs modules a file of `package` (unionfs.fuse, say) imports, dotted from
+    unionfs."""
+    base = package.split(".")[1:]
+    out = set()
+    for level, mod in _imports(path):
+        if level == 0:
+            if mod.split(".")[0] == "unionfs":
+                out.add(".".join(mod.split(".")[1:]))
+        else:
+            out.add(".".join((base[:len(base) - level + 1] if level > 1 else base) + [mod]))
+    return out
+
+
+def test_the_recorder_takes_from_core_only_the_observer_interface():
+    """observe.py formats and counts what the core's events carry: it imports no core module
+    it could use to reach back into the union."""
+    mods = _outside(CORE.parent / "observe.py", "unionfs")
+    assert {m for m in mods if m.startswith("core")} == {"core.observe"}

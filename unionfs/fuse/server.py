@@ -30,8 +30,7 @@ import threading
 import time
 
 from .. import control
-from ..core.observe import OPERATION
-from ..observe import CHANGING
+from ..core.observe import CHANGING, OPERATION
 from . import proto as P
 from .nodes import Nodes
 
