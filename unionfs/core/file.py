@@ -36,8 +36,12 @@ class FileOps:
     """Handles, I/O and attribute changes of `union.Union`."""
 
     def fgetattr(self, handle):
+        """(stat_result, st_ino, st_nlink) of an open file, counted as getattr counts a name:
+        the work-dir names of files unlinked while open (detach) are no links users made."""
         st = os.fstat(handle.fd)
         nlink = st.st_nlink
+        if self._orphans and nlink:
+            nlink -= self._orphaned_links(st)
         if self.ids.active:
             st = self.ids.show(st, handle.fd)
         return st, handle.ino, nlink

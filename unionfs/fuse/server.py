@@ -316,10 +316,8 @@ class Server:
         ev, av = self.entry_valid, self.attr_valid
         return P.ENTRY.pack(node_id, 0, ev[0], av[0], ev[1], av[1]) + P.attr(st, ino, nlink)
 
-    def _attr(self, node, path, fh=None):
+    def _attr(self, path, fh=None):
         st, ino, nlink = self._call("getattr", self.ops.stat, path, fh)
-        if fh is not None and node is not None and node in self.nodes.hidden and nlink > 0:
-            nlink -= 1  # the open file's work-dir name is not a link users made
         return P.ATTR_OUT.pack(self.attr_valid[0], self.attr_valid[1], 0) + P.attr(st, ino, nlink)
 
     def _invalidate(self, paths, pages=True):
@@ -410,7 +408,7 @@ class Server:
         fh = fh if flags & P.GETATTR_FH else None
         node, path = self._hold(nid, fh)
         try:
-            out = self._attr(node, path, fh)
+            out = self._attr(path, fh)
         finally:
             self.nodes.read_unlock(node)
         self.channel.reply(unique, out)
@@ -421,14 +419,13 @@ class Server:
         fh = fh if valid & P.FATTR_FH else None
         node, path = self._hold(nid, fh)
         try:
-            out = self._setattr(node, path, fh, valid, size, atime, atimens, mtime, mtimens,
-                                mode, uid, gid)
+            out = self._setattr(path, fh, valid, size, atime, atimens, mtime, mtimens, mode,
+                                uid, gid)
         finally:
             self.nodes.read_unlock(node)
         self.channel.reply(unique, out)
 
-    def _setattr(self, node, path, fh, valid, size, atime, atimens, mtime, mtimens, mode, uid,
-                 gid):
+    def _setattr(self, path, fh, valid, size, atime, atimens, mtime, mtimens, mode, uid, gid):
         ops = self.ops
         if valid & P.FATTR_MODE:
             self._call("chmod", ops.chmod, path, mode, fh, paths=(path,))
@@ -444,7 +441,7 @@ class Server:
             m = (now if valid & P.FATTR_MTIME_NOW else mtime * 1_000_000_000 + mtimens) \
                 if valid & P.FATTR_MTIME else None
             self._call("utimens", ops.utimens, path, (a, m), fh, paths=(path,))
-        return self._attr(node, path, fh)
+        return self._attr(path, fh)
 
     def readlink(self, unique, nid, data):
         node, path = self._hold(nid)
