@@ -69,6 +69,15 @@ def _outside(path, package):
     return out
 
 
+def test_fuse_imports_only_core_its_own_modules_and_control():
+    """The FUSE layer calls down: the core, and the control directory it serves; never the
+    observer's implementation or anything above it."""
+    fuse = CORE.parent / "fuse"
+    wrong = sorted((p.name, m) for p in fuse.glob("*.py") for m in _outside(p, "unionfs.fuse")
+                   if m.split(".")[0] not in ("core", "fuse", "control"))
+    assert wrong == []
+
+
 def test_the_recorder_takes_from_core_only_the_observer_interface():
     """observe.py formats and counts what the core's events carry: it imports no core module
     it could use to reach back into the union."""

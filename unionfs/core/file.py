@@ -148,12 +148,25 @@ class FileOps:
         """SEEK_DATA / SEEK_HOLE answered by the real file (the fd's position is not used)."""
         return os.lseek(handle.fd, offset, whence)
 
-    def fchange(self, handle, fn, *args):
-        """chmod/chown/utime through an open handle whose name is gone (unlinked while open)."""
+    # chmod, chown, utimens through an open handle whose name is gone (unlinked while open)
+
+    def fchmod(self, handle, mode):
+        self._fchange(handle, os.fchmod, stat.S_IMODE(mode))
+
+    def fchown(self, handle, uid, gid):
+        self._fchange(handle, os.fchown, *self.ids.stored(uid, gid))
+
+    def futimens(self, handle, atime_ns, mtime_ns):
+        """None leaves that time as it is (UTIME_OMIT)."""
+        st = os.fstat(handle.fd)
+        self._fchange(handle, lambda fd: os.utime(fd, ns=(
+            st.st_atime_ns if atime_ns is None else atime_ns,
+            st.st_mtime_ns if mtime_ns is None else mtime_ns)))
+
+    @staticmethod
+    def _fchange(handle, fn, *args):
         if handle.lower:
-            raise err(errno.ESTALE)
-        if fn is os.fchown:
-            args = self.ids.stored(*args)
+            raise err(errno.ESTALE)  # no name left to copy a lower file up to
         fn(handle.fd, *args)
 
     # ---- attributes (copy-up first) ---------------------------------------------------------

@@ -1,7 +1,8 @@
 """The FUSE server: dispatch of each request to its handler, the worker threads, and the
 kernel notifications sent off the request path. Requests name nodes; the node table
-(fuse/nodes.py) gives their paths, and the handlers call the union with them, or FuseOps
-(fuse/ops.py) for what needs the open-file table or the control directory.
+(fuse/nodes.py) gives their paths, and the handlers call the union with them; requests that
+name an open file go through the open-file table (fuse/handles.py). What is the control
+directory's (control.owns, owns_handle, owns_xattr) goes to it (unionfs/control.py).
 
 Threads take turns as the reader of /dev/fuse, and the reader answers most requests itself
 before reading the next: no hand-over between threads under the GIL per request
@@ -19,7 +20,7 @@ before the reply, its pages by the notifier thread (`Server._invalidate` says wh
 Why one module of ~800 lines: it is the dispatch table and one short handler per FUSE opcode
 (about forty: decode, call, encode), with the reader loop and the notifier beside them; split by
 concern, the opcode table and the turn-passing rules it depends on would stand apart from the
-handlers they govern. What is not per-opcode lives elsewhere (proto.py, nodes.py, ops.py).
+handlers they govern. What is not per-opcode lives elsewhere (proto.py, nodes.py, handles.py).
 """
 import errno
 import logging
@@ -31,7 +32,9 @@ import time
 
 from .. import control
 from ..core.observe import CHANGING, OPERATION
+from ..core.readdir import Listings
 from . import proto as P
+from .handles import Files
 from .nodes import Nodes
 
 log = logging.getLogger("unionfs")
@@ -125,12 +128,15 @@ class Notifier:
 class Server:
     """Serves one mount: negotiates, runs the worker threads, dispatches each request."""
 
-    def __init__(self, ops, mountpoint, options, entry_timeout=None, attr_timeout=None,
+    def __init__(self, union, mountpoint, options, entry_timeout=None, attr_timeout=None,
                  negative_timeout=None, threads=None, on_ready=None, allow_root=False,
                  debug=False, passthrough=False):
-        self.ops = ops
-        self.union = ops.union
+        self.union = union
         self.nodes = Nodes()
+        self.listings = Listings()  # the directory listings being read (core/readdir.py)
+        self.control = control.ControlDir(union, lambda: {
+            "open_files": len(self.files), "listings": len(self.listings)})
+        self.files = Files(union, self.control)
         self.entry_valid = P.valid(CACHE_TIMEOUT if entry_timeout is None else entry_timeout)
         self.attr_valid = P.valid(CACHE_TIMEOUT if attr_timeout is None else attr_timeout)
         neg = P.valid(CACHE_TIMEOUT if negative_timeout is None else negative_timeout)
@@ -149,7 +155,7 @@ class Server:
         self.local = threading.local()
         self.channel = P.Channel(mountpoint, options, options.get("fsname", "unionfs"),
                                  options.get("subtype", "unionfs"))
-        observer = ops.union.observer
+        observer = union.observer
         self.stats = observer.ops
         self.bus = observer.bus
         self.observer = observer
@@ -175,15 +181,10 @@ class Server:
 
     # -- running
 
-    def context(self):
-        """(uid, gid, pid) of the process whose request this thread serves."""
-        return self.local.ctx
-
     def serve(self):
         """Run until unmounted; SIGTERM, SIGINT and SIGHUP unmount."""
-        self.ops.union.on_invalidate = self._invalidate
-        self.ops.union.observer.context = lambda: self.local.ctx[2]
-        self.ops.context = self.context
+        self.union.on_invalidate = self._invalidate
+        self.union.observer.context = lambda: self.local.ctx[2]
         workers = [threading.Thread(target=self._worker, name="fuse-%d" % i, daemon=True)
                    for i in range(self.threads)]
         done = threading.Event()
@@ -200,7 +201,7 @@ class Server:
         threading.Thread(target=watch, daemon=True).start()
         while not done.wait(1.0):
             pass
-        self.ops.destroy(None)
+        self.files.close_all()
         if self.notifier.stop():
             self.channel.close()  # else a notification is stuck in the kernel: left to exit
 
@@ -253,18 +254,18 @@ class Server:
     # -- helpers
 
     def _call(self, name, fn, *args, paths=(), cause=None, guard=()):
-        """Run one call of the union (or of FuseOps), timed into the stats and, for a change,
-        traced. While someone traces, the union's events name the request as their cause
-        (core.observe.OPERATION): (name, *paths), or `cause`, (op, path, to), where the union's
-        operation differs. A path of `guard` in the control directory fails the call (EPERM),
-        timed and traced as any failure."""
+        """Run one call of the union (or of the open-file table, or of the control directory),
+        timed into the stats and, for a change, traced. While someone traces, the union's
+        events name the request as their cause (core.observe.OPERATION): (name, *paths), or
+        `cause`, (op, path, to), where the union's operation differs. A path of `guard` in the
+        control directory fails the call (EPERM), timed and traced as any failure."""
         token = (OPERATION.set(cause or (name, *paths, None, None)[:3])
                  if self.bus.subscribers else None)
         t = time.perf_counter_ns()
         try:
             for p in guard:
                 if control.owns(p):
-                    control.ControlDir.refuse(p)
+                    control.refuse(p)
             r = fn(*args)
         except OSError as e:
             self._record(name, t, -(e.errno or errno.EIO), paths)
@@ -307,9 +308,16 @@ class Server:
             raise OSError(errno.ESTALE, "stale node")
         return path
 
+    def _stat(self, path, fh=None):
+        """(stat_result, st_ino, st_nlink) of a path, or of the open file `fh`."""
+        if control.owns(path):
+            return self.control.stat(path)
+        h = self.files.get(fh)
+        return self.union.getattr(path) if h is None else self.union.fgetattr(h)
+
     def _entry(self, nid, name, path):
         """The fuse_entry_out of a name just found or made; the kernel now holds its node."""
-        st, ino, nlink = self.ops.stat(path)
+        st, ino, nlink = self._stat(path)
         return self._entry_of(self.nodes.looked_up(nid, name), st, ino, nlink)
 
     def _entry_of(self, node_id, st, ino, nlink):
@@ -317,7 +325,7 @@ class Server:
         return P.ENTRY.pack(node_id, 0, ev[0], av[0], ev[1], av[1]) + P.attr(st, ino, nlink)
 
     def _attr(self, path, fh=None):
-        st, ino, nlink = self._call("getattr", self.ops.stat, path, fh)
+        st, ino, nlink = self._call("getattr", self._stat, path, fh)
         return P.ATTR_OUT.pack(self.attr_valid[0], self.attr_valid[1], 0) + P.attr(st, ino, nlink)
 
     def _invalidate(self, paths, pages=True):
@@ -385,7 +393,7 @@ class Server:
         name, _ = P.name(data)
         path = self._child(nid, name)
         try:
-            st, ino, nlink = self._call("lookup", self.ops.stat, path)
+            st, ino, nlink = self._call("lookup", self._stat, path)
         except OSError as e:
             if e.errno == errno.ENOENT and self.negative is not None:
                 self.channel.reply(unique, self.negative)
@@ -426,21 +434,27 @@ class Server:
         self.channel.reply(unique, out)
 
     def _setattr(self, path, fh, valid, size, atime, atimens, mtime, mtimens, mode, uid, gid):
-        ops = self.ops
+        u, on = self.union, (path,)
+        h = self.files.get(fh)  # a truncate with a handle goes through it
+        gone = h if path is None else None  # a file with no name left: every change does
         if valid & P.FATTR_MODE:
-            self._call("chmod", ops.chmod, path, mode, fh, paths=(path,))
+            self._call("chmod", *((u.fchmod, gone) if gone else (u.chmod, path)), mode,
+                       paths=on, guard=on)
         if valid & (P.FATTR_UID | P.FATTR_GID):
-            self._call("chown", ops.chown, path, uid if valid & P.FATTR_UID else -1,
-                       gid if valid & P.FATTR_GID else -1, fh, paths=(path,))
+            self._call("chown", *((u.fchown, gone) if gone else (u.chown, path)),
+                       uid if valid & P.FATTR_UID else -1, gid if valid & P.FATTR_GID else -1,
+                       paths=on, guard=on)
         if valid & P.FATTR_SIZE:
-            self._call("truncate", ops.truncate, path, size, fh, paths=(path,))
+            self._call("truncate", *((u.ftruncate, h) if h else (u.truncate, path)), size,
+                       paths=on, guard=on)
         if valid & (P.FATTR_ATIME | P.FATTR_MTIME):
             now = time.time_ns()
             a = (now if valid & P.FATTR_ATIME_NOW else atime * 1_000_000_000 + atimens) \
                 if valid & P.FATTR_ATIME else None
             m = (now if valid & P.FATTR_MTIME_NOW else mtime * 1_000_000_000 + mtimens) \
                 if valid & P.FATTR_MTIME else None
-            self._call("utimens", ops.utimens, path, (a, m), fh, paths=(path,))
+            self._call("utimens", *((u.futimens, gone) if gone else (u.utimens, path)), a, m,
+                       paths=on, guard=on)
         return self._attr(path, fh)
 
     def readlink(self, unique, nid, data):
@@ -563,7 +577,8 @@ class Server:
         node, path = self._hold(nid)
         backing = 0
         try:
-            fh = self._call("open", self.ops.open, path, flags, cause=("open", path, None))
+            fh = self._call("open", self.files.open, path, flags, self.local.ctx[0],
+                            cause=("open", path, None))
             if self.passthrough and fh < control.FH_BASE:
                 try:
                     backing = self.channel.backing_open(fh)
@@ -581,16 +596,17 @@ class Server:
         flags, mode, _umask, _ = P.CREATE_IN.unpack_from(data)
         name, _ = P.name(data, P.CREATE_IN.size)
         path = self._child(nid, name)
-        fh = self._call("create", self.ops.create, path, mode, flags, paths=(path,))
+        fh = self._call("create", self.files.create, path, mode, flags, self._owner(),
+                        paths=(path,), guard=(path,))
         self.channel.reply(unique, self._created(nid, name, path, fh))
 
     def _created(self, nid, name, path, fh):
         """fuse_entry_out + fuse_open_out of a file just made and opened (closed again if its
         attributes cannot be read)."""
         try:
-            st, ino, nlink = self.ops.stat(path, fh)
+            st, ino, nlink = self._stat(path, fh)
         except OSError:
-            self.ops.release(path, fh)
+            self.files.release(fh)
             raise
         node_id = self.nodes.looked_up(nid, name)
         return self._entry_of(node_id, st, ino, nlink) + self._opened(
@@ -605,8 +621,9 @@ class Server:
             name = self.nodes.hidden_name(nid)
             path = self._child(nid, name)
             try:
-                fh = self._call("tmpfile", self.ops.create, path, mode,
-                                flags | os.O_CREAT | os.O_EXCL, cause=("create", path, None))
+                fh = self._call("tmpfile", self.files.create, path, mode,
+                                flags | os.O_CREAT | os.O_EXCL, self._owner(),
+                                cause=("create", path, None), guard=(path,))
                 break
             except FileExistsError:
                 continue
@@ -620,7 +637,7 @@ class Server:
             finally:
                 self.nodes.write_unlock(held)
         except BaseException:
-            self.ops.release(path, fh)
+            self.files.release(fh)
             raise
         self.channel.reply(unique, out)
 
@@ -631,7 +648,7 @@ class Server:
         if out is None or len(out) < size + 16:
             out = local.out = mmap.mmap(-1, max(size, P.MAX_WRITE) + 16)
         view = memoryview(out)
-        n = self._call("read", self.ops.readinto, fh, view[16:16 + size], offset)
+        n = self._call("read", self.files.readinto, fh, view[16:16 + size], offset)
         P.OUT_HEADER.pack_into(out, 0, 16 + n, 0, unique)
         self.channel.send([view[:16 + n]])
 
@@ -639,7 +656,8 @@ class Server:
         fh, offset, size, *_ = P.RW_IN.unpack_from(data)
         payload = data[P.RW_IN.size:P.RW_IN.size + size]
         path = self.nodes.path(nid) if self.bus.subscribers else None
-        n = self._call("write", self.ops.write, None, payload, offset, fh, paths=(path,))
+        n = self._call("write", self.files.write, fh, payload, offset, self.local.ctx,
+                       paths=(path,))
         self.channel.reply(unique, P.WRITE_OUT.pack(n, 0))
 
     def release(self, unique, nid, data):
@@ -647,7 +665,7 @@ class Server:
         backing = self._backing.pop(fh, 0)
         if backing:
             self.channel.backing_close(backing)
-        self._call("release", self.ops.release, self.nodes.path(nid), fh)
+        self._call("release", self.files.release, fh)
         nodes = self.nodes
         node = nodes.by_id.get(nid)
         if node is not None:
@@ -674,24 +692,23 @@ class Server:
     def flush(self, unique, nid, data):
         """close(): the caller waits for this reply (not for RELEASE), so the other names of
         a hard link written through this file are brought up to date here."""
-        self.ops.flush(P.U64.unpack_from(data)[0])
+        self.files.flush(P.U64.unpack_from(data)[0])
         self.channel.reply(unique)
 
     def fsync(self, unique, nid, data):
         fh, flags, _ = P.FSYNC_IN.unpack_from(data)
-        self._call("fsync", self.ops.fsync, None, flags & P.FSYNC_FDATASYNC, fh)
+        self._call("fsync", self.files.fsync, fh, flags & P.FSYNC_FDATASYNC)
         self.channel.reply(unique)
 
     def fallocate(self, unique, nid, data):
         fh, offset, length, mode, _ = P.FALLOCATE_IN.unpack_from(data)
         path = self.nodes.path(nid)
-        self._call("fallocate", self.ops.fallocate, path, mode, offset, length, fh,
-                   paths=(path,))
+        self._call("fallocate", self.files.fallocate, fh, mode, offset, length, paths=(path,))
         self.channel.reply(unique)
 
     def lseek(self, unique, nid, data):
         fh, offset, whence, _ = P.LSEEK_IN.unpack_from(data)
-        pos = self._call("lseek", self.ops.lseek, None, offset, whence, fh)
+        pos = self._call("lseek", self.files.lseek, fh, offset, whence)
         self.channel.reply(unique, P.U64.pack(pos))
 
     def statfs(self, unique, nid, data):
@@ -715,7 +732,9 @@ class Server:
         name, _ = P.name(data, P.XATTR_IN.size)
         node, path = self._hold(nid)
         try:
-            value = self._call("getxattr", self.ops.getxattr, path, name)
+            ours = control.owns_xattr(path, name)
+            value = self._call("getxattr", self.control.getxattr if ours else self.union.getxattr,
+                               path, name)
         finally:
             self.nodes.read_unlock(node)
         self._xattr_reply(unique, size, bytes(value))
@@ -724,7 +743,8 @@ class Server:
         size, _ = P.XATTR_IN.unpack_from(data)
         node, path = self._hold(nid)
         try:
-            names = self._call("listxattr", self.ops.listxattr, path)
+            names = self._call("listxattr", self.control.listxattr if control.owns(path)
+                               else self.union.listxattr, path)
         finally:
             self.nodes.read_unlock(node)
         self._xattr_reply(unique, size, b"".join(n.encode(*P.UTF8) + b"\0" for n in names))
@@ -734,8 +754,10 @@ class Server:
         name, end = P.name(data, P.XATTR_IN.size)
         node, path = self._hold(nid)
         try:
-            self._call("setxattr", self.ops.setxattr, path, name, bytes(data[end:end + size]),
-                       flags, paths=(path,), cause=("setxattr", path, name))
+            ours = control.owns_xattr(path, name)
+            self._call("setxattr", control.refuse if ours else self.union.setxattr, path, name,
+                       bytes(data[end:end + size]), flags, paths=(path,),
+                       cause=("setxattr", path, name))
         finally:
             self.nodes.read_unlock(node)
         self.channel.reply(unique)
@@ -744,8 +766,9 @@ class Server:
         name, _ = P.name(data)
         node, path = self._hold(nid)
         try:
-            self._call("removexattr", self.ops.removexattr, path, name, paths=(path,),
-                       cause=("removexattr", path, name))
+            ours = control.owns_xattr(path, name)
+            self._call("removexattr", control.refuse if ours else self.union.removexattr, path,
+                       name, paths=(path,), cause=("removexattr", path, name))
         finally:
             self.nodes.read_unlock(node)
         self.channel.reply(unique)
@@ -765,6 +788,17 @@ class Server:
     def readdirplus_(self, unique, nid, data):
         self._list(unique, nid, data, True)
 
+    def _snapshot(self, path, offset, plus):
+        """(generation, entries) of the listing served from `offset` on (core.readdir.Listings);
+        the control directory's is generation 0, made anew for every read."""
+        if control.owns(path):
+            return 0, self.control.listdir(path, plus)
+
+        def take():
+            entries = self.union.listdir(path, plus)
+            return self.control.shadow(entries, plus) if path == "/" else entries
+        return self.listings.at(offset, plus, take)
+
     def _list(self, unique, nid, data, plus):
         """Entries from offset on, as many as fit; each entry's offset names its listing and
         its index in it (core.readdir.Listings). With plus, each entry but . and .. hands the kernel
@@ -774,7 +808,7 @@ class Server:
         if path is None:  # a removed directory still open: nothing left in it
             self.channel.reply(unique)
             return
-        gen, entries = self._call("readdir", self.ops.snapshot, path, offset, plus)
+        gen, entries = self._call("readdir", self._snapshot, path, offset, plus)
         parts, used = [], 0
         base = gen << 32
         for i in range(offset & 0xFFFFFFFF, len(entries)):
