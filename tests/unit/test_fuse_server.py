@@ -1,9 +1,11 @@
-"""fuse/server.py: the invalidations (attributes at once, pages from the notifier thread)."""
+"""fuse/server.py and fuse/notifier.py: the invalidations (attributes at once, pages from the
+notifier thread)."""
 import threading
 import time
 
 from unionfs.fuse.nodes import ROOT, Nodes
-from unionfs.fuse.server import Notifier, Server
+from unionfs.fuse.notifier import Notifier
+from unionfs.fuse.server import Server
 
 
 # ---- invalidations: attributes at once, pages from the notifier thread ----------------------

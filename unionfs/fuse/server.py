@@ -1,5 +1,5 @@
-"""The FUSE server: dispatch of each request to its handler, the worker threads, and the
-kernel notifications sent off the request path. Requests name nodes; the node table
+"""The FUSE server: dispatch of each request to its handler, and the worker threads. Requests
+name nodes; the node table
 (fuse/nodes.py) gives their paths, and the handlers call the union with them; requests that
 name an open file go through the open-file table (fuse/handles.py). What is the control
 directory's (control.owns, owns_handle, owns_xattr) goes to it (unionfs/control.py).
@@ -15,12 +15,13 @@ every request waits in a single-threaded daemon (fuse-overlayfs's default).
 
 What the kernel caches stays true: when the union changes an entry the request did not name
 (another name of a hard link, an ancestor copied up), the node's attributes are invalidated
-before the reply, its pages by the notifier thread (`Server._invalidate` says why).
+before the reply, its pages by the notifier thread (fuse/notifier.py; `Server._invalidate` says
+why).
 
-Why one module of ~800 lines: it is the dispatch table and one short handler per FUSE opcode
-(about forty: decode, call, encode), with the reader loop and the notifier beside them; split by
-concern, the opcode table and the turn-passing rules it depends on would stand apart from the
-handlers they govern. What is not per-opcode lives elsewhere (proto.py, nodes.py, handles.py).
+Why one module of ~750 lines: it is the dispatch table and one short handler per FUSE opcode
+(about forty: decode, call, encode), with the reader loop beside them; split by concern, the
+opcode table and the turn-passing rules it depends on would stand apart from the handlers they
+govern. What is not per-opcode lives elsewhere (proto.py, nodes.py, handles.py, notifier.py).
 """
 import errno
 import logging
@@ -36,6 +37,7 @@ from ..core.readdir import Listings
 from . import proto as P
 from .handles import Files
 from .nodes import Nodes
+from .notifier import Notifier
 
 log = logging.getLogger("unionfs")
 
@@ -59,70 +61,6 @@ def _handed(op, data):
 # overlayfs), and the union has the kernel drop what it changes under another name (hard links,
 # ancestors copied up: Union.on_invalidate).
 CACHE_TIMEOUT = 3600.0
-
-
-class Notifier:
-    """Sends the kernel the page invalidations of nodes, from a thread of its own.
-
-    Dropping a node's pages waits for every page a read has locked while its READ is in
-    flight; a request thread may hold the reader's turn, the only thread that would read that
-    READ, so it must never wait there (Server._invalidate says what is sent where). Nodes
-    queued again before their turn are sent once."""
-
-    def __init__(self, channel):
-        self.channel = channel
-        self._pending = {}       # node id -> None: a set in queue order
-        self._cond = threading.Condition()
-        self._send = threading.Lock()   # held while a notification is being written
-        self._stopping = False
-        self.sent = 0
-        self._thread = threading.Thread(target=self._run, name="fuse-notify", daemon=True)
-
-    def start(self):
-        self._thread.start()
-
-    def pages(self, nid):
-        with self._cond:
-            self._pending[nid] = None
-            self._cond.notify()
-
-    def idle(self, timeout):
-        """True once nothing is queued or being sent (tests)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self._cond:
-                if not self._pending and not self._send.locked():
-                    return True
-            time.sleep(0.01)
-        return False
-
-    def stop(self, timeout=5.0):
-        """True once the thread has ended: no notification can be written after it (the
-        channel may then be closed, its descriptor number reused)."""
-        with self._cond:
-            self._stopping = True
-            self._cond.notify()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
-        return not self._thread.is_alive()
-
-    def _run(self):
-        while True:
-            with self._cond:
-                while not self._pending and not self._stopping:
-                    self._cond.wait()
-                if self._stopping:
-                    return
-                nid = next(iter(self._pending))  # one at a time: the rest may coalesce
-                del self._pending[nid]
-                self._send.acquire()
-            try:
-                self.channel.inval_inode(nid, 0, 0)
-                self.sent += 1
-            except OSError as e:
-                log.warning("invalidating the pages of node %d: %s", nid, e)
-            finally:
-                self._send.release()
 
 
 class Server:
