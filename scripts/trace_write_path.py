@@ -23,27 +23,9 @@ from unionfs.fuse import server as S
 from unionfs.fuse.nodes import ROOT
 from unionfs.observe import Recorder
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PKG = os.path.dirname(unionfs.__file__) + os.sep
 RANK = {"core": 0, "observe": 1, "which": 1, "control": 2, "fuse": 3}
-
-
-class _Channel:
-    """What the server writes to /dev/fuse, kept."""
-
-    def __init__(self, *args, **kw):
-        self.replies = []
-
-    def reply(self, unique, payload=b""):
-        self.replies.append((unique, 0, bytes(payload)))
-
-    def reply_error(self, unique, err):
-        self.replies.append((unique, -err, b""))
-
-    def send(self, parts):
-        self.replies.append((None, 0, b"".join(bytes(p) for p in parts)))
-
-    def inval_inode(self, nid, offset=-1, length=0):
-        pass
 
 
 def _module(code):
@@ -56,7 +38,9 @@ def _rank(mod):
 
 
 def _server(union):
-    P.Channel = _Channel  # no mount: the server is built on the fake channel
+    sys.path.append(REPO)  # after the unionfs measured (PYTHONPATH may name another)
+    from tests.unit.helpers import FakeChannel
+    P.Channel = FakeChannel  # no mount: the server is built on the fake channel
     try:
         from unionfs.fuse.ops import FuseOps  # before issue 14
         srv = S.Server(FuseOps(union), "/nonexistent", {})

@@ -8,7 +8,7 @@ import stat
 
 import pytest
 
-from tests.unit.helpers import needs_root, read, union_env, write
+from tests.unit.helpers import FakeChannel, needs_root, read, union_env, write
 from unionfs import control
 from unionfs.core import readdir
 from unionfs.fuse import proto as P
@@ -17,27 +17,8 @@ from unionfs.fuse.nodes import ROOT
 from unionfs.observe import Recorder
 
 
-class _Channel:
-    """What the server writes to /dev/fuse: (unique, -errno, payload) per reply."""
-
-    def __init__(self, *args):
-        self.replies = []
-
-    def reply(self, unique, payload=b""):
-        self.replies.append((unique, 0, bytes(payload)))
-
-    def reply_error(self, unique, err):
-        self.replies.append((unique, -err, b""))
-
-    def send(self, parts):
-        self.replies.append((None, 0, b"".join(bytes(p) for p in parts)))
-
-    def inval_inode(self, nid, offset=-1, length=0):
-        pass
-
-
 def _server(monkeypatch, union):
-    monkeypatch.setattr(P, "Channel", _Channel)
+    monkeypatch.setattr(P, "Channel", FakeChannel)
     union.observer = Recorder(union)
     srv = S.Server(union, "/nonexistent", {})
     union.on_invalidate = srv._invalidate
