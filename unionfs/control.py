@@ -13,7 +13,11 @@ The directory is not in the root's listing, is never stored in a layer (a layer'
 ``.unionfs`` is shadowed by it: the listing shows this one in its place), and cannot be created,
 removed, renamed or written (EPERM). Every operation on its files answers (fsync: nothing to
 do; lseek SEEK_DATA/SEEK_HOLE: the document's extent, ESPIPE on the stream).
-The FUSE adapter routes paths for which ``owns()`` is true, and handles >= ``FH_BASE``, here.
+
+Which requests are this module's is said here: paths for which ``owns()`` is true, file handles
+for which ``owns_handle()`` is (>= ``FH_BASE``), and the which-report xattrs of any path
+(``owns_xattr()``, unionfs/which.py). The FUSE server (fuse/server.py, fuse/handles.py) sends
+those to a `ControlDir` instead of the union, and has every change of them ``refuse()``d.
 """
 import errno
 import os
@@ -34,6 +38,21 @@ _FILES = {"stats": (0o444, 1), "trace": (0o400, 2)}
 
 def owns(path):
     return path is not None and (path == PATH or path.startswith(PATH + "/"))
+
+
+def owns_handle(fh):
+    return fh >= FH_BASE
+
+
+def owns_xattr(path, name):
+    """The xattr `name` of `path` is ours: any of our entries', the which-report's anywhere."""
+    return owns(path) or name.startswith(which.XATTR_PREFIX)
+
+
+def refuse(path, *_args):
+    """Any change of the control directory, its files or the which-report xattrs (the
+    arguments of the change refused are ignored)."""
+    raise _err(errno.EPERM, path)
 
 
 def _err(code, path=None):
@@ -65,11 +84,13 @@ class _Trace:
 
 
 class ControlDir:
-    """Serves ``/.unionfs`` for the adapter `ops` (which has .union and .files)."""
+    """Serves ``/.unionfs`` of `union`; `counts()` gives what the stats document adds of the
+    FUSE server's own state ({"open_files": n, "listings": n})."""
 
-    def __init__(self, ops):
-        self.ops = ops
-        self.observer = ops.union.observer
+    def __init__(self, union, counts):
+        self.union = union
+        self.counts = counts
+        self.observer = union.observer
         self.handles = {}
         self._next = FH_BASE
         self._lock = threading.Lock()
@@ -97,8 +118,8 @@ class ControlDir:
     def listdir(self, path, plus=False):
         if path != PATH:
             raise _err(errno.ENOTDIR, path)
-        out = [(".", stat.S_IFDIR, _INO, None), ("..", stat.S_IFDIR, self.ops.union.ino_of(
-            self.ops.union.root), None)]
+        out = [(".", stat.S_IFDIR, _INO, None),
+               ("..", stat.S_IFDIR, self.union.ino_of(self.union.root), None)]
         for name in sorted(_FILES):
             p = PATH + "/" + name
             full = self.stat(p) if plus else None
@@ -107,21 +128,23 @@ class ControlDir:
 
     def shadow(self, entries, plus):
         """In the root's listing, a layer's own ``.unionfs`` is shown as this directory, the
-        one every lookup of the name finds."""
+        one every lookup of the name finds. Returns `entries`, changed in place."""
         for i, entry in enumerate(entries):
             if entry[0] == NAME:
                 entries[i] = (NAME, stat.S_IFDIR, _INO, self.stat(PATH) if plus else None)
+        return entries
 
     def getxattr(self, path, name):
-        """The ``user.unionfs.*`` xattrs of any path (unionfs/which.py); none on our own."""
-        if owns(path):
+        """The ``user.unionfs.*`` xattrs of any path (unionfs/which.py); none on our own, nor
+        on a file whose name is gone (the FUSE server's path for it has a NUL: no merged
+        path to report)."""
+        if owns(path) or "\0" in path:
             raise _err(errno.ENODATA, path)
-        return which.xattr(self.ops.union, path, name)
+        return which.xattr(self.union, path, name)
 
     @staticmethod
-    def refuse(path):
-        """Any change of the control directory or its files."""
-        raise _err(errno.EPERM, path)
+    def listxattr(path):
+        return []
 
     # -- files
 
@@ -197,7 +220,6 @@ class ControlDir:
 
     def stats(self):
         doc = self.observer.snapshot()
-        doc["open_files"] = len(self.ops.files)
-        doc["listings"] = self.ops.listings()
+        doc.update(self.counts())
         doc["layers"] = [dict(l, source=self.observer.layer_name(l["dir"])) for l in doc["layers"]]
         return doc

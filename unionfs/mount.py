@@ -41,7 +41,6 @@ def run_daemon(spec, ready_fd=None, layer_name=None):
     directories in its events and reports (observe.Recorder)."""
     from .core.ids import IdMapper
     from .core.union import Union
-    from .fuse.ops import FuseOps
     from .fuse.server import Server
     from .observe import Recorder
 
@@ -68,7 +67,7 @@ def run_daemon(spec, ready_fd=None, layer_name=None):
     timeouts = {name: float(opts[name]) for name in
                 ("entry_timeout", "attr_timeout", "negative_timeout") if name in opts}
     try:
-        server = Server(FuseOps(union), spec.mountpoint, opts, on_ready=ready,
+        server = Server(union, spec.mountpoint, opts, on_ready=ready,
                         threads=int(opts.get("max_idle_threads", 0)) or None,
                         allow_root=bool(opts.get("allow_root")), debug=spec.debug,
                         passthrough=spec.upper is None and os.geteuid() == 0, **timeouts)

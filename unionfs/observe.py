@@ -22,7 +22,7 @@ seconds), ``event``, and when known ``pid``/``sid`` (the requesting process and 
 * ``copyup``: ``path``, ``layer`` (index), ``from`` (the layer's directory, or the image layer's
   DiffID), ``bytes`` (data copied), ``us`` (microseconds), ``op``/``op_path``/``op_to`` (cause);
 * ``whiteout``: ``path``, ``upper`` (the real path of the whited-out name), ``lower_layer`` and
-  ``lower_from`` (the first lower layer holding what it hides, when known), ``lower_bytes`` (the
+  ``lower_from`` (the first lower layer holding what it hides), ``lower_bytes`` (the
   size of that entry if it is a regular file), ``op``...;
 * ``opaque``: ``path``, ``upper``, ``hides`` (true if lower content is now hidden), ``op``...;
 * ``redirect``: ``path`` (the new name), ``upper``, ``redirect`` (the stored value), ``op``...;
@@ -40,16 +40,11 @@ import os
 import threading
 import time
 
-from .core.layers import WHITEOUT, join
-from .core.namei import lower_positive
-from .core.observe import OPERATION, Observer
+from .core.observe import CHANGING, OPERATION, Observer
 
 VERSION = 1
 RESERVOIR = 1024   # latencies kept per operation (the most recent ones)
 QUEUE_MAX = 10_000  # events buffered per subscriber
-CHANGING = frozenset((
-    "write", "create", "mkdir", "mknod", "symlink", "link", "unlink", "rmdir", "rename",
-    "chmod", "chown", "truncate", "utimens", "setxattr", "removexattr", "fallocate"))
 
 
 def _count_of(counter):
@@ -193,6 +188,10 @@ class Recorder(Observer):
         self.context = None  # set by the FUSE adapter: () -> pid of the requesting process
         self.started = time.time()
 
+    @property
+    def tracing(self):
+        return bool(self.bus.subscribers)
+
     @staticmethod
     def clock():
         return time.perf_counter_ns()
@@ -213,49 +212,23 @@ class Recorder(Observer):
                         "from": self.layer_name(layer.root), "bytes": size,
                         "us": (time.perf_counter_ns() - t0) // 1000})
 
-    def whiteout(self, path):
+    def whiteout(self, path, upper, layer, hit):
         if self.bus.subscribers:
-            ev = {"event": "whiteout", "path": path, "upper": self.union.upper.shown(path[1:])}
-            low = self._lower_entry(path)
-            if low is not None:
-                ev["lower_layer"] = low[0].index
-                ev["lower_from"] = self.layer_name(low[0].root)
-                if _is_reg(low[1]):
-                    ev["lower_bytes"] = low[1].st.st_size
+            ev = {"event": "whiteout", "path": path, "upper": upper, "lower_layer": layer.index,
+                  "lower_from": self.layer_name(layer.root)}
+            if _is_reg(hit):
+                ev["lower_bytes"] = hit.st.st_size
             self._emit(ev)
 
-    def _lower_entry(self, path):
-        """(layer, hit) of the first lower layer still holding what a whiteout at path hides."""
-        parent_path, _, name = path.rpartition("/")
-        parent = self.union.lookup(parent_path or "/")
-        for layer, prel, _hit in parent.comps if parent is not None else ():
-            if not layer.writable:
-                hit = layer.find(prel, name)
-                if hit is WHITEOUT:
-                    return None
-                if hit is not None:
-                    return layer, hit
-        return None
-
-    def opaque(self, path, hides):
+    def opaque(self, path, upper, hides):
         self.opaques += 1
         if self.bus.subscribers:
-            self._emit({"event": "opaque", "path": path, "upper": self.union.upper.shown(path[1:]),
-                        "hides": bool(hides)})
+            self._emit({"event": "opaque", "path": path, "upper": upper, "hides": bool(hides)})
 
-    def moved_opaque(self, to_parent, to_name):
-        """A pure upper directory made opaque as it moves into a merged directory."""
-        hides = self.bus.subscribers and lower_positive(self.union.layers, to_parent, to_name)
-        self.opaque("/" + join(to_parent.comps[0][1], to_name), hides)
-
-    def redirected(self, node, to_parent, to_name):
+    def redirected(self, path, upper, value):
         self.redirects += 1
         if self.bus.subscribers:
-            path = "/" + join(to_parent.comps[0][1], to_name)
-            real = self.union.real(node)
-            self._emit({"event": "redirect", "path": path,
-                        "upper": self.union.upper.shown(path[1:]),
-                        "redirect": self.union.writer.get_redirect(real)})
+            self._emit({"event": "redirect", "path": path, "upper": upper, "redirect": value})
 
     # -- hooks called by the FUSE adapter
 

@@ -1,4 +1,6 @@
-"""Small builders shared by the unit tests: real layer directories under tmp_path, no mounts."""
+"""Small builders shared by the unit tests: real layer directories under tmp_path, no mounts, and
+a fake /dev/fuse channel for driving the FUSE server's handlers (scripts/trace_write_path.py
+uses it too)."""
 import os
 import stat
 
@@ -114,3 +116,23 @@ def ucreate(union, path, data=b"", mode=0o644):
             union.write(h, data, 0)
     finally:
         union.release(h)
+
+
+class FakeChannel:
+    """What the FUSE server writes to /dev/fuse, kept: (unique, -errno, payload) per reply; the
+    server takes it for fuse.proto.Channel (no mount)."""
+
+    def __init__(self, *args):
+        self.replies = []
+
+    def reply(self, unique, payload=b""):
+        self.replies.append((unique, 0, bytes(payload)))
+
+    def reply_error(self, unique, err):
+        self.replies.append((unique, -err, b""))
+
+    def send(self, parts):
+        self.replies.append((None, 0, b"".join(bytes(p) for p in parts)))
+
+    def inval_inode(self, nid, offset=-1, length=0):
+        pass

@@ -53,3 +53,33 @@ def test_core_modules_import_each_other_without_a_circle():
     for mod in sorted(graph):
         visit(mod)
     assert {"union", "namei", "dir", "file", "copyup", "readdir", "observe"} <= set(graph)
+
+
+def _outside(path, package):
+    """The unionfs modules a file of `package` (unionfs.fuse, say) imports, dotted from
+    unionfs."""
+    base = package.split(".")[1:]
+    out = set()
+    for level, mod in _imports(path):
+        if level == 0:
+            if mod.split(".")[0] == "unionfs":
+                out.add(".".join(mod.split(".")[1:]))
+        else:
+            out.add(".".join((base[:len(base) - level + 1] if level > 1 else base) + [mod]))
+    return out
+
+
+def test_fuse_imports_only_core_its_own_modules_and_control():
+    """The FUSE layer calls down: the core, and the control directory it serves; never the
+    observer's implementation or anything above it."""
+    fuse = CORE.parent / "fuse"
+    wrong = sorted((p.name, m) for p in fuse.glob("*.py") for m in _outside(p, "unionfs.fuse")
+                   if m.split(".")[0] not in ("core", "fuse", "control"))
+    assert wrong == []
+
+
+def test_the_recorder_takes_from_core_only_the_observer_interface():
+    """observe.py formats and counts what the core's events carry: it imports no core module
+    it could use to reach back into the union."""
+    mods = _outside(CORE.parent / "observe.py", "unionfs")
+    assert {m for m in mods if m.startswith("core")} == {"core.observe"}

@@ -62,3 +62,23 @@ def test_chmod_chown_utimens_copy_up(env):
     with pytest.raises(OSError) as e:
         u.chmod("/ln", 0o600)
     assert errno_of(e) == errno.EOPNOTSUPP
+
+
+# ---- an open file whose name is gone (detach) -------------------------------------------------
+
+def test_open_file_detached_counts_its_links_as_its_names(env):
+    """fstat through the handle and stat of the name the server keeps agree, and count only
+    the links users made (issue 14: the FUSE server subtracted one itself)."""
+    u, lower, upper, _ = env
+    u.release(u.create("/up", 0o644, os.O_WRONLY, (0, 0)))
+    u.link("/up", "/up2")
+    hf, hup, hup2 = (u.open(p, os.O_RDONLY) for p in ("/f", "/up", "/up2"))
+    u.detach("/f", "/\0detached-1")     # a lower file: the lower keeps its link
+    u.detach("/up", "/\0detached-2")    # an upper file: into the work dir
+    assert (u.fgetattr(hf)[2], u.getattr("/\0detached-1")[2]) == (1, 1)
+    assert (u.fgetattr(hup)[2], u.getattr("/\0detached-2")[2]) == (1, 1)  # /up2 is left
+    assert (u.fgetattr(hup2)[2], u.getattr("/up2")[2]) == (1, 1)
+    u.unlink("/up2")
+    assert (u.fgetattr(hup)[2], u.getattr("/\0detached-2")[2]) == (0, 0)
+    for h in (hf, hup, hup2):
+        u.release(h)

@@ -113,3 +113,35 @@ def test_dirent_pads_name_to_8_bytes(name):
                                       (stat.S_IFSOCK, 12), (stat.S_IFBLK, 6)])
 def test_dirent_type_is_mode_shifted(mode, dt):
     assert P.DIRENT.unpack_from(P.dirent(1, 1, b"n", mode))[3] == dt
+
+
+# ---- name: the names a request carries -----------------------------------------------------
+
+def test_name_reads_nul_terminated_names_in_turn():
+    view = memoryview(bytearray(b"\x01\x02old\0new name\0tail"))
+    first, end = P.name(view, 2)
+    assert (first, end) == ("old", 6)
+    second, end = P.name(view, end)
+    assert (second, end) == ("new name", 15)
+    with pytest.raises(ValueError):  # no NUL after it
+        P.name(view, end)
+
+
+def test_name_at_start_and_empty():
+    view = memoryview(b"\0x\0")
+    assert P.name(view) == ("", 1)
+    assert P.name(view, 1) == ("x", 3)
+
+
+def test_name_not_utf8_is_surrogate_escaped():
+    raw = b"caf\xe9-\xff\xfe"
+    name, end = P.name(memoryview(raw + b"\0rest"))
+    assert end == len(raw) + 1
+    assert name == "caf\udce9-\udcff\udcfe"
+    assert name.encode("utf-8", "surrogateescape") == raw
+    assert os.fsencode(name) == raw
+
+
+def test_name_utf8():
+    name, _ = P.name(memoryview("ünï€\0".encode()))
+    assert name == "ünï€"

@@ -1,45 +1,11 @@
-"""fuse/server.py: `_name` (request names) and the invalidations (attributes at once, pages
-from the notifier thread)."""
-import os
+"""fuse/server.py and fuse/notifier.py: the invalidations (attributes at once, pages from the
+notifier thread)."""
 import threading
 import time
 
-import pytest
-
 from unionfs.fuse.nodes import ROOT, Nodes
-from unionfs.fuse.server import Notifier, Server, _name
-
-
-# ---- _name ----------------------------------------------------------------------------------
-
-def test_name_reads_nul_terminated_names_in_turn():
-    view = memoryview(bytearray(b"\x01\x02old\0new name\0tail"))
-    first, end = _name(view, 2)
-    assert (first, end) == ("old", 6)
-    second, end = _name(view, end)
-    assert (second, end) == ("new name", 15)
-    with pytest.raises(ValueError):  # no NUL after it
-        _name(view, end)
-
-
-def test_name_at_start_and_empty():
-    view = memoryview(b"\0x\0")
-    assert _name(view) == ("", 1)
-    assert _name(view, 1) == ("x", 3)
-
-
-def test_name_not_utf8_is_surrogate_escaped():
-    raw = b"caf\xe9-\xff\xfe"
-    name, end = _name(memoryview(raw + b"\0rest"))
-    assert end == len(raw) + 1
-    assert name == "caf\udce9-\udcff\udcfe"
-    assert name.encode("utf-8", "surrogateescape") == raw
-    assert os.fsencode(name) == raw
-
-
-def test_name_utf8():
-    name, _ = _name(memoryview("ünï€\0".encode()))
-    assert name == "ünï€"
+from unionfs.fuse.notifier import Notifier
+from unionfs.fuse.server import Server
 
 
 # ---- invalidations: attributes at once, pages from the notifier thread ----------------------

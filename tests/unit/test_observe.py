@@ -362,3 +362,28 @@ def test_prometheus_text():
     assert "# TYPE unionfs_copyup_bytes_total counter" in lines
     samples = [l for l in lines if not l.startswith("#")]
     assert all(len(l.rsplit(" ", 1)) == 2 for l in samples)
+
+
+@needs_root
+def test_the_recorder_formats_what_the_events_carry_without_asking_the_union(env):
+    """The core hands each hook what its event says (issue 14): with the recorder cut off from
+    the union, a whiteout, a redirect and a directory moved opaque read as before."""
+    u, lower, upper, sub = env
+    u.mkdir("/up", 0o755, (0, 0))
+    u.mkdir("/up/new", 0o755, (0, 0))  # in a pure upper directory: not opaque
+    sub.get(0)
+    u.observer.union = None
+    u.unlink("/f")
+    u.rename("/up/new", "/d/sub/new")
+    u.rename("/d", "/e2")
+    evs = [_strip(e, ("v", "seq", "time", "tid", "us", "op", "op_path", "op_to"))
+           for e in _events(sub) if e["event"] != "copyup"]
+    assert evs == [
+        {"event": "whiteout", "path": "/f", "upper": upper + "/f", "lower_layer": 1,
+         "lower_from": lower, "lower_bytes": 10},
+        {"event": "opaque", "path": "/d/sub/new", "upper": upper + "/d/sub/new",
+         "hides": False},
+        {"event": "redirect", "path": "/e2", "upper": upper + "/e2", "redirect": "d"},
+        {"event": "whiteout", "path": "/d", "upper": upper + "/d", "lower_layer": 1,
+         "lower_from": lower}]
+    assert (u.observer.opaques, u.observer.redirects, u.stats["whiteouts"]) == (2, 1, 2)

@@ -14,8 +14,8 @@ import stat
 from . import whiteout as wo
 from .copyup import discard
 from .file import Handle
-from .layers import Hit
-from .namei import Node, check_name, err, lower_positive, split
+from .layers import Hit, join
+from .namei import Node, check_name, err, lower_entry, lower_positive, split
 from .readdir import is_empty
 from .sysutil import RENAME_EXCHANGE, RENAME_NOREPLACE, fd_path, renameat2
 
@@ -92,10 +92,10 @@ class DirOps:
                 st = os.lstat(self.real(node))
                 parent, name = split(path)
                 tmp = self.copier.temp()
-                if lower_positive(self.layers, self.lookup(parent), name):
+                hidden = lower_entry(self.layers, self.lookup(parent), name)
+                if hidden is not None:
                     self.writer.move_leaving_whiteout(self.real(node), tmp, False, False)
-                    self.stats["whiteouts"] += 1
-                    self.observer.whiteout(path)
+                    self._whited_out(path, hidden)
                 else:
                     os.rename(self.real(node), tmp)
                 rel = os.path.basename(tmp)
@@ -165,16 +165,15 @@ class DirOps:
             oparent, oname = split(old)
             opnode = self._upper_dir(oparent)
             npnode = self._upper_dir(nparent)
-            need_whiteout = lower_positive(self.layers, opnode, oname)
+            hidden = lower_entry(self.layers, opnode, oname)
             onode, whole = self._prepare_move(old, onode, npnode, nname, oparent == nparent)
             src = self.upper.real(old[1:])
             dst = self.upper.real(new[1:])
             dst_whiteout = self._clear_target(new[1:])
             try:
-                if need_whiteout:
+                if hidden is not None:
                     self.writer.move_leaving_whiteout(src, dst, dst_whiteout, onode.is_dir)
-                    self.stats["whiteouts"] += 1
-                    self.observer.whiteout(old)
+                    self._whited_out(old, hidden)
                 elif dst_whiteout:
                     self.writer.move_onto_whiteout(src, dst, onode.is_dir)
                 else:
@@ -232,17 +231,19 @@ class DirOps:
         """
         if not node.is_dir:
             return self._copied_up(path), False
+        to = "/" + join(to_parent.comps[0][1], to_name)
         if node.has_lower:
             if not self.redirect_dir:
                 return self._copy_tree_up(path), True
             node = self._copied_up(path)
-            self._set_redirect(path, node, samedir)
-            self.observer.redirected(node, to_parent, to_name)
+            value = self._set_redirect(path, node, samedir)
+            self.observer.redirected(to, self.upper.shown(to[1:]), value)
         elif to_parent.has_lower and not node.comps[0][2].opaque:
             # as the kernel does for a pure upper directory moving into a merged one (its name
             # may be whited out there, or become a lower name under a redirect)
             self.writer.set_opaque(self.real(node))
-            self.observer.moved_opaque(to_parent, to_name)
+            hides = self.observer.tracing and lower_positive(self.layers, to_parent, to_name)
+            self.observer.opaque(to, self.upper.shown(to[1:]), hides)
         return node, False
 
     def _settle_tree(self, real, to_parent, to_name):
@@ -298,7 +299,7 @@ class DirOps:
                     # kernel marks it too when redirects are on (a lower directory renamed to
                     # this name later would merge with it otherwise)
                     self.writer.set_opaque(target)
-                    self.observer.opaque(path, over_whiteout)
+                    self.observer.opaque(path, self.upper.shown(path[1:]), over_whiteout)
                 if over_whiteout:
                     self.writer.move_onto_whiteout(target, real, ftype == stat.S_IFDIR)
             except BaseException:
@@ -317,17 +318,16 @@ class DirOps:
         """Remove an entry (an emptied directory included), leaving a whiteout where lowers have it."""
         parent, name = split(path)
         pnode = self.lookup(parent)
-        need_whiteout = lower_positive(self.layers, pnode, name)
+        hidden = lower_entry(self.layers, pnode, name)
         try:
-            if need_whiteout:
+            if hidden is not None:
                 self._upper_dir(parent)
                 real = self.upper.real(path[1:])  # its parent is in the upper now
                 if node.in_upper:
                     self.writer.whiteout_entry(real, self.copier.temp(), node.is_dir)
                 else:
                     self.writer.make_whiteout(real)
-                self.stats["whiteouts"] += 1
-                self.observer.whiteout(path)
+                self._whited_out(path, hidden)
             elif node.in_upper:
                 real = self.upper.real(path[1:])
                 if node.is_dir:
@@ -339,6 +339,11 @@ class DirOps:
             if node.is_dir and node.in_upper:
                 self.upper.forget_dirs()  # a kept fd must not outlive its directory's name
         self.cache.forget_tree(path)
+
+    def _whited_out(self, path, hidden):
+        """A whiteout at `path` now hides `hidden`, the (layer, hit) lower_entry found."""
+        self.stats["whiteouts"] += 1
+        self.observer.whiteout(path, self.upper.shown(path[1:]), *hidden)
 
     def _clear_target(self, rel):
         """Prepare the upper entry a rename will replace. Returns True if it is a whiteout."""
@@ -356,13 +361,15 @@ class DirOps:
         return False
 
     def _set_redirect(self, path, node, samedir):
-        """Record where a renamed directory's lower content lives (the kernel's redirect_dir=on)."""
+        """Record where a renamed directory's lower content lives (the kernel's redirect_dir=on);
+        returns the redirect it has then."""
         real = self.real(node)
         current = self.writer.get_redirect(real)
         if current and (samedir or current.startswith("/")):
-            return
+            return current
         if samedir:
             value = split(path)[1]
         else:
             value = "/" + node.first_lower()[1]
         self.writer.set_redirect(real, value)
+        return value

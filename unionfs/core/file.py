@@ -36,8 +36,12 @@ class FileOps:
     """Handles, I/O and attribute changes of `union.Union`."""
 
     def fgetattr(self, handle):
+        """(stat_result, st_ino, st_nlink) of an open file, counted as getattr counts a name:
+        the work-dir names of files unlinked while open (detach) are no links users made."""
         st = os.fstat(handle.fd)
         nlink = st.st_nlink
+        if self._orphans and nlink:
+            nlink -= self._orphaned_links(st)
         if self.ids.active:
             st = self.ids.show(st, handle.fd)
         return st, handle.ino, nlink
@@ -144,12 +148,25 @@ class FileOps:
         """SEEK_DATA / SEEK_HOLE answered by the real file (the fd's position is not used)."""
         return os.lseek(handle.fd, offset, whence)
 
-    def fchange(self, handle, fn, *args):
-        """chmod/chown/utime through an open handle whose name is gone (unlinked while open)."""
+    # chmod, chown, utimens through an open handle whose name is gone (unlinked while open)
+
+    def fchmod(self, handle, mode):
+        self._fchange(handle, os.fchmod, stat.S_IMODE(mode))
+
+    def fchown(self, handle, uid, gid):
+        self._fchange(handle, os.fchown, *self.ids.stored(uid, gid))
+
+    def futimens(self, handle, atime_ns, mtime_ns):
+        """None leaves that time as it is (UTIME_OMIT)."""
+        st = os.fstat(handle.fd)
+        self._fchange(handle, lambda fd: os.utime(fd, ns=(
+            st.st_atime_ns if atime_ns is None else atime_ns,
+            st.st_mtime_ns if mtime_ns is None else mtime_ns)))
+
+    @staticmethod
+    def _fchange(handle, fn, *args):
         if handle.lower:
-            raise err(errno.ESTALE)
-        if fn is os.fchown:
-            args = self.ids.stored(*args)
+            raise err(errno.ESTALE)  # no name left to copy a lower file up to
         fn(handle.fd, *args)
 
     # ---- attributes (copy-up first) ---------------------------------------------------------

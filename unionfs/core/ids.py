@@ -27,7 +27,7 @@ anything else it must match the entry's own. A file capability that may not be s
 (``security.capability`` needs CAP_SETFCAP) is kept in ``user.unionfs.security.capability`` and
 shown as ``security.capability``. No storage name is ever visible through the mount, in any
 mode, nor may it be set or removed there (the override names are refused by the union,
-``user.unionfs.*``, the which-report namespace, by fuse/ops.py), so only the daemon and the import
+``user.unionfs.*``, the which-report namespace, by control.py), so only the daemon and the import
 write them. unionfs writes them when it imports an image without root (image/extract.py, which
 drops any copy a layer tar brings); whoever can write a store's layers can make its files say
 anything anyway, so trusting these xattrs there trusts nobody but the store's owner.

@@ -161,20 +161,26 @@ def follow_redirect(r, cur_name, abs_path):
     return cur_name, abs_path
 
 
-def lower_positive(layers, parent, name):
-    """Does a lower layer (below the upper) of `parent` still show `name`? Decides whiteouts."""
+def lower_entry(layers, parent, name):
+    """(layer, hit) of the first lower layer (below the upper) of `parent` that still shows
+    `name`, or None: what a whiteout of the name hides. Decides whiteouts."""
     index = parent.lower_names()
     if index is not None:
         for i in index.get(name, ()):
             hit = layers[i].find(parent.rel_in(i), name)
             if hit is not None:
-                return hit is not WHITEOUT
-        return False
+                return None if hit is WHITEOUT else (layers[i], hit)
+        return None
     for layer, prel, _hit in parent.comps:
         if layer.writable:
             continue
         hit = layer.find(prel, name)
         if hit is None:
             continue
-        return hit is not WHITEOUT
-    return False
+        return None if hit is WHITEOUT else (layer, hit)
+    return None
+
+
+def lower_positive(layers, parent, name):
+    """Does a lower layer (below the upper) of `parent` still show `name`?"""
+    return lower_entry(layers, parent, name) is not None

@@ -3,7 +3,10 @@
 The core calls an `Observer`'s hooks at its change points with plain arguments and never knows who
 listens (the kernel's tracepoints). This class is the interface and the default: every hook does
 nothing, so a union nobody observes pays one method call per change. The recorder that counts
-and keeps the event stream (unionfs/observe.py) implements it outside core.
+and keeps the event stream (unionfs/observe.py) implements it outside core. A hook is given all
+its event says (the upper's real path, what a whiteout hides, a redirect's value): the observer
+formats and counts, and never asks the union back. What costs the core work to find only for an
+event is found while `tracing` is true.
 
 `OPERATION` is the request being served, ``(op, path, to)``, set by the caller of the union (the
 FUSE server, per request, while someone traces) so that an event carries its cause; `operation`
@@ -14,6 +17,10 @@ import contextlib
 import contextvars
 
 OPERATION = contextvars.ContextVar("unionfs_operation", default=(None, None, None))
+# the requests that change the tree: the ones traced as they return (op events)
+CHANGING = frozenset((
+    "write", "create", "mkdir", "mknod", "symlink", "link", "unlink", "rmdir", "rename",
+    "chmod", "chown", "truncate", "utimens", "setxattr", "removexattr", "fallocate"))
 
 
 @contextlib.contextmanager
@@ -28,6 +35,8 @@ def operation(op, path=None, to=None):
 
 class Observer:
     """The hooks the core calls; this default ignores them all."""
+
+    tracing = False  # someone reads the events now (a property of an observer that has them)
 
     def layer_name(self, root):
         """How reports name a layer directory (an image layer by its DiffID, say)."""
@@ -45,15 +54,15 @@ class Observer:
         """`path` was copied up from `layer` (its entry `hit`; `data`: with its content), begun
         at clock() `t0`."""
 
-    def whiteout(self, path):
-        """A whiteout now hides the lower entries of `path`."""
+    def whiteout(self, path, upper, layer, hit):
+        """A whiteout at `path` (`upper`: its real path, for people) now hides `hit`, the entry
+        of the first lower `layer` that shows the name."""
 
-    def opaque(self, path, hides):
-        """The new directory `path` was made opaque (`hides`: over a whiteout)."""
+    def opaque(self, path, upper, hides):
+        """The directory `path` (`upper`: its real path) was made opaque, as it was made or
+        moved into a merged directory (`hides`: over lower content; found while `tracing`
+        only where it takes a lookup)."""
 
-    def moved_opaque(self, to_parent, to_name):
-        """A pure upper directory was made opaque as it moves to `to_name` in the node
-        `to_parent`."""
-
-    def redirected(self, node, to_parent, to_name):
-        """The directory `node` got a redirect as it moves to `to_name` in `to_parent`."""
+    def redirected(self, path, upper, value):
+        """The directory now at `path` (`upper`: its real path) got or kept the redirect
+        `value` as it moved."""

@@ -110,6 +110,18 @@ def dirent(ino, off, name, mode):
     return DIRENT.pack(ino, off, n, (mode >> 12) & 0xF) + name + bytes(-n % 8)
 
 
+# names cross the protocol as bytes; the union takes them as str, a name that is not UTF-8
+# carried as surrogate escapes (os.fsencode gives the bytes back)
+UTF8 = ("utf-8", "surrogateescape")
+
+
+def name(data, start=0):
+    """The NUL-terminated name at data[start:] of a request, and the offset after it."""
+    raw = data[start:].tobytes()
+    end = raw.index(0)
+    return raw[:end].decode(*UTF8), start + end + 1
+
+
 # -- mounting ---------------------------------------------------------------------------------
 
 # mount(2) flags for the generic mount options

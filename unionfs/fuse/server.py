@@ -1,7 +1,8 @@
-"""The FUSE server: dispatch of each request to its handler, the worker threads, and the
-kernel notifications sent off the request path. Requests name nodes; the node table
-(fuse/nodes.py) gives their paths, and the handlers call the union with them, or FuseOps
-(fuse/ops.py) for what needs the open-file table or the control directory.
+"""The FUSE server: dispatch of each request to its handler, and the worker threads. Requests
+name nodes; the node table
+(fuse/nodes.py) gives their paths, and the handlers call the union with them; requests that
+name an open file go through the open-file table (fuse/handles.py). What is the control
+directory's (control.owns, owns_handle, owns_xattr) goes to it (unionfs/control.py).
 
 Threads take turns as the reader of /dev/fuse, and the reader answers most requests itself
 before reading the next: no hand-over between threads under the GIL per request
@@ -14,12 +15,13 @@ every request waits in a single-threaded daemon (fuse-overlayfs's default).
 
 What the kernel caches stays true: when the union changes an entry the request did not name
 (another name of a hard link, an ancestor copied up), the node's attributes are invalidated
-before the reply, its pages by the notifier thread (`Server._invalidate` says why).
+before the reply, its pages by the notifier thread (fuse/notifier.py; `Server._invalidate` says
+why).
 
-Why one module of ~800 lines: it is the dispatch table and one short handler per FUSE opcode
-(about forty: decode, call, encode), with the reader loop and the notifier beside them; split by
-concern, the opcode table and the turn-passing rules it depends on would stand apart from the
-handlers they govern. What is not per-opcode lives elsewhere (proto.py, nodes.py, ops.py).
+Why one module of ~750 lines: it is the dispatch table and one short handler per FUSE opcode
+(about forty: decode, call, encode), with the reader loop beside them; split by concern, the
+opcode table and the turn-passing rules it depends on would stand apart from the handlers they
+govern. What is not per-opcode lives elsewhere (proto.py, nodes.py, handles.py, notifier.py).
 """
 import errno
 import logging
@@ -30,10 +32,12 @@ import threading
 import time
 
 from .. import control
-from ..core.observe import OPERATION
-from ..observe import CHANGING
+from ..core.observe import CHANGING, OPERATION
+from ..core.readdir import Listings
 from . import proto as P
+from .handles import Files
 from .nodes import Nodes
+from .notifier import Notifier
 
 log = logging.getLogger("unionfs")
 
@@ -57,89 +61,20 @@ def _handed(op, data):
 # overlayfs), and the union has the kernel drop what it changes under another name (hard links,
 # ancestors copied up: Union.on_invalidate).
 CACHE_TIMEOUT = 3600.0
-_UTF8 = ("utf-8", "surrogateescape")
-
-
-def _name(data, start=0):
-    """The NUL-terminated name at data[start:], and the offset after it."""
-    raw = data[start:].tobytes()
-    end = raw.index(0)
-    return raw[:end].decode(*_UTF8), start + end + 1
-
-
-class Notifier:
-    """Sends the kernel the page invalidations of nodes, from a thread of its own.
-
-    Dropping a node's pages waits for every page a read has locked while its READ is in
-    flight; a request thread may hold the reader's turn, the only thread that would read that
-    READ, so it must never wait there (Server._invalidate says what is sent where). Nodes
-    queued again before their turn are sent once."""
-
-    def __init__(self, channel):
-        self.channel = channel
-        self._pending = {}       # node id -> None: a set in queue order
-        self._cond = threading.Condition()
-        self._send = threading.Lock()   # held while a notification is being written
-        self._stopping = False
-        self.sent = 0
-        self._thread = threading.Thread(target=self._run, name="fuse-notify", daemon=True)
-
-    def start(self):
-        self._thread.start()
-
-    def pages(self, nid):
-        with self._cond:
-            self._pending[nid] = None
-            self._cond.notify()
-
-    def idle(self, timeout):
-        """True once nothing is queued or being sent (tests)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self._cond:
-                if not self._pending and not self._send.locked():
-                    return True
-            time.sleep(0.01)
-        return False
-
-    def stop(self, timeout=5.0):
-        """True once the thread has ended: no notification can be written after it (the
-        channel may then be closed, its descriptor number reused)."""
-        with self._cond:
-            self._stopping = True
-            self._cond.notify()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
-        return not self._thread.is_alive()
-
-    def _run(self):
-        while True:
-            with self._cond:
-                while not self._pending and not self._stopping:
-                    self._cond.wait()
-                if self._stopping:
-                    return
-                nid = next(iter(self._pending))  # one at a time: the rest may coalesce
-                del self._pending[nid]
-                self._send.acquire()
-            try:
-                self.channel.inval_inode(nid, 0, 0)
-                self.sent += 1
-            except OSError as e:
-                log.warning("invalidating the pages of node %d: %s", nid, e)
-            finally:
-                self._send.release()
 
 
 class Server:
     """Serves one mount: negotiates, runs the worker threads, dispatches each request."""
 
-    def __init__(self, ops, mountpoint, options, entry_timeout=None, attr_timeout=None,
+    def __init__(self, union, mountpoint, options, entry_timeout=None, attr_timeout=None,
                  negative_timeout=None, threads=None, on_ready=None, allow_root=False,
                  debug=False, passthrough=False):
-        self.ops = ops
-        self.union = ops.union
+        self.union = union
         self.nodes = Nodes()
+        self.listings = Listings()  # the directory listings being read (core/readdir.py)
+        self.control = control.ControlDir(union, lambda: {
+            "open_files": len(self.files), "listings": len(self.listings)})
+        self.files = Files(union, self.control)
         self.entry_valid = P.valid(CACHE_TIMEOUT if entry_timeout is None else entry_timeout)
         self.attr_valid = P.valid(CACHE_TIMEOUT if attr_timeout is None else attr_timeout)
         neg = P.valid(CACHE_TIMEOUT if negative_timeout is None else negative_timeout)
@@ -158,7 +93,7 @@ class Server:
         self.local = threading.local()
         self.channel = P.Channel(mountpoint, options, options.get("fsname", "unionfs"),
                                  options.get("subtype", "unionfs"))
-        observer = ops.union.observer
+        observer = union.observer
         self.stats = observer.ops
         self.bus = observer.bus
         self.observer = observer
@@ -184,15 +119,10 @@ class Server:
 
     # -- running
 
-    def context(self):
-        """(uid, gid, pid) of the process whose request this thread serves."""
-        return self.local.ctx
-
     def serve(self):
         """Run until unmounted; SIGTERM, SIGINT and SIGHUP unmount."""
-        self.ops.union.on_invalidate = self._invalidate
-        self.ops.union.observer.context = lambda: self.local.ctx[2]
-        self.ops.context = self.context
+        self.union.on_invalidate = self._invalidate
+        self.union.observer.context = lambda: self.local.ctx[2]
         workers = [threading.Thread(target=self._worker, name="fuse-%d" % i, daemon=True)
                    for i in range(self.threads)]
         done = threading.Event()
@@ -209,7 +139,7 @@ class Server:
         threading.Thread(target=watch, daemon=True).start()
         while not done.wait(1.0):
             pass
-        self.ops.destroy(None)
+        self.files.close_all()
         if self.notifier.stop():
             self.channel.close()  # else a notification is stuck in the kernel: left to exit
 
@@ -262,18 +192,18 @@ class Server:
     # -- helpers
 
     def _call(self, name, fn, *args, paths=(), cause=None, guard=()):
-        """Run one call of the union (or of FuseOps), timed into the stats and, for a change,
-        traced. While someone traces, the union's events name the request as their cause
-        (core.observe.OPERATION): (name, *paths), or `cause`, (op, path, to), where the union's
-        operation differs. A path of `guard` in the control directory fails the call (EPERM),
-        timed and traced as any failure."""
+        """Run one call of the union (or of the open-file table, or of the control directory),
+        timed into the stats and, for a change, traced. While someone traces, the union's
+        events name the request as their cause (core.observe.OPERATION): (name, *paths), or
+        `cause`, (op, path, to), where the union's operation differs. A path of `guard` in the
+        control directory fails the call (EPERM), timed and traced as any failure."""
         token = (OPERATION.set(cause or (name, *paths, None, None)[:3])
                  if self.bus.subscribers else None)
         t = time.perf_counter_ns()
         try:
             for p in guard:
                 if control.owns(p):
-                    control.ControlDir.refuse(p)
+                    control.refuse(p)
             r = fn(*args)
         except OSError as e:
             self._record(name, t, -(e.errno or errno.EIO), paths)
@@ -293,8 +223,8 @@ class Server:
         s[0]()
         s[1](dt)
         if self.bus.subscribers and name in CHANGING and paths:
-            self.observer.request(name, [p.encode(*_UTF8) for p in paths if p is not None],
-                                  r if isinstance(r, int) else 0, *_UTF8)
+            self.observer.request(name, [p.encode(*P.UTF8) for p in paths if p is not None],
+                                  r if isinstance(r, int) else 0, *P.UTF8)
 
     def _hold(self, nid, fh=None):
         """(node, path) of a request's node, read-locked; the caller unlocks. A node whose
@@ -316,19 +246,24 @@ class Server:
             raise OSError(errno.ESTALE, "stale node")
         return path
 
+    def _stat(self, path, fh=None):
+        """(stat_result, st_ino, st_nlink) of a path, or of the open file `fh`."""
+        if control.owns(path):
+            return self.control.stat(path)
+        h = self.files.get(fh)
+        return self.union.getattr(path) if h is None else self.union.fgetattr(h)
+
     def _entry(self, nid, name, path):
         """The fuse_entry_out of a name just found or made; the kernel now holds its node."""
-        st, ino, nlink = self.ops.stat(path)
+        st, ino, nlink = self._stat(path)
         return self._entry_of(self.nodes.looked_up(nid, name), st, ino, nlink)
 
     def _entry_of(self, node_id, st, ino, nlink):
         ev, av = self.entry_valid, self.attr_valid
         return P.ENTRY.pack(node_id, 0, ev[0], av[0], ev[1], av[1]) + P.attr(st, ino, nlink)
 
-    def _attr(self, node, path, fh=None):
-        st, ino, nlink = self._call("getattr", self.ops.stat, path, fh)
-        if fh is not None and node is not None and node in self.nodes.hidden and nlink > 0:
-            nlink -= 1  # the open file's work-dir name is not a link users made
+    def _attr(self, path, fh=None):
+        st, ino, nlink = self._call("getattr", self._stat, path, fh)
         return P.ATTR_OUT.pack(self.attr_valid[0], self.attr_valid[1], 0) + P.attr(st, ino, nlink)
 
     def _invalidate(self, paths, pages=True):
@@ -393,10 +328,10 @@ class Server:
     # -- names
 
     def lookup(self, unique, nid, data):
-        name, _ = _name(data)
+        name, _ = P.name(data)
         path = self._child(nid, name)
         try:
-            st, ino, nlink = self._call("lookup", self.ops.stat, path)
+            st, ino, nlink = self._call("lookup", self._stat, path)
         except OSError as e:
             if e.errno == errno.ENOENT and self.negative is not None:
                 self.channel.reply(unique, self.negative)
@@ -419,7 +354,7 @@ class Server:
         fh = fh if flags & P.GETATTR_FH else None
         node, path = self._hold(nid, fh)
         try:
-            out = self._attr(node, path, fh)
+            out = self._attr(path, fh)
         finally:
             self.nodes.read_unlock(node)
         self.channel.reply(unique, out)
@@ -430,30 +365,35 @@ class Server:
         fh = fh if valid & P.FATTR_FH else None
         node, path = self._hold(nid, fh)
         try:
-            out = self._setattr(node, path, fh, valid, size, atime, atimens, mtime, mtimens,
-                                mode, uid, gid)
+            out = self._setattr(path, fh, valid, size, atime, atimens, mtime, mtimens, mode,
+                                uid, gid)
         finally:
             self.nodes.read_unlock(node)
         self.channel.reply(unique, out)
 
-    def _setattr(self, node, path, fh, valid, size, atime, atimens, mtime, mtimens, mode, uid,
-                 gid):
-        ops = self.ops
+    def _setattr(self, path, fh, valid, size, atime, atimens, mtime, mtimens, mode, uid, gid):
+        u, on = self.union, (path,)
+        h = self.files.get(fh)  # a truncate with a handle goes through it
+        gone = h if path is None else None  # a file with no name left: every change does
         if valid & P.FATTR_MODE:
-            self._call("chmod", ops.chmod, path, mode, fh, paths=(path,))
+            self._call("chmod", *((u.fchmod, gone) if gone else (u.chmod, path)), mode,
+                       paths=on, guard=on)
         if valid & (P.FATTR_UID | P.FATTR_GID):
-            self._call("chown", ops.chown, path, uid if valid & P.FATTR_UID else -1,
-                       gid if valid & P.FATTR_GID else -1, fh, paths=(path,))
+            self._call("chown", *((u.fchown, gone) if gone else (u.chown, path)),
+                       uid if valid & P.FATTR_UID else -1, gid if valid & P.FATTR_GID else -1,
+                       paths=on, guard=on)
         if valid & P.FATTR_SIZE:
-            self._call("truncate", ops.truncate, path, size, fh, paths=(path,))
+            self._call("truncate", *((u.ftruncate, h) if h else (u.truncate, path)), size,
+                       paths=on, guard=on)
         if valid & (P.FATTR_ATIME | P.FATTR_MTIME):
             now = time.time_ns()
             a = (now if valid & P.FATTR_ATIME_NOW else atime * 1_000_000_000 + atimens) \
                 if valid & P.FATTR_ATIME else None
             m = (now if valid & P.FATTR_MTIME_NOW else mtime * 1_000_000_000 + mtimens) \
                 if valid & P.FATTR_MTIME else None
-            self._call("utimens", ops.utimens, path, (a, m), fh, paths=(path,))
-        return self._attr(node, path, fh)
+            self._call("utimens", *((u.futimens, gone) if gone else (u.utimens, path)), a, m,
+                       paths=on, guard=on)
+        return self._attr(path, fh)
 
     def readlink(self, unique, nid, data):
         node, path = self._hold(nid)
@@ -461,11 +401,11 @@ class Server:
             target = self._call("readlink", self.union.readlink, path)
         finally:
             self.nodes.read_unlock(node)
-        self.channel.reply(unique, target.encode(*_UTF8))
+        self.channel.reply(unique, target.encode(*P.UTF8))
 
     def symlink(self, unique, nid, data):
-        name, end = _name(data)
-        target, _ = _name(data, end)
+        name, end = P.name(data)
+        target, _ = P.name(data, end)
         path = self._child(nid, name)
         self._call("symlink", self.union.symlink, path, target, self._owner(),
                    paths=(path, target), guard=(path,))
@@ -473,7 +413,7 @@ class Server:
 
     def mknod(self, unique, nid, data):
         mode, rdev, _umask, _ = P.MKNOD_IN.unpack_from(data)
-        name, _ = _name(data, P.MKNOD_IN.size)
+        name, _ = P.name(data, P.MKNOD_IN.size)
         path = self._child(nid, name)
         self._call("mknod", self.union.mknod, path, mode, rdev, self._owner(), paths=(path,),
                    guard=(path,))
@@ -481,7 +421,7 @@ class Server:
 
     def mkdir(self, unique, nid, data):
         mode, _umask = P.MKDIR_IN.unpack_from(data)
-        name, _ = _name(data, P.MKDIR_IN.size)
+        name, _ = P.name(data, P.MKDIR_IN.size)
         path = self._child(nid, name)
         self._call("mkdir", self.union.mkdir, path, mode, self._owner(), paths=(path,),
                    guard=(path,))
@@ -500,7 +440,7 @@ class Server:
         return True
 
     def unlink(self, unique, nid, data):
-        name, _ = _name(data)
+        name, _ = P.name(data)
         held = self.nodes.write_lock((nid, name))
         try:
             path = self._child(nid, name)
@@ -512,7 +452,7 @@ class Server:
         self.channel.reply(unique)
 
     def rmdir(self, unique, nid, data):
-        name, _ = _name(data)
+        name, _ = P.name(data)
         held = self.nodes.write_lock((nid, name))
         try:
             path = self._child(nid, name)
@@ -537,19 +477,19 @@ class Server:
 
     def rename(self, unique, nid, data):
         new_nid = P.U64.unpack_from(data)[0]
-        name, end = _name(data, 8)
-        new_name, _ = _name(data, end)
+        name, end = P.name(data, 8)
+        new_name, _ = P.name(data, end)
         self._rename(unique, nid, name, new_nid, new_name, 0)
 
     def rename2(self, unique, nid, data):
         new_nid, flags, _ = P.RENAME2_IN.unpack_from(data)
-        name, end = _name(data, P.RENAME2_IN.size)
-        new_name, _ = _name(data, end)
+        name, end = P.name(data, P.RENAME2_IN.size)
+        new_name, _ = P.name(data, end)
         self._rename(unique, nid, name, new_nid, new_name, flags)
 
     def link(self, unique, nid, data):
         old_nid = P.U64.unpack_from(data)[0]
-        name, _ = _name(data, 8)
+        name, _ = P.name(data, 8)
         node, old = self._hold(old_nid)
         try:
             new = self._child(nid, name)
@@ -575,7 +515,8 @@ class Server:
         node, path = self._hold(nid)
         backing = 0
         try:
-            fh = self._call("open", self.ops.open, path, flags, cause=("open", path, None))
+            fh = self._call("open", self.files.open, path, flags, self.local.ctx[0],
+                            cause=("open", path, None))
             if self.passthrough and fh < control.FH_BASE:
                 try:
                     backing = self.channel.backing_open(fh)
@@ -591,18 +532,19 @@ class Server:
 
     def create(self, unique, nid, data):
         flags, mode, _umask, _ = P.CREATE_IN.unpack_from(data)
-        name, _ = _name(data, P.CREATE_IN.size)
+        name, _ = P.name(data, P.CREATE_IN.size)
         path = self._child(nid, name)
-        fh = self._call("create", self.ops.create, path, mode, flags, paths=(path,))
+        fh = self._call("create", self.files.create, path, mode, flags, self._owner(),
+                        paths=(path,), guard=(path,))
         self.channel.reply(unique, self._created(nid, name, path, fh))
 
     def _created(self, nid, name, path, fh):
         """fuse_entry_out + fuse_open_out of a file just made and opened (closed again if its
         attributes cannot be read)."""
         try:
-            st, ino, nlink = self.ops.stat(path, fh)
+            st, ino, nlink = self._stat(path, fh)
         except OSError:
-            self.ops.release(path, fh)
+            self.files.release(fh)
             raise
         node_id = self.nodes.looked_up(nid, name)
         return self._entry_of(node_id, st, ino, nlink) + self._opened(
@@ -617,8 +559,9 @@ class Server:
             name = self.nodes.hidden_name(nid)
             path = self._child(nid, name)
             try:
-                fh = self._call("tmpfile", self.ops.create, path, mode,
-                                flags | os.O_CREAT | os.O_EXCL, cause=("create", path, None))
+                fh = self._call("tmpfile", self.files.create, path, mode,
+                                flags | os.O_CREAT | os.O_EXCL, self._owner(),
+                                cause=("create", path, None), guard=(path,))
                 break
             except FileExistsError:
                 continue
@@ -632,7 +575,7 @@ class Server:
             finally:
                 self.nodes.write_unlock(held)
         except BaseException:
-            self.ops.release(path, fh)
+            self.files.release(fh)
             raise
         self.channel.reply(unique, out)
 
@@ -643,7 +586,7 @@ class Server:
         if out is None or len(out) < size + 16:
             out = local.out = mmap.mmap(-1, max(size, P.MAX_WRITE) + 16)
         view = memoryview(out)
-        n = self._call("read", self.ops.readinto, fh, view[16:16 + size], offset)
+        n = self._call("read", self.files.readinto, fh, view[16:16 + size], offset)
         P.OUT_HEADER.pack_into(out, 0, 16 + n, 0, unique)
         self.channel.send([view[:16 + n]])
 
@@ -651,7 +594,8 @@ class Server:
         fh, offset, size, *_ = P.RW_IN.unpack_from(data)
         payload = data[P.RW_IN.size:P.RW_IN.size + size]
         path = self.nodes.path(nid) if self.bus.subscribers else None
-        n = self._call("write", self.ops.write, None, payload, offset, fh, paths=(path,))
+        n = self._call("write", self.files.write, fh, payload, offset, self.local.ctx,
+                       paths=(path,))
         self.channel.reply(unique, P.WRITE_OUT.pack(n, 0))
 
     def release(self, unique, nid, data):
@@ -659,7 +603,7 @@ class Server:
         backing = self._backing.pop(fh, 0)
         if backing:
             self.channel.backing_close(backing)
-        self._call("release", self.ops.release, self.nodes.path(nid), fh)
+        self._call("release", self.files.release, fh)
         nodes = self.nodes
         node = nodes.by_id.get(nid)
         if node is not None:
@@ -686,24 +630,23 @@ class Server:
     def flush(self, unique, nid, data):
         """close(): the caller waits for this reply (not for RELEASE), so the other names of
         a hard link written through this file are brought up to date here."""
-        self.ops.flush(P.U64.unpack_from(data)[0])
+        self.files.flush(P.U64.unpack_from(data)[0])
         self.channel.reply(unique)
 
     def fsync(self, unique, nid, data):
         fh, flags, _ = P.FSYNC_IN.unpack_from(data)
-        self._call("fsync", self.ops.fsync, None, flags & P.FSYNC_FDATASYNC, fh)
+        self._call("fsync", self.files.fsync, fh, flags & P.FSYNC_FDATASYNC)
         self.channel.reply(unique)
 
     def fallocate(self, unique, nid, data):
         fh, offset, length, mode, _ = P.FALLOCATE_IN.unpack_from(data)
         path = self.nodes.path(nid)
-        self._call("fallocate", self.ops.fallocate, path, mode, offset, length, fh,
-                   paths=(path,))
+        self._call("fallocate", self.files.fallocate, fh, mode, offset, length, paths=(path,))
         self.channel.reply(unique)
 
     def lseek(self, unique, nid, data):
         fh, offset, whence, _ = P.LSEEK_IN.unpack_from(data)
-        pos = self._call("lseek", self.ops.lseek, None, offset, whence, fh)
+        pos = self._call("lseek", self.files.lseek, fh, offset, whence)
         self.channel.reply(unique, P.U64.pack(pos))
 
     def statfs(self, unique, nid, data):
@@ -724,10 +667,12 @@ class Server:
 
     def getxattr(self, unique, nid, data):
         size, _ = P.XATTR_IN.unpack_from(data)
-        name, _ = _name(data, P.XATTR_IN.size)
+        name, _ = P.name(data, P.XATTR_IN.size)
         node, path = self._hold(nid)
         try:
-            value = self._call("getxattr", self.ops.getxattr, path, name)
+            ours = control.owns_xattr(path, name)
+            value = self._call("getxattr", self.control.getxattr if ours else self.union.getxattr,
+                               path, name)
         finally:
             self.nodes.read_unlock(node)
         self._xattr_reply(unique, size, bytes(value))
@@ -736,28 +681,32 @@ class Server:
         size, _ = P.XATTR_IN.unpack_from(data)
         node, path = self._hold(nid)
         try:
-            names = self._call("listxattr", self.ops.listxattr, path)
+            names = self._call("listxattr", self.control.listxattr if control.owns(path)
+                               else self.union.listxattr, path)
         finally:
             self.nodes.read_unlock(node)
-        self._xattr_reply(unique, size, b"".join(n.encode(*_UTF8) + b"\0" for n in names))
+        self._xattr_reply(unique, size, b"".join(n.encode(*P.UTF8) + b"\0" for n in names))
 
     def setxattr(self, unique, nid, data):
         size, flags = P.XATTR_IN.unpack_from(data)
-        name, end = _name(data, P.XATTR_IN.size)
+        name, end = P.name(data, P.XATTR_IN.size)
         node, path = self._hold(nid)
         try:
-            self._call("setxattr", self.ops.setxattr, path, name, bytes(data[end:end + size]),
-                       flags, paths=(path,), cause=("setxattr", path, name))
+            ours = control.owns_xattr(path, name)
+            self._call("setxattr", control.refuse if ours else self.union.setxattr, path, name,
+                       bytes(data[end:end + size]), flags, paths=(path,),
+                       cause=("setxattr", path, name))
         finally:
             self.nodes.read_unlock(node)
         self.channel.reply(unique)
 
     def removexattr(self, unique, nid, data):
-        name, _ = _name(data)
+        name, _ = P.name(data)
         node, path = self._hold(nid)
         try:
-            self._call("removexattr", self.ops.removexattr, path, name, paths=(path,),
-                       cause=("removexattr", path, name))
+            ours = control.owns_xattr(path, name)
+            self._call("removexattr", control.refuse if ours else self.union.removexattr, path,
+                       name, paths=(path,), cause=("removexattr", path, name))
         finally:
             self.nodes.read_unlock(node)
         self.channel.reply(unique)
@@ -777,6 +726,17 @@ class Server:
     def readdirplus_(self, unique, nid, data):
         self._list(unique, nid, data, True)
 
+    def _snapshot(self, path, offset, plus):
+        """(generation, entries) of the listing served from `offset` on (core.readdir.Listings);
+        the control directory's is generation 0, made anew for every read."""
+        if control.owns(path):
+            return 0, self.control.listdir(path, plus)
+
+        def take():
+            entries = self.union.listdir(path, plus)
+            return self.control.shadow(entries, plus) if path == "/" else entries
+        return self.listings.at(offset, plus, take)
+
     def _list(self, unique, nid, data, plus):
         """Entries from offset on, as many as fit; each entry's offset names its listing and
         its index in it (core.readdir.Listings). With plus, each entry but . and .. hands the kernel
@@ -786,12 +746,12 @@ class Server:
         if path is None:  # a removed directory still open: nothing left in it
             self.channel.reply(unique)
             return
-        gen, entries = self._call("readdir", self.ops.snapshot, path, offset, plus)
+        gen, entries = self._call("readdir", self._snapshot, path, offset, plus)
         parts, used = [], 0
         base = gen << 32
         for i in range(offset & 0xFFFFFFFF, len(entries)):
             name, code, ino, full = entries[i]
-            raw = name.encode(*_UTF8)
+            raw = name.encode(*P.UTF8)
             ent = P.dirent(ino, base | (i + 1), raw, code)
             if plus:
                 need = len(ent) + P.ENTRY.size + P.ATTR.size
