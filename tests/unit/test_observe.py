@@ -9,7 +9,8 @@ from tests.unit.helpers import layers, make_union, mkdir, needs_root, whiteout, 
 from unionfs import observe, which
 from unionfs.core.observe import Observer, operation
 from unionfs.image.store import layer_source
-from unionfs.observe_cli import describe, narrate, prometheus
+from unionfs.stats import prometheus
+from unionfs.trace import describe, narrate
 
 
 def _events(sub):
@@ -362,3 +363,11 @@ def test_prometheus_text():
     assert "# TYPE unionfs_copyup_bytes_total counter" in lines
     samples = [l for l in lines if not l.startswith("#")]
     assert all(len(l.rsplit(" ", 1)) == 2 for l in samples)
+
+
+def test_status_of_a_mount_gone_meanwhile_is_a_state(tmp_path):
+    """status reads the mount table, then each mount in turn: one unmounted in between shows as
+    'no stats' with no daemon, instead of failing the whole command."""
+    from unionfs.stats import mount_status
+    rec = mount_status(str(tmp_path))
+    assert (rec["mount"], rec["state"], rec["pid"]) == (str(tmp_path), "no stats", None)

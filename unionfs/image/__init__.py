@@ -20,5 +20,11 @@ Modules, one responsibility each:
 * ``commit``      a deterministic OCI layer tar from those changes, and the new image
 * ``save``        writing docker-archive and OCI archives
 * ``progress``    progress lines on a TTY
-* ``commands``    the CLI verbs (``image ...``, ``diff``, ``commit``)
+* ``describe``    what the verbs show of stored images: list records, history rows, inspect JSON
+* ``remove``      ``image rm`` and ``image prune``
+* ``uppers``      the stored writable uppers; the upper a diff or commit names
+* ``mount``       mounting a stored image (pulled first if its name says its registry)
+* ``registry_queries``  tags, catalog, a remote image's manifest and config, login, logout
+
+The verbs themselves are unionfs/cli/image.py and unionfs/cli/registry.py.
 """

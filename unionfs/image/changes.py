@@ -24,7 +24,7 @@ import os
 import stat
 
 from ..core import whiteout as wo
-from ..inspect.renames import walk
+from ..core.readdir import walk
 from ..core.union import Union
 from .errors import ImageError
 
