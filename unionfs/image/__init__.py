@@ -15,6 +15,7 @@ Modules, one responsibility each:
 * ``archive``     readers for docker-save archives and OCI image layouts (dir or tar)
 * ``extract``     safe extraction of one layer tar into a directory
 * ``store``       the on-disk layer/image/upper store, names and references, locking
+* ``files``       atomic JSON writes, JSON reads, rmtree by directory fds (however deep)
 * ``importer``    verified, atomic import of an archive into the store
 * ``changes``     what an upper directory (kernel overlay format) changes: diff entries
 * ``commit``      a deterministic OCI layer tar from those changes, and the new image

@@ -8,7 +8,8 @@ from .. import mount as mountmod
 from ..spec import MountSpec, parse_options, validate
 from . import digest, reference
 from .errors import ImageError
-from .store import layer_source, rmtree
+from .files import rmtree
+from .store import layer_source
 from .uppers import claim_upper
 
 

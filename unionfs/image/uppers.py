@@ -7,7 +7,7 @@ from .. import mounts
 from ..spec import split_escaped
 from . import digest
 from .errors import ImageError
-from .store import rmtree
+from .files import rmtree
 
 
 def upper_records(store):
