@@ -9,3 +9,7 @@ printed as one line) or a bug (a traceback).
 
 class UnionfsError(Exception):
     """A one-line, user-facing failure."""
+
+
+class ObserveError(UnionfsError):
+    """A one-line failure reading a live mount from outside (which, trace, stats, status)."""

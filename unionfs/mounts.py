@@ -126,6 +126,22 @@ def mount_at(path):
     return next((m for m in unionfs_mounts() if m.mountpoint == real), None)
 
 
+def find_mount(path):
+    """(mountpoint, path inside it with a leading '/') of a path inside a unionfs mount; the last
+    component is not followed if it is a symlink."""
+    a = os.path.abspath(path)
+    parent, name = os.path.split(a)
+    a = os.path.join(os.path.realpath(parent), name) if name else os.path.realpath(a)
+    best = None
+    for mp in (m.mountpoint for m in unionfs_mounts()):
+        if (a == mp or a.startswith(mp.rstrip("/") + "/")) and (best is None or len(mp) > len(best)):
+            best = mp
+    if best is None:
+        raise MountsError("%s: not inside a unionfs mount" % path)
+    rel = "/" + a[len(best):].strip("/")
+    return best, rel
+
+
 def _mount(mnt):
     m = mnt if isinstance(mnt, Mount) else mount_at(mnt)
     if m is None:

@@ -1,5 +1,5 @@
 """Which layers make a merged path, FUSE-free: the report behind ``unionfs which`` and the
-``user.unionfs.*`` xattrs.
+``user.unionfs.*`` xattrs the daemon serves (``xattr``) and commands read (``read_report``).
 
 The walk is the union's own (lookup.resolve_child: top-down, whiteouts, opaque directories,
 non-directories stopping the merge, relative and absolute redirects), except that it does not stop:
@@ -25,6 +25,7 @@ import stat
 
 from .core.layers import WHITEOUT, join
 from .core.namei import follow_redirect, probe
+from .errors import ObserveError
 
 VERSION = 1
 XATTR_PREFIX = "user.unionfs."
@@ -169,3 +170,26 @@ def xattr(union, path, name):
 def _dumps(doc):
     return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode(
         "utf-8", "surrogateescape")
+
+
+def read_report(full):
+    """The report of a path, read through its mount's xattrs (what ``xattr`` above serves).
+    Regular files and directories carry them; for anything else (symlinks, devices, deleted
+    names) the parent is asked."""
+    try:
+        st = os.lstat(full)
+        direct = (st.st_mode & 0o170000) in (0o100000, 0o040000)
+    except FileNotFoundError:
+        direct = False
+    parent, name = os.path.split(full)
+    try:
+        if direct:
+            data = os.getxattr(full, LAYERS, follow_symlinks=False)
+        else:
+            data = os.getxattr(parent, LAYERS + ":" + name)
+    except OSError as e:
+        if e.errno in (errno.ENODATA, errno.ENOTSUP):
+            raise ObserveError("%s: the mount does not answer %s (not a unionfs mount, or an "
+                               "older one)" % (full, LAYERS))
+        raise
+    return json.loads(data)

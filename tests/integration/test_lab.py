@@ -17,7 +17,7 @@ import pytest
 
 from tests.integration.conftest import requires_daemon
 from tests.mountutil import ENV, UNIONFS, is_mounted, requires_fuse, requires_root
-from unionfs.lab import commands, exercises
+from unionfs.lab import exercises, session
 from unionfs.mounts import mount_table
 
 pytestmark = [requires_fuse, requires_root, requires_daemon]
@@ -218,7 +218,7 @@ def test_a_lesson_the_filesystem_contradicts_is_reported(tmp_path, monkeypatch, 
     wrong_step = dataclasses.replace(ex.steps[1], expected="y")  # "a whiteout for scratch.txt"
     bogus = dataclasses.replace(ex, steps=[wrong_step])
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    status, rec = commands.Lab(bogus, auto=True, as_json=True).run()
+    status, rec = session.Lab(bogus, auto=True, as_json=True).run()
     assert status == 3
     assert rec["lesson_holds"] is False and rec["all_correct"] is False
     (s,) = rec["steps"]

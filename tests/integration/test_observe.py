@@ -13,7 +13,7 @@ import pytest
 from tests.integration.conftest import daemon_pid, requires_daemon
 from tests.unit.helpers import write
 from tests.mountutil import ENV, UNIONFS, requires_fuse, run_unionfs, wait_for
-from unionfs.observe_cli import read_events
+from unionfs.trace import read_events
 
 pytestmark = [requires_fuse, requires_daemon]
 

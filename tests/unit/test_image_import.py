@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from unionfs.image import extract
-from unionfs.image.commands import history_rows
+from unionfs.image.describe import history_rows
 from unionfs.image.errors import ImageError
 from unionfs.image.importer import import_archive
 from unionfs.image.store import Store

@@ -9,7 +9,8 @@ from tests.unit.helpers import layers, make_union, mkdir, needs_root, whiteout, 
 from unionfs import observe, which
 from unionfs.core.observe import Observer, operation
 from unionfs.image.store import layer_source
-from unionfs.observe_cli import describe, narrate, prometheus
+from unionfs.stats import prometheus
+from unionfs.trace import describe, narrate
 
 
 def _events(sub):
@@ -387,3 +388,11 @@ def test_the_recorder_formats_what_the_events_carry_without_asking_the_union(env
         {"event": "whiteout", "path": "/d", "upper": upper + "/d", "lower_layer": 1,
          "lower_from": lower}]
     assert (u.observer.opaques, u.observer.redirects, u.stats["whiteouts"]) == (2, 1, 2)
+
+
+def test_status_of_a_mount_gone_meanwhile_is_a_state(tmp_path):
+    """status reads the mount table, then each mount in turn: one unmounted in between shows as
+    'no stats' with no daemon, instead of failing the whole command."""
+    from unionfs.stats import mount_status
+    rec = mount_status(str(tmp_path))
+    assert (rec["mount"], rec["state"], rec["pid"]) == (str(tmp_path), "no stats", None)

@@ -186,7 +186,7 @@ class Layer:
             if stat.S_ISDIR(st.st_mode):
                 opaque, redirect, _ = wo.dir_markers(fd_path(dfd, name), self.prefixes)
                 if self.oci and not opaque:
-                    opaque = _exists(name + "/" + wo.WH_OPAQUE, dfd, beneath=True)
+                    opaque = wo.has_opaque_marker(name, dfd, beneath=True)
                 return Hit(st, opaque, redirect)
         finally:
             os.close(dfd)
@@ -232,14 +232,10 @@ class Layer:
             os.close(fd)
 
 
-def _exists(name, dir_fd, beneath=False):
-    """Is there an entry at name in dir_fd (with beneath, a path of several names, reached
-    with no symlink)?"""
+def _exists(name, dir_fd):
+    """Is there an entry at name in dir_fd?"""
     try:
-        if beneath:
-            os.close(open_beneath(dir_fd, name, O_PATH | os.O_NOFOLLOW))
-        else:
-            os.lstat(name, dir_fd=dir_fd)
+        os.lstat(name, dir_fd=dir_fd)
         return True
     except OSError:
         return False
@@ -291,8 +287,7 @@ class LowerLayer(Layer):
         if m is None:
             dfd = self.dirfd(rel)
             opaque, redirect, xwh = wo.dir_markers(fd_path(dfd, "."), self.prefixes)
-            if not opaque and _exists(wo.WH_OPAQUE, dfd.fd):
-                opaque = True
+            opaque = opaque or wo.has_opaque_marker(".", dfd.fd)
             m = (opaque, redirect, xwh)
             self._markers[rel] = m
         return m

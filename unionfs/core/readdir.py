@@ -1,4 +1,5 @@
-"""Merged directory listings: each name once, top layer first, whiteouts removed; and the
+"""Merged directory listings: each name once, top layer first, whiteouts removed; the walk of a
+merged tree (`walk`); and the
 union's listing of a directory with each entry's inode number and attributes (`ReaddirOps`), and
 the snapshots readers continue by offset (`Listings`).
 
@@ -13,8 +14,8 @@ import itertools
 import stat
 import threading
 
-from .layers import WH
-from .namei import err, split
+from .layers import WH, join
+from .namei import err, resolve_child, split
 
 LISTINGS_KEPT = 200_000  # directory entries kept for listings a reader may continue
 
@@ -31,6 +32,19 @@ def merged_entries(node):
             if code != WH:
                 out.append((name, code))
     return out
+
+
+def walk(layers, node, rel=""):
+    """(relative path, Node, parent Node) of every name below the merged directory node,
+    parents first."""
+    for name, _code in sorted(merged_entries(node)):
+        child = resolve_child(layers, node, name)
+        if child is None:
+            continue
+        crel = join(rel, name)
+        yield crel, child, node
+        if child.is_dir:
+            yield from walk(layers, child, crel)
 
 
 def is_empty(node):

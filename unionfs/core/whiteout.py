@@ -28,13 +28,16 @@ the mount.
 
 Names beginning with ``.wh.`` cannot be created through the mount (EINVAL): such a file would read as a
 whiteout once the upper is used as an image layer.
+
+Over 400 lines on purpose: every on-disk name and check, the writers and the upper's recorded
+format live in this one module, so the formats are documented and changed in one place.
 """
 import errno
 import os
 import shutil
 import stat
 
-from .sysutil import RENAME_EXCHANGE, RENAME_WHITEOUT, renameat2
+from .sysutil import O_PATH, RENAME_EXCHANGE, RENAME_WHITEOUT, open_beneath, renameat2
 
 WH_PREFIX = ".wh."
 WH_OPAQUE = ".wh..wh..opq"
@@ -64,6 +67,22 @@ def oci_whiteout_target(name):
     if name == WH_OPAQUE:
         return ""
     return name[len(WH_PREFIX):]
+
+
+def has_opaque_marker(where, dir_fd=None, beneath=False):
+    """Does the directory at where (a path, relative to dir_fd if given) hold the OCI opaque
+    marker ``.wh..wh..opq``? Any entry there counts. With beneath, where is reached with no
+    symlink and never above dir_fd (openat2): a layer's writer may have swapped the directory for
+    a symlink since it was looked at."""
+    marker = os.path.join(where, WH_OPAQUE)
+    try:
+        if beneath:
+            os.close(open_beneath(dir_fd, marker, O_PATH | os.O_NOFOLLOW))
+        else:
+            os.lstat(marker, dir_fd=dir_fd)
+        return True
+    except OSError:
+        return False
 
 
 def is_private_xattr(name, prefixes=READ_PREFIXES):

@@ -15,10 +15,17 @@ Modules, one responsibility each:
 * ``archive``     readers for docker-save archives and OCI image layouts (dir or tar)
 * ``extract``     safe extraction of one layer tar into a directory
 * ``store``       the on-disk layer/image/upper store, names and references, locking
+* ``files``       atomic JSON writes, JSON reads, rmtree by directory fds (however deep)
 * ``importer``    verified, atomic import of an archive into the store
 * ``changes``     what an upper directory (kernel overlay format) changes: diff entries
 * ``commit``      a deterministic OCI layer tar from those changes, and the new image
 * ``save``        writing docker-archive and OCI archives
 * ``progress``    progress lines on a TTY
-* ``commands``    the CLI verbs (``image ...``, ``diff``, ``commit``)
+* ``describe``    what the verbs show of stored images: list records, history rows, inspect JSON
+* ``remove``      ``image rm`` and ``image prune``
+* ``uppers``      the stored writable uppers; the upper a diff or commit names
+* ``mount``       mounting a stored image (pulled first if its name says its registry)
+* ``registry_queries``  tags, catalog, a remote image's manifest and config, login, logout
+
+The verbs themselves are unionfs/cli/image.py and unionfs/cli/registry.py.
 """

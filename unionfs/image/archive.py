@@ -16,6 +16,11 @@ within it); one that leads outside or to nothing is an ImageError. Every blob wi
 here. A tar archive's headers are checked against the import's Limits before tarfile reads them
 (targuard.py), and JSON nested deeper than MAX_DEPTH is refused before it is parsed. Nothing here
 writes anywhere but the scratch copy of a compressed archive.
+
+Over 400 lines, for now: it holds two halves, the archive as a source of files (DirSource,
+TarSource, the JSON guards) and the manifests read from it (docker-save, OCI indexes, the platform
+choice), and they would split along that line; but pull.py reads registry manifests through this
+module's ImageRecord, Platform and choose, and a split means changing pull.py as well.
 """
 import json
 import os

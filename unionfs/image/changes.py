@@ -24,7 +24,7 @@ import os
 import stat
 
 from ..core import whiteout as wo
-from ..inspect.renames import walk
+from ..core.readdir import walk
 from ..core.union import Union
 from .errors import ImageError
 
@@ -124,7 +124,7 @@ class Changes:
                 if redirect:
                     self._redirected(cpath, path, redirect)
                     continue
-                opaque = opaque or os.path.lexists(real + "/" + wo.WH_OPAQUE)
+                opaque = opaque or wo.has_opaque_marker(real)
                 existed = not new and (self.base is None or self._in_base(cpath) is not None)
                 self._kind(cpath, "C" if existed else "A")
                 self._entry(cpath, ("entry", real))

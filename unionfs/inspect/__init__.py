@@ -1,8 +1,9 @@
 """Image analysis without FUSE: what each layer of an image ships and hides, and what that adds
-up to. The web explorer and the CLI verbs (commands.py) are built on this API; every result is
+up to. The web explorer and the CLI verbs (unionfs/cli/inspect.py) are built on this API; every result is
 a dataclass or plain JSON-ready data.
 
     stack.from_image(store, ref) / from_mount(store, mnt) / from_dirs(dirs) -> Stack
+        stack.open_target(store, IMAGE|MNT): from_mount for a unionfs mountpoint, else from_image
         Stack.infos: [LayerInfo] bottom first (number, diff_id, created_by, created, comment,
         size, entries, whiteouts, dir, upper); Stack.indexes: [LayerIndex]
     timeline.Timeline(stack, upto=None)      every layer applied: .visible, .copies, .events

@@ -4,15 +4,14 @@ A directory the union renamed carries a redirect: layers below it are searched a
 (unionfs/core/namei.py: a relative redirect is a name in the parent's lower directories, an absolute
 one a path from each lower layer's root). Nothing here re-implements that: the union's own
 ``resolve_child`` walks layers read through ``LowerLayer`` (every marker format, any layer
-directory, an upper included), and ``merged_entries`` lists a merged directory.
+directory, an upper included), and core/readdir.py's ``walk`` walks a merged tree.
 
 Used by the inspection timeline (what a layer's renamed directories show, entry by entry, with
-the layer each entry comes from) and by image/changes.py (a renamed directory is written out in
-full).
+the layer each entry comes from).
 """
 from ..core.layers import LowerLayer, join
 from ..core.namei import Node, resolve_child, resolve_root
-from ..core.readdir import merged_entries
+from ..core.readdir import walk
 
 
 def lower_layers(roots):
@@ -28,19 +27,6 @@ def resolve(layers, path):
             return None
         node = resolve_child(layers, node, name)
     return node
-
-
-def walk(layers, node, rel=""):
-    """(relative path, Node, parent Node) of every name below the merged directory node,
-    parents first."""
-    for name, _code in sorted(merged_entries(node)):
-        child = resolve_child(layers, node, name)
-        if child is None:
-            continue
-        crel = join(rel, name)
-        yield crel, child, node
-        if child.is_dir:
-            yield from walk(layers, child, crel)
 
 
 def below_top(node):

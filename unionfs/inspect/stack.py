@@ -2,8 +2,9 @@
 
 A stack comes from an image in the store (``from_image``), from a mount (``from_mount``: an image
 mount recorded in the store, with its writable upper as the top layer, or any unionfs mount whose
-daemon names its layers), or from plain layer directories (``from_dirs``). Layers are numbered
-from 1 (the base) upwards, as ``--layer N`` takes them.
+daemon names its layers), or from plain layer directories (``from_dirs``); ``open_target`` takes
+a command's IMAGE|MNT argument. Layers are numbered from 1 (the base) upwards, as ``--layer N``
+takes them.
 """
 import os
 from dataclasses import dataclass, field
@@ -91,6 +92,15 @@ def from_dirs(dirs, name="layers", upper=None):
     if upper:
         st.add(upper, upper=True, created_by="(uncommitted changes)")
     return st
+
+
+def open_target(store, target, cache=None):
+    """The stack of an image mount (a mountpoint) or of an image in the store."""
+    if os.path.isdir(target):
+        real = os.path.realpath(target)
+        if real in unionfs_mounts():
+            return from_mount(store, real)
+    return from_image(store, target, cache)
 
 
 def unionfs_mounts():

@@ -4,7 +4,8 @@
   and reading the real state of each layer (whiteouts and markers recognised by ``whiteout.py``);
 * ``exercises.py`` owns the lessons: their layers, steps, questions and how the observed state
   of each step is classified into one of the question's answers;
-* ``commands.py`` owns the CLI verb: listing, asking, checking, the report and the JSON record.
+* ``session.py`` owns one run of an exercise: asking, checking, the report and the JSON record
+  (the verb itself, ``unionfs lab``, is unionfs/cli/lab.py).
 
 A step's verdict is never taken from the lesson alone: after the step runs, the real upper, lower
 and merged directories are inspected and classified, and that outcome is compared with both the

@@ -6,7 +6,8 @@
     live.py      where a mount's changes come from: its trace stream (MNT/.unionfs/trace), or
                  polling its upper directory when the stream cannot be opened
     server.py    ThreadingHTTPServer: static files, /api/*, and /api/events (Server-Sent Events)
-    commands.py  the CLI verb
+    launch.py    the Explorer and the listening server for a target, serving until interrupted
+                 (the verb itself is unionfs/cli/serve.py)
     static/      the page (plain HTML, CSS and JS; nothing is fetched from elsewhere)
 
 The analysis itself is unionfs.inspect's; this package only shapes it for the page.

@@ -1,17 +1,11 @@
-"""The CLI verb ``unionfs lab [EXERCISE]``: list the exercises, or run one on a real mount.
+"""One run of a lab exercise: each step shows the state, asks for a prediction (stdin,
+``--answers`` or ``--auto``), runs, then reads the real directories and says whether the
+prediction was right and whether the filesystem did what the lesson teaches; the JSON record of
+the steps. The mount and the lab directory are always removed, whichever way the run ends.
 
-cli.py calls ``register(subparsers)`` and hands the parsed arguments of any command in COMMANDS to
-``run(args)``. Each step shows the state, asks for a prediction (stdin, ``--answers`` or
-``--auto``), runs, then reads the real directories and says whether the prediction was right and
-whether the filesystem did what the lesson teaches. ``--json`` prints a versioned record of the
-steps on stdout (the narrative then goes to stderr).
-
-Exit status: 0 every prediction right; 2 some prediction wrong; 3 the filesystem did not behave as
-the lesson teaches; 1 bad input or end of input before the last step; 130 interrupted. The mount
-and the lab directory are always removed, whichever way the lab ends.
+Exit status of a run: 0 every prediction right; 2 some prediction wrong; 3 the filesystem did not
+behave as the lesson teaches; 1 end of input before the last step; 130 interrupted.
 """
-import argparse
-import json
 import os
 import sys
 import textwrap
@@ -20,19 +14,8 @@ from ..errors import UnionfsError
 from .exercises import EXERCISES, run_step
 from .sandbox import Sandbox, interruptible, render
 
-COMMANDS = {"lab"}
 FORMAT = "unionfs-lab"
 VERSION = 1
-
-LAB_HELP = """\
-Guided exercises on copy-on-write, each on its own small layers and a real unionfs mount in
-a temp dir (lower/, upper/, work/, merged/), removed at the end. Each step shows the layers,
-asks what will happen, runs a real command through merged/ and checks your prediction
-against what is really on disk in upper/.
-
-Without EXERCISE, list the exercises. Exit status: 0 every prediction right, 2 some wrong,
-3 the filesystem did not behave as the lesson teaches, 1 bad input or end of input.
-"""
 
 
 class LabError(UnionfsError):
@@ -41,19 +24,6 @@ class LabError(UnionfsError):
 
 class EndOfInput(Exception):
     """stdin ended (or the learner quit) before every step had an answer."""
-
-
-def register(sub):
-    p = sub.add_parser("lab", help="guided exercises on copy-on-write, on a real mount",
-                       description=LAB_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("exercise", nargs="?", help="the exercise to run (omit to list them)")
-    how = p.add_mutually_exclusive_group()
-    how.add_argument("--answers", metavar="A,B,...",
-                     help="the predictions, one per step, instead of asking on stdin")
-    how.add_argument("--auto", action="store_true",
-                     help="answer as the lesson teaches (prints the expected answers)")
-    p.add_argument("--json", action="store_true",
-                   help="print a JSON record of the steps on stdout (the narrative goes to stderr)")
 
 
 def _choices(step):
@@ -73,6 +43,8 @@ def parse_answers(ex, text):
 
 
 class Lab:
+    """One run of an exercise, told on stdout (on stderr when the JSON record goes to stdout)."""
+
     def __init__(self, ex, answers=None, auto=False, as_json=False):
         self.ex = ex
         self.answers = answers
@@ -197,34 +169,20 @@ class Lab:
         return 0 if not wrong else 2
 
 
-def list_exercises(as_json):
-    if as_json:
-        print(json.dumps({"format": FORMAT, "version": VERSION, "exercises": [
-            {"name": e.name, "title": e.title, "steps": len(e.steps)} for e in EXERCISES.values()]},
-            indent=2))
-        return 0
-    print("Exercises (unionfs lab NAME runs one; --auto shows the answers, --answers a,b,... "
-          "scripts it, --json records it):")
-    for e in EXERCISES.values():
-        print("  %-14s %d steps  %s" % (e.name, len(e.steps), e.title))
-    return 0
+def catalog():
+    """The exercises as a versioned record: name, title, number of steps."""
+    return {"format": FORMAT, "version": VERSION, "exercises": [
+        {"name": e.name, "title": e.title, "steps": len(e.steps)} for e in EXERCISES.values()]}
 
 
-def run(args):
-    """Run a parsed `lab` command; returns the exit status."""
-    if args.exercise is None:
-        if args.answers is not None or args.auto:
-            raise LabError("--answers and --auto need an exercise: unionfs lab NAME")
-        return list_exercises(args.json)
-    ex = EXERCISES.get(args.exercise)
+def find_exercise(name):
+    ex = EXERCISES.get(name)
     if ex is None:
-        raise LabError("no exercise %r; the exercises are: %s" % (
-            args.exercise, ", ".join(EXERCISES)))
-    answers = parse_answers(ex, args.answers) if args.answers is not None else None
+        raise LabError("no exercise %r; the exercises are: %s" % (name, ", ".join(EXERCISES)))
+    return ex
+
+
+def require_root():
     if os.geteuid() != 0:
         raise LabError("the lab needs root: whiteouts (mknod 0/0) and trusted.overlay.* "
                        "xattrs in upper/ need CAP_MKNOD and CAP_SYS_ADMIN")
-    status, record = Lab(ex, answers, args.auto, args.json).run()
-    if args.json:
-        print(json.dumps(record, indent=2))
-    return status

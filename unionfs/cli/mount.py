@@ -1,16 +1,14 @@
-"""Command line: argparse subcommands, no filesystem logic. Errors are one line and exit 1."""
+"""``unionfs mount``, ``umount`` and the mount helper form ``unionfs [SOURCE] MNT -o OPTS``
+(how mount(8) and container storage run a mount_program); ``_daemon`` is the mount's own daemon
+process (unionfs/mount.py starts it). Options are validated by unionfs/spec.py before anything
+is mounted."""
 import argparse
-import sys
 
-from . import __version__, messages
-from .image import commands as image_commands
-from .inspect import commands as inspect_commands
-from .lab import commands as lab_commands
-from .serve import commands as serve_commands
-from . import observe_cli
-from .errors import UnionfsError
-from .image.store import layer_source
-from .spec import MountSpec, load_spec_file, parse_options, split_escaped, validate
+from .. import mount as mountmod
+from ..image.store import layer_source
+from ..spec import MountSpec, load_spec_file, parse_options, split_escaped, validate
+
+COMMANDS = {"mount", "umount", "unmount", "_daemon"}
 
 MOUNT_HELP = """\
 Mount lower layers (read-only, top first) under an optional writable upper directory.
@@ -62,12 +60,7 @@ def _add_mount_args(p):
     p.add_argument("mountpoint")
 
 
-def build_parser():
-    parser = argparse.ArgumentParser(
-        prog="unionfs", description="A userspace union filesystem with the kernel's overlayfs format.",
-        epilog="Also: unionfs -o lowerdir=...,upperdir=...,workdir=... MOUNTPOINT (mount helper form)")
-    parser.add_argument("--version", action="version", version="unionfs " + __version__)
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+def register(sub):
     m = sub.add_parser("mount", help="mount a union", description=MOUNT_HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_mount_args(m)
@@ -79,12 +72,6 @@ def build_parser():
     d.add_argument("-f", dest="foreground", action="store_true")
     d.add_argument("-d", dest="debug", action="store_true")
     d.add_argument("mountpoint")
-    image_commands.register(sub)
-    inspect_commands.register(sub)
-    lab_commands.register(sub)
-    observe_cli.register(sub)
-    serve_commands.register(sub)
-    return parser
 
 
 def spec_from_args(args, redirect_dir=True):
@@ -119,56 +106,22 @@ def helper_form(argv):
     return args
 
 
-def main(argv=None):
-    from . import mount as mountmod
-
-    argv = sys.argv[1:] if argv is None else argv
-    parser = build_parser()
-    known = {"mount", "umount", "unmount", "_daemon", "-h", "--help", "--version"}
-    known |= image_commands.COMMANDS | inspect_commands.COMMANDS
-    known |= lab_commands.COMMANDS | observe_cli.COMMANDS | serve_commands.COMMANDS
-    try:
-        if argv and argv[0] not in known:
-            # the helper form is how container storage runs a mount_program: it builds layers
-            # from the upper and knows no redirects, so renamed directories are copied up whole
-            # unless redirect_dir=on is asked for (the kernel's default is off too)
-            spec = validate(spec_from_args(helper_form(argv), redirect_dir=False))
-            mountmod.mount(spec, layer_source)
-            return 0
-        args = parser.parse_args(argv)
-        if args.command is None:
-            parser.print_help()
-            return 2
-        if args.command in image_commands.COMMANDS:
-            return image_commands.run(args)
-        if args.command in inspect_commands.COMMANDS:
-            return inspect_commands.run(args)
-        if args.command in lab_commands.COMMANDS:
-            return lab_commands.run(args)
-        if args.command in observe_cli.COMMANDS:
-            return observe_cli.run(args)
-        if args.command in serve_commands.COMMANDS:
-            return serve_commands.run(args)
-        if args.command == "mount":
-            mountmod.mount(validate(spec_from_args(args)), layer_source)
-        elif args.command in ("umount", "unmount"):
-            mountmod.umount(args.mountpoint)
-        elif args.command == "_daemon":
-            spec = validate(spec_from_args(args))
-            mountmod.run_daemon(spec, args.ready_fd, layer_source)
-        return 0
-    except UnionfsError as e:   # every module's one-line failure, printed here only
-        messages.error(e)
-        return 1
-    except BrokenPipeError:     # output piped into head(1) and the like
-        return 1
-    except OSError as e:
-        where = "%s: " % e.filename if e.filename else ""
-        messages.error("%s%s" % (where, e.strerror or e))
-        return 1
-    except KeyboardInterrupt:
-        return 130
+def run_helper_form(argv):
+    """Mount as the helper form asks. Container storage runs a mount_program so: it builds
+    layers from the upper and knows no redirects, so renamed directories are copied up whole
+    unless redirect_dir=on is asked for (the kernel's default is off too)."""
+    spec = validate(spec_from_args(helper_form(argv), redirect_dir=False))
+    mountmod.mount(spec, layer_source)
+    return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def run(args):
+    """Run a parsed mount, umount or _daemon command; returns the exit status."""
+    if args.command == "mount":
+        mountmod.mount(validate(spec_from_args(args)), layer_source)
+    elif args.command in ("umount", "unmount"):
+        mountmod.umount(args.mountpoint)
+    elif args.command == "_daemon":
+        spec = validate(spec_from_args(args))
+        mountmod.run_daemon(spec, args.ready_fd, layer_source)
+    return 0

@@ -1,19 +1,19 @@
-"""The CLI verbs for inspecting images: ``history``, ``find``, ``cat``, ``waste``, and the image
-forms of ``diff`` and ``commit --dry-run`` (which image/commands.py hands over here).
+"""``unionfs history|find|cat|waste``, and the image forms of ``diff`` and ``commit --dry-run``
+(which cli/image.py hands over here): looking into images with unionfs/inspect/.
 
-cli.py calls ``register(subparsers)`` and hands the parsed arguments of any command in COMMANDS to
-``run(args)``. Every failure is one line on stderr and exit status 1; ``waste --ci`` exits 1
-when a rule fails. Tables also come as ``--csv``; ``--json`` documents carry ``"version": 1``.
+``waste --ci`` exits 1 when a rule fails. Tables also come as ``--csv``; ``--json`` documents
+carry ``"version": 1``.
 """
 import argparse
 import base64
-import os
 import sys
 
 from ..image.store import Store, default_root
-from . import analysis, output, stack as stackmod, waste as wastemod
-from .commitplan import plan
-from .layerindex import InspectError
+from ..inspect import analysis, stack as stackmod, waste as wastemod
+from ..inspect.commitplan import plan
+from ..inspect.layerindex import InspectError
+from ..inspect.stack import open_target
+from . import output
 
 COMMANDS = {"history", "find", "cat", "waste"}
 TARGET = "IMAGE|MNT"
@@ -75,7 +75,7 @@ def register(sub):
 
 
 def add_diff_args(p):
-    """The image forms of `unionfs diff` (called by image/commands.py)."""
+    """The image forms of `unionfs diff` (called by cli/image.py)."""
     p.add_argument("--layer", type=int, metavar="N",
                    help="with IMAGE: what layer N (1 = the base) changed over the layers below")
     p.add_argument("-u", "--unified", action="store_true",
@@ -88,15 +88,6 @@ def add_diff_args(p):
 
 def _store(args):
     return Store(args.store)
-
-
-def open_target(store, target, cache=None):
-    """The stack of an image mount (a mountpoint) or of an image in the store."""
-    if os.path.isdir(target):
-        real = os.path.realpath(target)
-        if real in stackmod.unionfs_mounts():
-            return stackmod.from_mount(store, real)
-    return stackmod.from_image(store, target, cache)
 
 
 def _by(info, args):

@@ -1,17 +1,15 @@
-"""The registry verbs: ``image pull/push/tags/catalog``, ``image inspect --remote``, the pull
-``image mount`` does for an image the store lacks, and ``unionfs login/logout``.
-
-commands.py calls ``register(image_subparsers, top_subparsers)`` and ``wrap(VERBS)``; every
-failure is an ImageError, printed there as one line.
-"""
+"""``unionfs image pull|push|tags|catalog``, ``image inspect --remote`` and ``unionfs
+login|logout``: the registry verbs (unionfs/image/pull.py, push.py, registry_queries.py).
+cli/image.py registers them with ``register(image_subparsers, top_subparsers)`` and runs VERBS."""
+import contextlib
 import getpass
 import json
 import signal
 import sys
 
-from . import auth, reference
-from .errors import ImageError
-from .store import Store
+from ..image import reference, registry_queries as queries
+from ..image.errors import ImageError
+from ..image.store import Store
 
 TOP_COMMANDS = {"login", "logout"}
 
@@ -84,71 +82,50 @@ def register(isub, sub):
     p.set_defaults(image_command="logout")
 
 
-def _sigterm_interrupts():
+@contextlib.contextmanager
+def sigterm_interrupts():
+    """SIGTERM interrupts as ^C does, so a killed import, pull or push cleans up after itself."""
     def term(signum, frame):
         raise KeyboardInterrupt
-    return signal.signal(signal.SIGTERM, term)
+    old = signal.signal(signal.SIGTERM, term)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 def cmd_pull(args):
-    from .pull import pull
-    old = _sigterm_interrupts()
-    try:
+    from ..image.pull import pull
+    with sigterm_interrupts():
         image_id, _tag, _digest = pull(Store(args.store), args.ref, args.platform, args.tls_verify,
                                        quiet=args.quiet, jobs=args.jobs)
-    finally:
-        signal.signal(signal.SIGTERM, old)
     print(image_id)
     return 0
 
 
 def cmd_push(args):
-    from .push import push
-    old = _sigterm_interrupts()
-    try:
+    from ..image.push import push
+    with sigterm_interrupts():
         d = push(Store(args.store), args.image, args.ref, args.format, args.tls_verify,
                  quiet=args.quiet, chunk_size=max(1 << 16, args.chunk_size))
-    finally:
-        signal.signal(signal.SIGTERM, old)
     print(d)
     return 0
 
 
-def _client(registry, api_host, tls_verify):
-    from .registry import Client
-    return Client(registry, api_host=api_host, tls_verify=tls_verify)
-
-
 def cmd_tags(args):
-    ref = reference.parse(args.ref, default_tag=False)
-    for t in _client(ref.registry, ref.api_host, args.tls_verify).tags(ref.repository):
+    for t in queries.tags(args.ref, args.tls_verify):
         print(t)
     return 0
 
 
 def cmd_catalog(args):
-    reg = reference.parse_registry(args.registry)
-    host = reference.Reference(reg, "x").api_host
-    for r in _client(reg, host, args.tls_verify).catalog():
+    for r in queries.catalog(args.registry, args.tls_verify):
         print(r)
     return 0
 
 
-def remote_inspect(args):
-    from .pull import fetch_record
-    out = []
-    for text in args.images:
-        ref = reference.parse(text)
-        rec, m, mdigest, top = fetch_record(_client(ref.registry, ref.api_host, args.tls_verify),
-                                            ref, args.platform)
-        cfg = rec.config
-        out.append({"Name": ref.name, "Tag": ref.tag, "Digest": top, "ManifestDigest": mdigest,
-                    "Id": rec.config_digest, "Created": cfg.get("created"),
-                    "Architecture": cfg.get("architecture", ""), "Os": cfg.get("os", ""),
-                    "Config": cfg.get("config") or {},
-                    "Layers": [ld["digest"] for ld in m["layers"]],
-                    "LayerSizes": [ld.get("size") for ld in m["layers"]],
-                    "DiffIDs": rec.diff_ids, "Manifest": m})
+def cmd_remote_inspect(args):
+    out = queries.remote_inspect(args.images, args.platform, args.tls_verify)
     print(json.dumps(out, indent=4, ensure_ascii=False))
     return 0
 
@@ -170,44 +147,15 @@ def cmd_login(args):
         password = getpass.getpass("Password: ")
     else:
         raise ImageError("login: give --password-stdin or --password (stdin is not a terminal)")
-    host = reference.Reference(reg, "x").api_host
-    from .registry import Client
-    Client(reg, api_host=host, tls_verify=args.tls_verify, credentials=(user, password)).ping()
-    auth.store_credentials(reg, user, password)
+    queries.login(reg, user, password, args.tls_verify)
     print("Login Succeeded!")
     return 0
 
 
 def cmd_logout(args):
-    reg = reference.parse_registry(args.registry)
-    if not auth.remove_credentials(reg):
-        raise ImageError("logout: not logged in to %s" % reg)
-    print("Removed login credentials for %s" % reg)
+    print("Removed login credentials for %s" % queries.logout(args.registry))
     return 0
 
 
-def wrap(verbs):
-    """Add the registry verbs to VERBS; inspect and mount learn their registry behaviour."""
-    inspect, mount = verbs["inspect"], verbs["mount"]
-
-    def cmd_inspect(args):
-        return remote_inspect(args) if args.remote else inspect(args)
-
-    def cmd_mount(args):
-        store = Store(args.store)
-        try:
-            store.resolve(args.image)
-        except ImageError:
-            # only a name that says its registry is pulled: a short name the store lacks stays
-            # an error here rather than a surprise download from docker.io
-            first, sep, _ = args.image.partition("/")
-            if not (sep and reference.is_domain(first)):
-                raise
-            from .pull import pull
-            image_id, tag, _ = pull(store, args.image, None, args.tls_verify, quiet=False)
-            args.image = tag or image_id
-        return mount(args)
-
-    verbs.update({"pull": cmd_pull, "push": cmd_push, "tags": cmd_tags, "catalog": cmd_catalog,
-                  "inspect": cmd_inspect, "mount": cmd_mount, "login": cmd_login,
-                  "logout": cmd_logout})
+VERBS = {"pull": cmd_pull, "push": cmd_push, "tags": cmd_tags, "catalog": cmd_catalog,
+         "login": cmd_login, "logout": cmd_logout}
