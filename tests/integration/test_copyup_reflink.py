@@ -1,7 +1,8 @@
 """Copy-up on a filesystem that can share extents: lower, upper and work on one small xfs made
 with reflink=1 on a loop device, a real mount, and the upper's copy sharing the lower's extents
-(FIEMAP's shared flag, as `filefrag -v` shows it). Skipped where mkfs.xfs (package xfsprogs) is
-missing or no loop device can be made."""
+(FIEMAP's shared flag, as `filefrag -v` shows it). The end result only: copy_file_range shares
+extents too within one xfs, and that a clone goes unflushed is tests/unit/test_copyup.py's.
+Skipped where mkfs.xfs (package xfsprogs) is missing or no loop device can be made."""
 import os
 import shutil
 import subprocess

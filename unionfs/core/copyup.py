@@ -105,7 +105,8 @@ def copy_data(src, dst, size, writeback=False):
                     writeback and size > _WRITEBACK_STEP)
         wrote = True
         off = hole
-    os.ftruncate(dst, size)
+    if not wrote or os.fstat(dst).st_size != size:
+        os.ftruncate(dst, size)     # a trailing hole (or a source that shrank): one more change
     return wrote
 
 
