@@ -5,12 +5,13 @@ cache and the kernel told and lower handles reopened on the copy).
 Order (that of the kernel's fs/overlayfs/copy_up.c, adapted to what userspace can do):
 a temporary entry is made in ``WORK/work``; file data is cloned where the filesystems can share
 extents (FICLONE: a reflink on xfs or btrfs, lower and upper on one filesystem), else copied
-(holes stay holes: SEEK_DATA/SEEK_HOLE, then copy_file_range, then read/write) and fsync'd;
-owner, then mode (a chown from userspace clears setuid bits and file capabilities, so it must
-come first); then every xattr (``security.capability`` after the data and the chown, which would
-drop it); the original inode number for a stable ``st_ino``; then times; one ``rename``
-publishes the complete entry. A daemon killed at any point leaves either the lower version
-visible or the whole copy; leftovers in ``WORK/work`` are removed at the next mount (``clean``).
+(holes stay holes: SEEK_DATA/SEEK_HOLE, then copy_file_range, then read/write) and fsync'd
+(unless ``volatile``); owner, then mode (a chown from userspace clears setuid bits and file
+capabilities, so it must come first); then every xattr (``security.capability`` after the data
+and the chown, which would drop it); the original inode number for a stable ``st_ino``; then
+times; one ``rename`` publishes the complete entry. A daemon killed at any point leaves either
+the lower version visible or the whole copy; leftovers in ``WORK/work`` are removed at the next
+mount (``clean``).
 
 Why a clone is not fsync'd (nor is a file with no data): it writes no data through the page
 cache, only metadata, and the journal (xfs) or the transaction (btrfs) commits that metadata in
