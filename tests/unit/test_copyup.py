@@ -86,6 +86,15 @@ def test_copy_data_empty_and_size_limit(tmp_path):
     assert read(dst) == b"0123"
 
 
+def test_copy_data_of_a_file_that_is_all_hole(tmp_path):
+    src = str(tmp_path / "s")
+    with open(src, "wb") as f:
+        f.truncate(3 << 20)
+    dst = str(tmp_path / "d")
+    _copy(src, dst)
+    assert os.stat(dst).st_size == 3 << 20 and read(dst) == bytes(3 << 20)
+
+
 def test_copy_data_fallback_when_copy_file_range_refused(tmp_path, monkeypatch):
     def refuse(*a, **k):
         raise OSError(errno.EXDEV, "cross-device")
