@@ -28,9 +28,10 @@ PYTEST_ARGS ?=
 # mapping options), docker-registry (a real registry for image pull/push), skopeo (pushes
 # the reference images into it), and podman with runc, uidmap and slirp4netns (containers on
 # unionfs as mount_program, root and rootless; podman pull of what unionfs pushed; the
-# reference export of the images).
+# reference export of the images), xfsprogs (an xfs with reflink on a loop device: copy-up
+# by clone).
 APT_PACKAGES := fuse3 attr busybox-static chromium fuse-overlayfs docker-registry skopeo \
-                podman runc uidmap slirp4netns catatonit
+                podman runc uidmap slirp4netns catatonit xfsprogs
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all deps venv test demo demo-image demo-container bench bench-pull soak clean
@@ -45,7 +46,7 @@ deps:
 	   && command -v fuse-overlayfs >/dev/null 2>&1 \
 	   && command -v docker-registry >/dev/null 2>&1 && command -v skopeo >/dev/null 2>&1 \
 	   && command -v podman >/dev/null 2>&1 && command -v runc >/dev/null 2>&1 \
-	   && command -v newuidmap >/dev/null 2>&1 \
+	   && command -v newuidmap >/dev/null 2>&1 && [ -x /usr/sbin/mkfs.xfs ] \
 	   && { command -v busybox >/dev/null 2>&1 || [ -x /bin/busybox ]; }; then \
 	    echo "deps: $(APT_PACKAGES) already installed"; \
 	else \

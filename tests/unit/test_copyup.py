@@ -86,6 +86,15 @@ def test_copy_data_empty_and_size_limit(tmp_path):
     assert read(dst) == b"0123"
 
 
+def test_copy_data_of_a_file_that_is_all_hole(tmp_path):
+    src = str(tmp_path / "s")
+    with open(src, "wb") as f:
+        f.truncate(3 << 20)
+    dst = str(tmp_path / "d")
+    _copy(src, dst)
+    assert os.stat(dst).st_size == 3 << 20 and read(dst) == bytes(3 << 20)
+
+
 def test_copy_data_fallback_when_copy_file_range_refused(tmp_path, monkeypatch):
     def refuse(*a, **k):
         raise OSError(errno.EXDEV, "cross-device")
@@ -98,6 +107,105 @@ def test_copy_data_fallback_when_copy_file_range_refused(tmp_path, monkeypatch):
 
 
 # ---- Copier.copy -------------------------------------------------------------------------------
+
+def _counting(monkeypatch, name, effect=None):
+    """Replace copyup.<name> (os.fsync when name is "fsync") by a recorder of its calls."""
+    calls = []
+
+    def fake(*a):
+        calls.append(a)
+        return effect(*a) if effect else None
+    if name == "fsync":
+        monkeypatch.setattr(copyup.os, "fsync", fake)
+    else:
+        monkeypatch.setattr(copyup, name, fake)
+    return calls
+
+
+def _refuse(code):
+    def refuse(*a):
+        raise OSError(code, os.strerror(code))
+    return refuse
+
+
+def _emulated_clone(src, dst):
+    """What FICLONE leaves: dst with all of src's bytes (the test's filesystem has no reflink)."""
+    os.copy_file_range(src, dst, os.fstat(src).st_size, 0, 0)
+
+
+def test_copy_up_of_sparse_1gib_file_stays_sparse(tmp_path):
+    c = _copier(tmp_path)
+    src = str(tmp_path / "sparse")
+    fd = os.open(src, os.O_WRONLY | os.O_CREAT, 0o644)
+    os.pwrite(fd, b"Z", 512 << 20)
+    os.ftruncate(fd, 1 << 30)
+    os.close(fd)
+    if os.stat(src).st_blocks * 512 > 1 << 20:
+        pytest.skip("filesystem does not keep holes")
+    dst = str(tmp_path / "copy")
+    c.copy(src, os.lstat(src), dst)
+    st = os.stat(dst)
+    assert st.st_size == 1 << 30
+    assert st.st_blocks * 512 <= 64 << 10, "holes were filled: %d blocks" % st.st_blocks
+    with open(dst, "rb") as f:
+        assert os.pread(f.fileno(), 2, (512 << 20) - 1) == b"\0Z"
+
+
+def test_clone_refused_is_tried_once_per_lower_then_data_is_copied_and_fsynced(
+        tmp_path, monkeypatch):
+    clones = _counting(monkeypatch, "clone_file", _refuse(errno.EOPNOTSUPP))
+    fsyncs = _counting(monkeypatch, "fsync")
+    c = _copier(tmp_path)
+    for i in range(3):
+        src = write(tmp_path / ("s%d" % i), b"data %d" % i)
+        c.copy(src, os.lstat(src), str(tmp_path / ("d%d" % i)))
+        assert read(tmp_path / ("d%d" % i)) == b"data %d" % i
+    assert len(clones) == 1          # EOPNOTSUPP: no file of that lower will clone
+    assert len(fsyncs) == 3
+
+
+def test_cloned_file_is_not_fsynced_and_copied_one_is(tmp_path, monkeypatch):
+    clones = _counting(monkeypatch, "clone_file", _emulated_clone)
+    fsyncs = _counting(monkeypatch, "fsync")
+    c = _copier(tmp_path)
+    data = os.urandom(100_000)
+    src = write(tmp_path / "s", data)
+    c.copy(src, os.lstat(src), str(tmp_path / "d"))
+    assert read(tmp_path / "d") == data
+    assert len(clones) == 1 and fsyncs == []
+    empty = write(tmp_path / "e", b"")
+    c.copy(empty, os.lstat(empty), str(tmp_path / "e2"))   # nothing to clone, nothing to flush
+    assert len(clones) == 1 and fsyncs == [] and read(tmp_path / "e2") == b""
+
+
+def test_clone_einval_falls_back_for_that_file_only(tmp_path, monkeypatch):
+    results = iter([_refuse(errno.EINVAL), _emulated_clone])
+    clones = _counting(monkeypatch, "clone_file", lambda s, d: next(results)(s, d))
+    fsyncs = _counting(monkeypatch, "fsync")
+    c = _copier(tmp_path)
+    for name in ("a", "b"):
+        src = write(tmp_path / name, name.encode() * 5000)
+        c.copy(src, os.lstat(src), str(tmp_path / (name + "2")))
+        assert read(tmp_path / (name + "2")) == name.encode() * 5000
+    assert len(clones) == 2 and len(fsyncs) == 1   # a copied, b cloned
+
+
+@pytest.mark.parametrize("sync", [True, False])
+def test_big_copy_starts_writeback_as_it_goes_only_when_fsynced(tmp_path, monkeypatch, sync):
+    monkeypatch.setattr(copyup, "_WRITEBACK_STEP", 64 << 10)
+    monkeypatch.setattr(copyup, "clone_file", _refuse(errno.EOPNOTSUPP))
+    ranges = _counting(monkeypatch, "start_writeback")
+    c = _copier(tmp_path, sync=sync)
+    data = os.urandom((200 << 10) + 5)
+    src = write(tmp_path / "s", data)
+    c.copy(src, os.lstat(src), str(tmp_path / "d"))
+    assert read(tmp_path / "d") == data
+    if sync:
+        assert [(off, n) for _fd, off, n in ranges] == [
+            (0, 64 << 10), (64 << 10, 64 << 10), (128 << 10, 64 << 10), (192 << 10, (8 << 10) + 5)]
+    else:
+        assert ranges == []     # volatile: nothing is flushed, so nothing is started either
+
 
 @needs_root
 def test_copy_regular_file_metadata(tmp_path):
