@@ -152,12 +152,13 @@ class Client:
         with self._lock:
             self._tokens[scope] = tok
 
-    def _authenticate(self, r, scope):
+    def _authenticate(self, r, scope, sent_basic):
         scheme, params = _challenge(r.headers.get("WWW-Authenticate"))
         if scheme == "bearer":
             self._fetch_token(params, scope)
             return True
-        if scheme == "basic" and self.creds and not self._basic:
+        # not "not self._basic": a request of another thread may have switched it on meanwhile
+        if scheme == "basic" and self.creds and not sent_basic:
             self._basic = True
             return True
         return False
@@ -174,10 +175,10 @@ class Client:
             h.update(self._auth_header(scope))
             if kw.get("data") is not None and hasattr(kw["data"], "seek"):
                 kw["data"].seek(0)
+            basic = self.creds if (self._basic and self.creds) else None
             try:
-                r = self._session().request(
-                    method, url, headers=h, timeout=self.timeout,
-                    auth=self.creds if (self._basic and self.creds) else None, **kw)
+                r = self._session().request(method, url, headers=h, timeout=self.timeout,
+                                            auth=basic, **kw)
             except requests.exceptions.SSLError as e:   # not transient: no retries
                 hint = "; a plain-HTTP registry needs --tls-verify=false" \
                     if "WRONG_VERSION_NUMBER" in str(e) or "wrong version number" in str(e) else ""
@@ -190,7 +191,7 @@ class Client:
                 continue
             if r.status_code == 401 and not authed:
                 authed = True
-                if self._authenticate(r, scope):
+                if self._authenticate(r, scope, bool(basic)):
                     r.close()
                     continue
             if r.status_code == 429 or r.status_code in (500, 502, 503, 504):
