@@ -12,6 +12,9 @@ credentials are sent. Connection failures, 5xx and 429 are retried with exponent
 
 Transport: https with verified TLS; for a registry the user marked insecure (``--tls-verify=false``
 or registries.conf) https without verification, falling back to plain http, as podman does.
+
+Why one module of ~480 lines: it is one class whose verbs share one connection state (base URL,
+tokens, basic auth, lazily read credentials); split, that state would be passed between modules.
 """
 import fcntl
 import hashlib
