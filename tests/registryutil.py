@@ -254,3 +254,65 @@ def skopeo_push(layout, tag, dest, creds=None):
     cmd += ["oci:%s:%s" % (layout, tag), "docker://" + dest]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
+
+
+# ---- a docker credential helper ----------------------------------------------------------------
+
+_HELPER = '''#!/usr/bin/env python3
+import json, os, sys
+here = os.path.dirname(os.path.abspath(__file__))
+db = os.path.join(here, "%(name)s.db")
+verb, data = sys.argv[1], sys.stdin.read()
+with open(os.path.join(here, "%(name)s.calls"), "a") as f:
+    f.write(json.dumps([verb, data]) + "\\n")
+if os.path.exists(os.path.join(here, "%(name)s.broken")):
+    print("the keyring is locked", file=sys.stderr)
+    sys.exit(3)
+creds = json.load(open(db)) if os.path.exists(db) else {}
+if verb == "store":
+    body = json.loads(data)
+    creds[body["ServerURL"]] = [body["Username"], body["Secret"]]
+elif data not in creds:
+    print("credentials not found in native keychain")
+    sys.exit(1)
+elif verb == "get":
+    print(json.dumps({"ServerURL": data, "Username": creds[data][0], "Secret": creds[data][1]}))
+elif verb == "erase":
+    del creds[data]
+with open(db, "w") as f:
+    json.dump(creds, f)
+'''
+
+
+class CredentialHelper:
+    """docker-credential-NAME in directory d (put d on PATH), speaking docker's protocol and
+    keeping its secrets in d/NAME.db; .calls() lists [verb, stdin] of every run; .broken(True)
+    makes it fail as a locked keyring does."""
+
+    def __init__(self, d, name, creds=None):
+        self.d, self.name = str(d), name
+        os.makedirs(self.d, exist_ok=True)
+        path = os.path.join(self.d, "docker-credential-" + name)
+        with open(path, "w") as f:
+            f.write(_HELPER % {"name": name})
+        os.chmod(path, 0o755)
+        with open(os.path.join(self.d, name + ".db"), "w") as f:
+            json.dump(creds or {}, f)
+
+    def creds(self):
+        with open(os.path.join(self.d, self.name + ".db")) as f:
+            return json.load(f)
+
+    def calls(self):
+        try:
+            with open(os.path.join(self.d, self.name + ".calls")) as f:
+                return [json.loads(line) for line in f]
+        except FileNotFoundError:
+            return []
+
+    def broken(self, on=True):
+        p = os.path.join(self.d, self.name + ".broken")
+        if on:
+            open(p, "w").close()
+        elif os.path.exists(p):
+            os.unlink(p)

@@ -14,6 +14,7 @@ from tests import registryutil as ru
 from tests.mountutil import ENV, UNIONFS, requires_fuse, snapshot, unmount
 from unionfs.image import pull as pullmod
 from unionfs.image import push as pushmod
+from unionfs.image import shortnames
 from unionfs.image.store import Store
 
 pytestmark = [ru.needs_registry, ru.needs_skopeo]
@@ -43,13 +44,14 @@ def env(tmp_path):
     conf.write_text("")
     return dict(ENV, REGISTRY_AUTH_FILE=str(tmp_path / "auth.json"),
                 DOCKER_CONFIG=str(tmp_path / "docker"), XDG_RUNTIME_DIR=str(tmp_path / "run"),
-                CONTAINERS_REGISTRIES_CONF=str(conf), HOME=str(tmp_path / "home"))
+                CONTAINERS_REGISTRIES_CONF=str(conf), HOME=str(tmp_path / "home"),
+                CONTAINERS_REGISTRIES_CONF_DIR=str(tmp_path / "registries.conf.d"))
 
 
 def push_lines(monkeypatch, env, store, image, dest, **kw):
     """Push in this process (with env's credential files) and return docker's progress lines."""
     for k in ("REGISTRY_AUTH_FILE", "DOCKER_CONFIG", "XDG_RUNTIME_DIR", "CONTAINERS_REGISTRIES_CONF",
-              "HOME"):
+              "CONTAINERS_REGISTRIES_CONF_DIR", "HOME"):
         monkeypatch.setenv(k, env[k])
     lines = []
     pushmod.push(Store(store), image, dest, tls_verify=False, say=lines.append, **kw)
@@ -448,6 +450,34 @@ def test_basic_auth_login_pull_push_logout(basic_reg, reg, env, tmp_path):
     assert uf(env, "image", "tags", "--tls-verify=false", basic_reg.host + "/mine/img").stdout.split() == ["1"]
 
 
+def test_credential_helper_login_pull_logout(basic_reg, reg, env, tmp_path):
+    """docker's credsStore: login stores through docker-credential-test, pulls get from it,
+    logout erases; a failing helper is one line."""
+    helper = ru.CredentialHelper(tmp_path / "bin", "test")
+    env = dict(env, PATH=str(tmp_path / "bin") + os.pathsep + env["PATH"])
+    config = os.path.join(env["DOCKER_CONFIG"], "config.json")
+    os.makedirs(env["DOCKER_CONFIG"])
+    with open(config, "w") as f:
+        json.dump({"credsStore": "test"}, f)
+    store, ref = str(tmp_path / "s"), basic_reg.host + "/base/img:1"
+    assert "unauthorized" in pull(env, store, ref, ok=False).stderr    # the helper has none
+    uf(env, "login", "--tls-verify=false", "-u", "alice", "--password-stdin", basic_reg.host,
+       input="s3cret\n")
+    assert helper.creds() == {basic_reg.host: ["alice", "s3cret"]}
+    assert json.load(open(config)) == {"credsStore": "test", "auths": {basic_reg.host: {}}}
+    assert not os.path.exists(env["REGISTRY_AUTH_FILE"])
+    assert pull(env, store, ref).stdout.strip() == reg.info["config"]
+    helper.broken()
+    r = uf(env, "image", "tags", "--tls-verify=false", basic_reg.host + "/base/img", ok=False)
+    assert "credential helper docker-credential-test get failed: the keyring is locked" in r.stderr
+    helper.broken(False)
+    uf(env, "logout", basic_reg.host)
+    assert helper.creds() == {} and json.load(open(config))["auths"] == {}
+    assert "unauthorized" in uf(env, "image", "tags", "--tls-verify=false",
+                                basic_reg.host + "/base/img", ok=False).stderr
+    assert [c[0] for c in helper.calls()].count("erase") == 1
+
+
 @pytest.fixture(scope="module")
 def token_reg(tmp_path_factory, reg):
     if ru.OPENSSL is None:
@@ -623,3 +653,67 @@ def test_a_blob_left_by_an_earlier_pull_is_verified_again(reg, env, tmp_path):
     assert "blob digest mismatch" in r.stderr and blob in r.stderr
     assert uf(env, "image", "ls", "-q", "--store", store).stdout == ""
     assert os.listdir(os.path.join(store, "registry", "work")) == []
+
+
+def test_an_alias_from_a_drop_in_pulls_and_wins_over_the_search_registries(reg, env, tmp_path,
+                                                                          monkeypatch):
+    """registries.conf.d/*.conf [aliases]: the short name is the alias's repository, though two
+    search registries (closed ports, enforcing mode) would make it an error."""
+    with open(env["CONTAINERS_REGISTRIES_CONF"], "w") as f:
+        f.write('unqualified-search-registries = ["127.0.0.1:9", "127.0.0.2:9"]\n'
+                '[[registry]]\nlocation = "%s"\ninsecure = true\n' % reg.host)
+    os.makedirs(env["CONTAINERS_REGISTRIES_CONF_DIR"])
+    with open(os.path.join(env["CONTAINERS_REGISTRIES_CONF_DIR"], "50-test.conf"), "w") as f:
+        f.write('[aliases]\n"mybase" = "%s/base/img"\n' % reg.host)
+    for k in ("CONTAINERS_REGISTRIES_CONF", "CONTAINERS_REGISTRIES_CONF_DIR", "HOME",
+              "REGISTRY_AUTH_FILE", "DOCKER_CONFIG", "XDG_RUNTIME_DIR"):
+        monkeypatch.setenv(k, env[k])
+    # pull.py is another engineer's; its candidates() is to delegate to shortnames.candidates
+    monkeypatch.setattr(pullmod, "candidates", shortnames.candidates)
+    store = Store(str(tmp_path / "s"))
+    image_id, tag, _ = pullmod.pull(store, "mybase:1", quiet=True)
+    assert image_id == reg.info["config"] and tag == reg.host + "/base/img:1"
+    assert json.load(open(os.path.join(store.root, "repositories.json"))) == {
+        reg.host + "/base/img:1": reg.info["config"]}
+
+
+def _upload_sessions(reg, repo):
+    """Open upload sessions: a cancelled one (DELETE) keeps its directory but loses its data."""
+    d = os.path.join(reg.base, "storage", "docker", "registry", "v2", "repositories", repo, "_uploads")
+    return [u for u in (os.listdir(d) if os.path.isdir(d) else [])
+            if os.path.exists(os.path.join(d, u, "data"))]
+
+
+def test_push_of_many_layers_at_once_round_trips(reg, env, tmp_path, monkeypatch):
+    """Six layers, uploaded three at once in chunks. A failed chunk ends the push with its one
+    line, no manifest and no upload session left open in the registry; pushed again, the image
+    pulls back the same."""
+    from unionfs.image import registry as regmod
+    lay = str(tmp_path / "lay")
+    layers = [{"l%d" % i: os.urandom(100000 + 20000 * i)} for i in range(6)]
+    info = ru.oci_layout(lay, layers, tag="1")
+    src, dst = str(tmp_path / "src"), str(tmp_path / "dst")
+    uf(env, "image", "import", lay, "-t", "local/many:1", "--store", src)
+    real, patches = regmod.Client.request, []
+
+    def request(self, method, path, *a, **kw):
+        if method == "PATCH":
+            patches.append(path)
+            if len(patches) == 4:
+                raise regmod.RegistryError("injected: the fourth chunk failed")
+        return real(self, method, path, *a, **kw)
+    monkeypatch.setattr(regmod.Client, "request", request)
+    with pytest.raises(regmod.RegistryError, match="^injected: the fourth chunk failed$"):
+        push_lines(monkeypatch, env, src, "local/many:1", reg.host + "/many/img:1",
+                   chunk_size=65536)
+    assert _upload_sessions(reg, "many/img") == []
+    assert requests.get("http://%s/v2/many/img/manifests/1" % reg.host).status_code == 404
+    monkeypatch.setattr(regmod.Client, "request", real)
+    lines = push_lines(monkeypatch, env, src, "local/many:1", reg.host + "/many/img:1",
+                       chunk_size=65536)
+    assert sum(": Pushed" in x or "already exists" in x for x in lines) == 6, lines
+    assert pull(env, dst, reg.host + "/many/img:1").stdout.strip() == info["config"]
+    for d, files in zip(info["diff_ids"], layers):
+        (name, data), = files.items()
+        with open(os.path.join(dst, "layers", d[7:], "root", name), "rb") as f:
+            assert f.read() == data

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from unionfs.image import auth, reference
+from unionfs.image import auth, reference, registries_conf
 from unionfs.image.errors import ImageError
 from unionfs.image.registry import Client, RegistryError, _challenge
 
@@ -109,13 +109,14 @@ def test_registries_conf_insecure(tmp_path, monkeypatch):
     conf.write_text('[[registry]]\nlocation = "127.0.0.1:5999"\ninsecure = true\n'
                     '[[registry]]\nlocation = "secure.example"\n')
     monkeypatch.setenv("CONTAINERS_REGISTRIES_CONF", str(conf))
-    assert auth.is_insecure("127.0.0.1:5999")
-    assert not auth.is_insecure("secure.example")
+    monkeypatch.setenv("CONTAINERS_REGISTRIES_CONF_DIR", str(tmp_path / "no-drop-ins"))
+    assert registries_conf.is_insecure("127.0.0.1:5999")
+    assert not registries_conf.is_insecure("secure.example")
     assert not Client("127.0.0.1:5999", credentials=()).tls_verify
     assert Client("secure.example", credentials=()).tls_verify
     conf.write_text("not [toml")
     with pytest.raises(ImageError):
-        auth.is_insecure("x")
+        registries_conf.is_insecure("x")
 
 
 class Scripted:
@@ -228,18 +229,20 @@ def test_registries_conf_mirrors(tmp_path, monkeypatch):
                     'mirror-by-digest-only = true\n'
                     '[[registry.mirror]]\nlocation = "m3.example"\n')
     monkeypatch.setenv("CONTAINERS_REGISTRIES_CONF", str(conf))
-    assert auth.mirrors("docker.io/library/busybox", False) == [
+    monkeypatch.setenv("CONTAINERS_REGISTRIES_CONF_DIR", str(tmp_path / "no-drop-ins"))
+    assert registries_conf.mirrors("docker.io/library/busybox", False) == [
         ("m1.example/hub/library/busybox", False), ("m2.example:5000/library/busybox", True)]
-    assert auth.mirrors("docker.io/private/x", False) == []          # by digest only
-    assert auth.mirrors("docker.io/private/x", True) == [("m3.example/x", False)]
-    assert auth.mirrors("quay.io/x", False) == []
-    assert auth.is_insecure("m2.example:5000") and not auth.is_insecure("m1.example")
+    assert registries_conf.mirrors("docker.io/private/x", False) == []          # by digest only
+    assert registries_conf.mirrors("docker.io/private/x", True) == [("m3.example/x", False)]
+    assert registries_conf.mirrors("quay.io/x", False) == []
+    assert registries_conf.is_insecure("m2.example:5000") and not registries_conf.is_insecure("m1.example")
 
 
 def _conf(tmp_path, monkeypatch, text):
     conf = tmp_path / "registries.conf"
     conf.write_text(text)
     monkeypatch.setenv("CONTAINERS_REGISTRIES_CONF", str(conf))
+    monkeypatch.setenv("CONTAINERS_REGISTRIES_CONF_DIR", str(tmp_path / "no-drop-ins"))
 
 
 def test_short_names_resolve_through_unqualified_search_registries(tmp_path, monkeypatch):

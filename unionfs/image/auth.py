@@ -1,26 +1,25 @@
-"""What the user has configured for registries: credentials and insecure registries.
+"""Who the user is to a registry: credentials, read and written where docker and podman keep them.
 
-Credentials are read from the files the ecosystem already uses, first hit wins:
-``$REGISTRY_AUTH_FILE``, ``${XDG_RUNTIME_DIR}/containers/auth.json`` (or
+Files, first hit wins: ``$REGISTRY_AUTH_FILE``, ``${XDG_RUNTIME_DIR}/containers/auth.json`` (or
 ``/run/containers/<uid>/auth.json`` when XDG_RUNTIME_DIR is unset), ``~/.config/containers/auth.json``,
 ``~/.docker/config.json`` (``$DOCKER_CONFIG/config.json``). All share the form
-``{"auths": {"HOST[:PORT]": {"auth": base64("user:password")}}}``; credential helpers and
-``credsStore`` are not run. ``unionfs login``/``logout`` write the first of the containers files
-(podman's form), created 0600.
+``{"auths": {"HOST[:PORT]": {"auth": base64("user:password")}}, "credHelpers": {"HOST": "NAME"},
+"credsStore": "NAME"}``. In each file, as docker reads its config.json: a ``credHelpers`` entry
+for the registry decides alone (its helper's answer, or anonymous); else ``credsStore``'s helper
+is asked, and the file's ``auths`` entry is the fallback; else the ``auths`` entry. Helpers are
+the ``docker-credential-NAME`` programs (credhelpers.py).
 
-Insecure registries (plain HTTP or unverified TLS) and pull mirrors come from ``registries.conf``
-(``$CONTAINERS_REGISTRIES_CONF``, else ``/etc/containers/registries.conf``): a ``[[registry]]``
-table with ``location`` (or ``prefix``), ``insecure = true``, and ``[[registry.mirror]]`` tables
-(``location``, ``insecure``), tried in order before the registry itself; with
-``mirror-by-digest-only = true`` only for references pinned by digest. Short names are resolved
-with its ``unqualified-search-registries`` and ``short-name-mode`` (pull.candidates).
+``unionfs login`` stores through a helper when the containers auth file, else docker's
+config.json, names one for the registry (``credHelpers``, then ``credsStore``), leaving
+``"auths": {"HOST": {}}`` in that file as docker does; otherwise it writes the containers file
+(podman's form), created 0600. ``logout`` erases through the same helper and removes the entries.
 """
 import base64
 import json
 import os
 import tempfile
-import tomllib
 
+from . import credhelpers
 from .errors import ImageError
 
 DOCKER_HUB_KEYS = ("docker.io", "https://index.docker.io/v1/", "index.docker.io",
@@ -40,11 +39,15 @@ def containers_auth_file():
     return os.path.join(os.path.expanduser("~"), ".config", "containers", "auth.json")
 
 
-def auth_files():
-    files = [containers_auth_file()]
-    files.append(os.path.join(os.path.expanduser("~"), ".config", "containers", "auth.json"))
+def docker_config():
     docker = os.environ.get("DOCKER_CONFIG") or os.path.join(os.path.expanduser("~"), ".docker")
-    files.append(os.path.join(docker, "config.json"))
+    return os.path.join(docker, "config.json")
+
+
+def auth_files():
+    files = [containers_auth_file(),
+             os.path.join(os.path.expanduser("~"), ".config", "containers", "auth.json"),
+             docker_config()]
     seen, out = set(), []
     for f in files:
         if f not in seen:
@@ -80,10 +83,30 @@ def _decode(entry, path):
     return (user, password) if sep else None
 
 
+def _helper(data, registry):
+    """(helper name, whether it decides alone) a file names for registry: its credHelpers entry
+    (alone), else its credsStore; (None, False) when neither."""
+    helpers = data.get("credHelpers")
+    if isinstance(helpers, dict):
+        for key in _keys(registry):
+            if isinstance(helpers.get(key), str) and helpers[key]:
+                return helpers[key], True
+    store = data.get("credsStore")
+    if isinstance(store, str) and store:
+        return store, False
+    return None, False
+
+
 def credentials(registry):
-    """(user, password) for registry from the first auth file that names it, or None."""
+    """(user, password) for registry from the first auth file that has some, or None."""
     for path in auth_files():
-        auths = _read(path).get("auths") or {}
+        data = _read(path)
+        helper, alone = _helper(data, registry)
+        if helper:
+            cred = credhelpers.get(helper, registry)
+            if cred or alone:
+                return cred
+        auths = data.get("auths") or {}
         for key in _keys(registry):
             cred = _decode(auths.get(key), path)
             if cred:
@@ -105,97 +128,61 @@ def _write(path, data):
         raise
 
 
-def store_credentials(registry, user, password):
-    path = containers_auth_file()
+def _drop(path, registry, keep=None):
+    """Remove registry's auths entries from the file at path (then set auths[registry] = keep
+    unless keep is None); True when there was one."""
     data = _read(path)
-    data.setdefault("auths", {})[registry] = {
-        "auth": base64.b64encode(("%s:%s" % (user, password)).encode()).decode()}
-    _write(path, data)
-    return path
-
-
-def remove_credentials(registry):
-    """Forget registry in the containers auth file; False when it was not there."""
-    path = containers_auth_file()
-    data = _read(path)
-    auths = data.get("auths") or {}
+    auths = data.get("auths") if isinstance(data.get("auths"), dict) else {}
     hit = [k for k in _keys(registry) if k in auths]
     for k in hit:
         del auths[k]
-    if hit:
+    if keep is not None:
+        auths[registry] = keep
+    if hit or keep is not None:
+        data["auths"] = auths
         _write(path, data)
     return bool(hit)
 
 
-# ---- registries.conf ----------------------------------------------------------------------------
-
-def registries_conf():
-    path = os.environ.get("CONTAINERS_REGISTRIES_CONF") or "/etc/containers/registries.conf"
-    try:
-        with open(path, "rb") as f:
-            return tomllib.load(f)
-    except FileNotFoundError:
-        return {}
-    except (OSError, tomllib.TOMLDecodeError) as e:
-        raise ImageError("%s: cannot read (%s)" % (path, e))
+def _login_helper(registry):
+    """(file, helper) login stores registry's credentials through: the containers auth file's,
+    else docker's config.json's credHelpers entry or credsStore; (None, None) when neither."""
+    for path in (containers_auth_file(), docker_config()):
+        helper, _ = _helper(_read(path), registry)
+        if helper:
+            return path, helper
+    return None, None
 
 
-def _entries():
-    for entry in registries_conf().get("registry") or []:
-        if isinstance(entry, dict):
-            loc = entry.get("prefix") or entry.get("location") or ""
-            if isinstance(loc, str) and loc:
-                yield loc, entry
+def store_credentials(registry, user, password):
+    """Store through the configured helper, else in the containers auth file; returns the
+    file that now names the registry."""
+    path, helper = _login_helper(registry)
+    if helper:
+        credhelpers.store(helper, registry, user, password)
+        own = containers_auth_file()
+        if path != own and os.path.exists(own):     # a stale inline entry there would win
+            _drop(own, registry)
+        _drop(path, registry, keep={})         # docker's marker: logged in, secret elsewhere
+        return path
+    path = containers_auth_file()
+    _drop(path, registry, keep={
+        "auth": base64.b64encode(("%s:%s" % (user, password)).encode()).decode()})
+    return path
 
 
-def is_insecure(registry):
-    """Whether registries.conf marks registry insecure (itself, or as a mirror)."""
-    for loc, entry in _entries():
-        if entry.get("insecure") and registry == loc.split("/")[0]:
-            return True
-        for m in entry.get("mirror") or []:
-            if isinstance(m, dict) and m.get("insecure") \
-                    and registry == str(m.get("location") or "").split("/")[0]:
-                return True
-    return False
+def remove_credentials(registry):
+    """Forget registry: in the helper login would use and in the containers auth file; False
+    when neither had it."""
+    removed = False
+    path, helper = _login_helper(registry)
+    if helper:
+        removed = credhelpers.erase(helper, registry)
+        removed = _drop(path, registry) or removed
+    if os.path.exists(containers_auth_file()):
+        removed = _drop(containers_auth_file(), registry) or removed
+    return removed
 
 
-def mirrors(name, by_digest):
-    """[(mirror's 'host[/path]' name for `name`, insecure)] for a 'registry/repository' name, from
-    the registries.conf entry with the longest matching prefix."""
-    best = None
-    for loc, entry in _entries():
-        if (name == loc or name.startswith(loc + "/")) and (best is None or len(loc) > len(best[0])):
-            best = (loc, entry)
-    if best is None:
-        return []
-    loc, entry = best
-    if entry.get("mirror-by-digest-only") and not by_digest:
-        return []
-    out = []
-    for m in entry.get("mirror") or []:
-        if isinstance(m, dict) and isinstance(m.get("location"), str) and m["location"]:
-            out.append((m["location"].rstrip("/") + name[len(loc):], bool(m.get("insecure"))))
-    return out
-
-
-SHORT_NAME_MODES = ("enforcing", "permissive", "disabled")
-
-
-def search_registries():
-    """registries.conf's unqualified-search-registries, in order ([] when unset)."""
-    conf = registries_conf()
-    regs = conf.get("unqualified-search-registries") or []
-    if not isinstance(regs, list) or not all(isinstance(r, str) and r for r in regs):
-        raise ImageError("registries.conf: unqualified-search-registries must be a list of "
-                         "registry names")
-    return regs
-
-
-def short_name_mode():
-    """registries.conf's short-name-mode ('enforcing' when unset, as podman has it)."""
-    mode = registries_conf().get("short-name-mode") or "enforcing"
-    if mode not in SHORT_NAME_MODES:
-        raise ImageError("registries.conf: short-name-mode %r is not one of %s" % (
-            mode, ", ".join(SHORT_NAME_MODES)))
-    return mode
+# registries.conf moved to registries_conf.py; pull.py still reads these three here
+from .registries_conf import mirrors, search_registries, short_name_mode  # noqa: E402,F401

@@ -1,16 +1,20 @@
 """``unionfs image push``: an image of the store to a registry.
 
-For each layer, cheapest first: a blob the target repository already has (HEAD of a digest
-remembered in remotes.py, or of the freshly compressed layer); a cross-repository mount from
-another repository of the same registry known to hold it; else the layer's tar, gzip-compressed
-deterministically (save.py's compressor, so the same layer always gives the same digest), is
-uploaded (one PUT, or PATCH chunks for large layers). Then the config, then the manifest, OCI
-(default) or Docker schema 2 (``--format v2s2``), whose digest is returned.
+Layers go up ``jobs`` (3) at once, as pull's downloads do; for each, cheapest first: a blob
+the target repository already has (HEAD of a digest remembered in remotes.py, or of the freshly
+compressed layer); a cross-repository mount from another repository of the same registry known
+to hold it; else the layer's tar, gzip-compressed deterministically (save.py's compressor, so
+the same layer always gives the same digest), is uploaded (one PUT, or PATCH chunks for large layers). The first failure stops the others (at
+their next chunk; their upload sessions are cancelled) and is the one line reported. Then, when
+every layer is there, the config, then the manifest, OCI (default) or Docker schema 2
+(``--format v2s2``), whose digest is returned.
 """
+import concurrent.futures
 import json
 import os
 import sys
 import tempfile
+import threading
 
 from . import reference, remotes
 from .errors import ImageError
@@ -27,6 +31,11 @@ FORMATS = {
 GZIP_TYPES = ("application/vnd.oci.image.layer.v1.tar+gzip",
               "application/vnd.docker.image.rootfs.diff.tar.gzip")
 CHUNK_SIZE = 32 << 20
+JOBS = 3
+
+
+class _Stopped(Exception):
+    """Another layer's upload failed: this one gives up."""
 
 
 def _terminal_lines(quiet):
@@ -56,8 +65,59 @@ def _reuse(client, ref, diff_id, known):
     return None, None
 
 
+def _push_layers(store, client, ref, image, layers, tmp, chunk_size, say, jobs):
+    """{DiffID: blob record} for layers, each reused or uploaded, `jobs` at once."""
+    stop = threading.Event()
+
+    def check(*_):
+        if stop.is_set():
+            raise _Stopped()
+
+    def one(diff_id):
+        check()
+        short = diff_id[7:19]
+        rec, how = _reuse(client, ref, diff_id, remotes.known_blobs(store, diff_id))
+        if rec is None:
+            tar = store.layer_tar(diff_id)
+            if not os.path.isfile(tar):
+                raise ImageError("layer %s of %s has no layer.tar in the store" % (short, image))
+            blob = os.path.join(tmp, diff_id[7:] + ".gz")
+            say("%s: Preparing" % short)
+            _compress(tar, blob, "gzip")
+            check()
+            d, size = _file_digest(blob), os.path.getsize(blob)
+            rec = {"registry": ref.registry, "repository": ref.repository, "digest": d,
+                   "size": size, "mediaType": GZIP_TYPES[0]}
+            if client.blob_exists(ref.repository, d):
+                how = "Layer already exists"
+            else:
+                client.upload_blob(ref.repository, d, blob, chunk_size, progress=check)
+                how = "Pushed  %s" % human(size)
+            os.unlink(blob)
+        say("%s: %s" % (short, how))
+        return rec
+
+    ex = concurrent.futures.ThreadPoolExecutor(max(1, jobs))
+    futures = {ex.submit(one, d): d for d in dict.fromkeys(layers)}   # a layer twice: once
+    recs = {}
+    try:
+        # wait() in short steps: the main thread stays interruptible (Ctrl-C, SIGTERM)
+        pending = set(futures)
+        while pending:
+            done, pending = concurrent.futures.wait(
+                pending, timeout=0.2, return_when=concurrent.futures.FIRST_EXCEPTION)
+            for f in done:
+                recs[futures[f]] = f.result()      # the first failure ends the push
+    except BaseException:
+        stop.set()
+        raise
+    finally:
+        ex.shutdown(wait=True, cancel_futures=True)
+    return recs
+
+
 def push(store, image, dest, fmt="oci", tls_verify=None, quiet=False, chunk_size=CHUNK_SIZE,
-         client=None, say=None):
+         client=None, say=None, jobs=JOBS):
     """Push the stored image to dest ('[REGISTRY/]REPO[:TAG]'); returns the manifest digest.
     say(line) gets docker's progress lines (default: stderr, when it is a terminal)."""
     say = say or _terminal_lines(quiet)
@@ -70,31 +130,8 @@ def push(store, image, dest, fmt="oci", tls_verify=None, quiet=False, chunk_size
     client = client or Client(ref.registry, api_host=ref.api_host, tls_verify=tls_verify)
     manifest_type, config_type, layer_type = FORMATS[fmt]
     say("The push refers to repository [%s]" % ref.name)
-    descs, learned = [], []
     with tempfile.TemporaryDirectory(prefix="push-", dir=_scratch(store)) as tmp:
-        for diff_id in img.layers:
-            short = diff_id[7:19]
-            rec, how = _reuse(client, ref, diff_id, remotes.known_blobs(store, diff_id))
-            if rec is None:
-                tar = store.layer_tar(diff_id)
-                if not os.path.isfile(tar):
-                    raise ImageError("layer %s of %s has no layer.tar in the store" % (short, image))
-                blob = os.path.join(tmp, diff_id[7:] + ".gz")
-                say("%s: Preparing" % short)
-                _compress(tar, blob, "gzip")
-                d, size = _file_digest(blob), os.path.getsize(blob)
-                rec = {"registry": ref.registry, "repository": ref.repository, "digest": d,
-                       "size": size, "mediaType": GZIP_TYPES[0]}
-                if client.blob_exists(ref.repository, d):
-                    how = "Layer already exists"
-                else:
-                    client.upload_blob(ref.repository, d, blob, chunk_size)
-                    how = "Pushed  %s" % human(size)
-                os.unlink(blob)
-            say("%s: %s" % (short, how))
-            descs.append({"mediaType": layer_type, "digest": rec["digest"], "size": rec["size"]})
-            learned.append((diff_id, dict(rec, registry=ref.registry, repository=ref.repository,
-                                          mediaType=GZIP_TYPES[0])))
+        recs = _push_layers(store, client, ref, image, img.layers, tmp, chunk_size, say, jobs)
         cfg = img.config_bytes
         cfg_digest = img.id
         if not client.blob_exists(ref.repository, cfg_digest):
@@ -102,6 +139,10 @@ def push(store, image, dest, fmt="oci", tls_verify=None, quiet=False, chunk_size
             with open(path, "wb") as f:
                 f.write(cfg)
             client.upload_blob(ref.repository, cfg_digest, path, chunk_size)
+    descs = [{"mediaType": layer_type, "digest": recs[d]["digest"], "size": recs[d]["size"]}
+             for d in img.layers]
+    learned = [(d, dict(rec, registry=ref.registry, repository=ref.repository,
+                        mediaType=GZIP_TYPES[0])) for d, rec in recs.items()]
     manifest = {"schemaVersion": 2, "mediaType": manifest_type,
                 "config": {"mediaType": config_type, "digest": cfg_digest, "size": len(cfg)},
                 "layers": descs}

@@ -12,6 +12,9 @@ credentials are sent. Connection failures, 5xx and 429 are retried with exponent
 
 Transport: https with verified TLS; for a registry the user marked insecure (``--tls-verify=false``
 or registries.conf) https without verification, falling back to plain http, as podman does.
+
+Why one module of ~480 lines: it is one class whose verbs share one connection state (base URL,
+tokens, basic auth, lazily read credentials); split, that state would be passed between modules.
 """
 import fcntl
 import hashlib
@@ -25,7 +28,7 @@ import urllib.parse
 import requests
 import urllib3
 
-from . import auth
+from . import auth, registries_conf
 from .errors import ImageError
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -73,9 +76,9 @@ class Client:
         self.registry = registry
         self.host = api_host or registry
         if tls_verify is None:
-            tls_verify = not auth.is_insecure(registry)
+            tls_verify = not registries_conf.is_insecure(registry)
         self.tls_verify = tls_verify
-        self.creds = credentials if credentials is not None else auth.credentials(registry)
+        self._creds = credentials    # None: read (and run any credential helper) on first need
         self.retries, self.backoff, self.timeout, self.max_wait = retries, backoff, timeout, max_wait
         self._local = threading.local()
         self._lock = threading.Lock()
@@ -84,6 +87,16 @@ class Client:
         self._basic = False      # the registry asked for basic auth
         if not tls_verify:
             urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+
+    @property
+    def creds(self):
+        """(user, password) or None/(): looked up when a registry first asks for them, so a
+        credential helper runs only for registries that challenge, once per client."""
+        if self._creds is None:
+            with self._lock:
+                if self._creds is None:
+                    self._creds = auth.credentials(self.registry) or ()
+        return self._creds
 
     # ---- transport ------------------------------------------------------------------------------
 
@@ -142,12 +155,13 @@ class Client:
         with self._lock:
             self._tokens[scope] = tok
 
-    def _authenticate(self, r, scope):
+    def _authenticate(self, r, scope, sent_basic):
         scheme, params = _challenge(r.headers.get("WWW-Authenticate"))
         if scheme == "bearer":
             self._fetch_token(params, scope)
             return True
-        if scheme == "basic" and self.creds and not self._basic:
+        # not "not self._basic": a request of another thread may have switched it on meanwhile
+        if scheme == "basic" and self.creds and not sent_basic:
             self._basic = True
             return True
         return False
@@ -164,10 +178,10 @@ class Client:
             h.update(self._auth_header(scope))
             if kw.get("data") is not None and hasattr(kw["data"], "seek"):
                 kw["data"].seek(0)
+            basic = self.creds if (self._basic and self.creds) else None
             try:
-                r = self._session().request(
-                    method, url, headers=h, timeout=self.timeout,
-                    auth=self.creds if (self._basic and self.creds) else None, **kw)
+                r = self._session().request(method, url, headers=h, timeout=self.timeout,
+                                            auth=basic, **kw)
             except requests.exceptions.SSLError as e:   # not transient: no retries
                 hint = "; a plain-HTTP registry needs --tls-verify=false" \
                     if "WRONG_VERSION_NUMBER" in str(e) or "wrong version number" in str(e) else ""
@@ -180,7 +194,7 @@ class Client:
                 continue
             if r.status_code == 401 and not authed:
                 authed = True
-                if self._authenticate(r, scope):
+                if self._authenticate(r, scope, bool(basic)):
                     r.close()
                     continue
             if r.status_code == 429 or r.status_code in (500, 502, 503, 504):
@@ -377,7 +391,9 @@ class Client:
 
     def upload_blob(self, repo, digest, path, chunk_size=16 << 20, progress=None):
         """Upload the file at path as digest: one PUT when it fits in a chunk, else PATCH
-        chunks (Content-Range) and a closing PUT."""
+        chunks (Content-Range) and a closing PUT. progress(done, total) is called before the
+        first request and after each; whatever it raises (a cancelled push) ends the upload,
+        and the registry's upload session is cancelled (DELETE), as on any failure."""
         scope = self.scope(repo, "pull,push")
         size = os.path.getsize(path)
         r = self.request("POST", "/v2/%s/blobs/uploads/" % repo, scope, ok=(202,),
@@ -385,29 +401,38 @@ class Client:
         r.close()
         loc = self._location(r)
         what = "upload of %s to %s/%s" % (digest, self.registry, repo)
-        with open(path, "rb") as f:
-            if size <= chunk_size:
+        try:
+            if progress:
+                progress(0, size)
+            with open(path, "rb") as f:
+                off = 0
+                while size > chunk_size and off < size:
+                    data = f.read(chunk_size)
+                    r = self.request("PATCH", loc, scope, ok=(202,), what=what, data=data, headers={
+                        "Content-Type": "application/octet-stream",
+                        "Content-Range": "%d-%d" % (off, off + len(data) - 1)})
+                    r.close()
+                    loc = self._location(r)
+                    off += len(data)
+                    if progress:
+                        progress(off, size)
                 r = self.request("PUT", self._with_query(loc, digest=digest), scope, ok=(201,),
-                                 what=what, data=f.read(),
+                                 what=what, data=f.read() if off < size else b"",
                                  headers={"Content-Type": "application/octet-stream"})
                 r.close()
-                if progress:
-                    progress(size, size)
-                return
-            off = 0
-            while off < size:
-                data = f.read(chunk_size)
-                r = self.request("PATCH", loc, scope, ok=(202,), what=what, data=data, headers={
-                    "Content-Type": "application/octet-stream",
-                    "Content-Range": "%d-%d" % (off, off + len(data) - 1)})
-                r.close()
-                loc = self._location(r)
-                off += len(data)
-                if progress:
-                    progress(off, size)
-        r = self.request("PUT", self._with_query(loc, digest=digest), scope, ok=(201,), what=what,
-                         data=b"", headers={"Content-Type": "application/octet-stream"})
-        r.close()
+        except BaseException:
+            self._cancel_upload(loc, scope)
+            raise
+        if progress:
+            progress(size, size)
+
+    def _cancel_upload(self, loc, scope):
+        """DELETE an upload session, once and best effort: the push is failing already."""
+        try:
+            self._session().delete(loc, headers=self._auth_header(scope), timeout=10,
+                                   auth=self.creds if (self._basic and self.creds) else None).close()
+        except (requests.RequestException, ImageError):
+            pass
 
     def put_manifest(self, repo, reference, data, media_type):
         r = self.request("PUT", "/v2/%s/manifests/%s" % (repo, reference), self.scope(repo, "pull,push"),
