@@ -12,8 +12,8 @@ a pull that is not the network), and the floor under any pull of ours: building 
 inside one process, serially and three at a time in threads as pull does.
 
 ``--baseline DIR`` also times ``image pull`` of another checkout of unionfs (e.g. ``git archive
-main``), alternating with this one in the same run; every run prints its unionfs/skopeo ratios,
-as the machine is shared and single runs are noisy.
+main``) in the same run. The pulls and skopeo take turns going first, run by run; every run
+prints its unionfs/skopeo ratios, as the machine is shared and single runs are noisy.
 
     scripts/bench_pull.py [--layers 10] [--size-mb 200] [--runs 3] [--baseline DIR]
 """
@@ -143,21 +143,25 @@ def main():
             d = os.path.join(base, "run%d" % run)
             os.makedirs(d)
             store = os.path.join(d, "store")
-            pulls = [("unionfs image pull", store, env)]
-            if base_env:     # alternate which goes first: neither always meets a colder cache
-                pulls.insert(run % 2, ("baseline image pull", os.path.join(d, "store-base"), base_env))
-            for name, st, e in pulls:
-                results[name].append(timed(
-                    UNIONFS + ["image", "pull", "-q", "--tls-verify=false", "--store", st, ref], e,
-                    label=name))
+            # the contenders, their order rotated each run: none always meets a colder cache
+            # or a busier moment than the others
+            contenders = [("unionfs image pull", UNIONFS + ["image", "pull", "-q", "--tls-verify=false",
+                                                       "--store", store, ref], env),
+                     ("skopeo copy (oci:)", [ru.SKOPEO, "copy", "-q", "--src-tls-verify=false",
+                                             "docker://" + ref, "oci:%s:1" % os.path.join(d, "oci")],
+                      None)]
+            if base_env:
+                contenders.append(("baseline image pull", UNIONFS + [
+                    "image", "pull", "-q", "--tls-verify=false", "--store",
+                    os.path.join(d, "store-base"), ref], base_env))
+            k = run % len(contenders)
+            for name, cmd, e in contenders[k:] + contenders[:k]:
+                results[name].append(timed(cmd, e, label=name))
             results["unionfs pull, layers stored"].append(timed(
                 UNIONFS + ["image", "pull", "-q", "--tls-verify=false", "--store", store, ref], env))
             results["unionfs image import (no network)"].append(timed(
                 UNIONFS + ["image", "import", "-q", "--store", os.path.join(d, "store2"), lay], env,
                 label="unionfs image import (no network)"))
-            results["skopeo copy (oci:)"].append(timed(
-                [ru.SKOPEO, "copy", "-q", "--src-tls-verify=false", "docker://" + ref,
-                 "oci:%s:1" % os.path.join(d, "oci")], label="skopeo copy (oci:)"))
             for jobs in (1, 3):
                 results["floor: build layers, %d thread%s" % (jobs, "s" if jobs > 1 else "")].append(
                     floor(lay, os.path.join(d, "floor%d" % jobs), jobs, env))

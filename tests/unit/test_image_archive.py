@@ -179,3 +179,27 @@ def test_not_an_archive(tmp_path):
     (tmp_path / "junk").write_bytes(b"\x00garbage" * 10)
     with pytest.raises(ImageError):
         _read(str(tmp_path / "junk"), tmp_path)
+
+
+@pytest.mark.parametrize("backend", ["isal", "zlib"])
+def test_gzip_backends_check_alike(backend, monkeypatch):
+    # ISA-L when installed, zlib otherwise: both read concatenated members and refuse a bad CRC
+    # and a truncated stream with the same one-line errors
+    import io
+    import zlib
+    if backend == "isal":
+        mod = pytest.importorskip("isal.isal_zlib")
+    else:
+        mod = zlib
+    monkeypatch.setattr(compression, "_inflate", mod)
+    data = os.urandom(150_000) + b"y" * 150_000
+    blob = fx.compress(data[:100_000], "gzip") + fx.compress(data[100_000:], "gzip")
+    out = io.BytesIO()
+    assert compression.decompress(io.BytesIO(blob), out) == "gzip"
+    assert out.getvalue() == data
+    bad = bytearray(blob)
+    bad[-6] ^= 1     # the last member's CRC32
+    with pytest.raises(ImageError, match="corrupt gzip"):
+        compression.decompress(io.BytesIO(bytes(bad)), io.BytesIO())
+    with pytest.raises(ImageError, match="truncated gzip"):
+        compression.decompress(io.BytesIO(blob[:-20]), io.BytesIO())

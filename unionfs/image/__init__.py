@@ -14,6 +14,7 @@ Modules, one responsibility each:
 * ``compression`` layer compression detected by magic bytes (gzip, zstd, bzip2, xz, none)
 * ``archive``     readers for docker-save archives and OCI image layouts (dir or tar)
 * ``extract``     safe extraction of one layer tar into a directory
+* ``tarmember``   what a tar member says (names, PAX times, xattrs); its data copied out
 * ``store``       the on-disk layer/image/upper store, names and references, locking
 * ``files``       atomic JSON writes, JSON reads, rmtree by directory fds (however deep)
 * ``importer``    verified, atomic import of an archive into the store

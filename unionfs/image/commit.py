@@ -18,7 +18,7 @@ import stat
 import tarfile
 
 from ..core import ids
-from . import extract
+from . import extract, tarmember
 from .digest import HashingWriter
 from .store import normalize_ref, now_iso, rmtree, write_json_atomic
 
@@ -80,7 +80,7 @@ def write_layer(entries, out):
                 skipped += 1
                 continue
             for k, v in ids.recorded_xattrs(real).items():
-                ti.pax_headers[extract.XATTR_PAX + k] = v.decode("utf-8", "surrogateescape")
+                ti.pax_headers[tarmember.XATTR_PAX + k] = v.decode("utf-8", "surrogateescape")
             if data is not None:
                 with open(real, "rb") as f:
                     tar.addfile(ti, f)

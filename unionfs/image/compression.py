@@ -2,7 +2,9 @@
 
 ``decompress(src, dst)`` streams one blob into its uncompressed tar and reports a truncated or
 corrupt stream as a one-line ImageError. zstd needs the ``zstandard`` package, imported only when
-a zstd blob is met.
+a zstd blob is met. gzip is inflated by ISA-L (the ``isal`` package) when it is installed, else by
+zlib: same streams, same checks (CRC and length), about 3.5 times less CPU on image layers
+(docs/images.md, pull speed); it is most of what a pull spends beyond downloading.
 
 Memory stays bounded whatever the ratio: gzip, bzip2 and xz are asked for at most CHUNK bytes
 of output at a time; zstd's decompressor takes no output limit, so it is fed ZSTD_IN bytes at a
@@ -14,6 +16,11 @@ import lzma
 import zlib
 
 from .errors import ImageError
+
+try:
+    from isal import isal_zlib as _inflate
+except ImportError:     # isal is a dependency, but an install without it still pulls
+    _inflate = zlib
 
 CHUNK = 1 << 20
 ZSTD_IN = 2048
@@ -46,7 +53,7 @@ def _zstd():
 
 def _new(kind):
     if kind == "gzip":
-        return zlib.decompressobj(16 + zlib.MAX_WBITS)
+        return _inflate.decompressobj(16 + zlib.MAX_WBITS)
     if kind == "zstd":
         return _zstd().ZstdDecompressor().decompressobj()
     if kind == "bzip2":
@@ -57,7 +64,7 @@ def _new(kind):
 
 
 def _errors():
-    errs = [zlib.error, OSError, EOFError, lzma.LZMAError, ValueError]
+    errs = [zlib.error, _inflate.error, OSError, EOFError, lzma.LZMAError, ValueError]
     try:
         import zstandard
         errs.append(zstandard.ZstdError)

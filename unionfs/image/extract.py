@@ -27,6 +27,10 @@ and no setuid/setgid/sticky bit. Device nodes, and FIFOs and symlinks of another
 inodes can't carry ``user.*`` xattrs), are regular files: empty, or holding the link's target.
 ``security.capability`` goes to ``user.unionfs.security.capability``. Result.owners says which
 way the layer was written ("xattr" or "real"); the store records it (meta.json "owners").
+
+What a member says and the copying of its data are in tarmember.py. This module stays at about
+420 lines because it is one Extractor whose methods are the entry types, each beside the rule
+that makes it safe; split further, a rule would sit apart from the call it guards.
 """
 import errno
 import os
@@ -37,58 +41,9 @@ import tarfile
 from ..core import ids
 from ..core import whiteout as wo
 from .errors import ImageError
+from .tarmember import DataCopier, mtime_ns, normalize, pwrite_all, xattrs_of
 
-XATTR_PAX = "SCHILY.xattr."
 DIRFLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-CHUNK = 1 << 20
-
-
-def normalize(name, what="entry"):
-    """Normalised relative name of a tar entry ('' for the root); refuses absolute paths and '..'."""
-    if "\0" in name:
-        raise ImageError("%s %r: NUL in name" % (what, name))
-    if name.startswith("/"):
-        raise ImageError("%s %s: absolute path" % (what, name))
-    parts = []
-    for p in name.split("/"):
-        if p in ("", "."):
-            continue
-        if p == "..":
-            raise ImageError("%s %s: '..' in path" % (what, name))
-        parts.append(p)
-    return "/".join(parts)
-
-
-def pax_ns(tarinfo, key):
-    """A PAX time record as integer nanoseconds, or None."""
-    v = tarinfo.pax_headers.get(key)
-    if not v:
-        return None
-    try:
-        neg = v.startswith("-")
-        sec, _, frac = v.lstrip("-").partition(".")
-        ns = int(sec or "0") * 1_000_000_000 + int((frac + "000000000")[:9] or "0")
-        return -ns if neg else ns
-    except ValueError:
-        return None
-
-
-def mtime_ns(tarinfo):
-    ns = pax_ns(tarinfo, "mtime")
-    if ns is not None:
-        return ns
-    return int(tarinfo.mtime) * 1_000_000_000
-
-
-def xattrs_of(tarinfo):
-    """{name: bytes} from SCHILY.xattr.* PAX records (binary values round-trip)."""
-    out = {}
-    for k, v in tarinfo.pax_headers.items():
-        if k.startswith(XATTR_PAX):
-            name = k[len(XATTR_PAX):]
-            if name:
-                out[name] = v.encode("utf-8", "surrogateescape") if isinstance(v, str) else v
-    return out
 
 
 class Result:
@@ -114,6 +69,7 @@ class Extractor:
         self.seen = {}         # name -> 'dir' | 'implicit' | 'file' (non-dir)
         self.dir_attrs = {}    # name -> tarinfo of explicit directory entries
         self.result = Result()
+        self.copier = None     # DataCopier of the tar being read
         if not self.is_root:
             self.result.owners = "xattr"
 
@@ -240,23 +196,20 @@ class Extractor:
             if ti.sparse is not None:
                 self._sparse(tar, fd, name, ti)
             else:
-                self._copy(tar.extractfile(ti), fd, name, [(0, ti.size)])
+                self._copy(tar, fd, name, ti, [(0, ti.size)])
             self.result.size += ti.size
             self._finish_fd(fd, name, ti)
         finally:
             os.close(fd)
 
-    def _copy(self, src, fd, name, segments):
-        """Write the bytes read from src to the (offset, length) segments of fd, in turn."""
-        for offset, n in segments:
-            while n > 0:
-                chunk = src.read(min(CHUNK, n))
-                if not chunk:
-                    self.fail(name, "truncated file data")
-                _pwrite_all(fd, chunk, offset)
-                offset += len(chunk)
-                n -= len(chunk)
-                self.result.data += len(chunk)
+    def _copy(self, tar, fd, name, ti, segments):
+        """The member's stored data, from the tar, to the (offset, length) segments of fd."""
+        if self.copier is None or self.copier.f is not tar.fileobj:
+            self.copier = DataCopier(tar.fileobj)
+        n = self.copier.copy(ti.offset_data, fd, segments)
+        self.result.data += n
+        if n != sum(k for _, k in segments):
+            self.fail(name, "truncated file data")
 
     def _sparse(self, tar, fd, name, ti):
         """A sparse member (GNU 'S', PAX 0.0/0.1/1.0: tarfile reads the map of each into
@@ -272,8 +225,7 @@ class Extractor:
             if offset < end or n < 0 or offset + n > ti.size:
                 self.fail(name, "sparse map out of order or past the file's size %d" % ti.size)
             end = offset + n
-        tar.fileobj.seek(ti.offset_data)
-        self._copy(tar.fileobj, fd, name, segments)
+        self._copy(tar, fd, name, ti, segments)
         os.ftruncate(fd, ti.size)
 
     def _finish_fd(self, fd, name, ti, fmt=None, rdev=0):
@@ -308,7 +260,7 @@ class Extractor:
                      0o600, dir_fd=pfd)
         try:
             self.seen[name] = "file"
-            _pwrite_all(fd, data, 0)
+            pwrite_all(fd, data, 0)
             self._finish_fd(fd, name, ti, fmt, rdev)
         finally:
             os.close(fd)
@@ -432,14 +384,6 @@ def _stored_mode(mode, owner_bits):
     read and write (and search), and no setuid/setgid/sticky bit is left on a file of the
     user's; the real mode is in the override xattr."""
     return (stat.S_IMODE(mode) & 0o777) | owner_bits
-
-
-def _pwrite_all(fd, data, offset):
-    view = memoryview(data)
-    while view:
-        n = os.pwrite(fd, view, offset)
-        view = view[n:]
-        offset += n
 
 
 # what tarfile raises on headers it cannot parse, besides TarError (numbers too long for int(),
