@@ -191,7 +191,7 @@ class PodmanCase:
 
     def __init__(self, b, fx, root, info):
         self.b, self.root = b, root
-        self.name = "podman build (Debian %s, %d debs)" % (SUITE, len(DEBS))
+        self.name = "podman build %s + %d debs" % (SUITE, len(DEBS))
         self.base = os.path.join(os.path.dirname(fx.root), "podman")
         self.stores = {}
         self.tar = os.path.join(os.path.dirname(root), "rootfs.tar")
@@ -209,10 +209,10 @@ class PodmanCase:
             path = os.path.join(self.base, "mount-program-" + system.name)
             with open(path, "w") as f:
                 f.write("#!/bin/sh\nPYTHONPATH=%s\nexport PYTHONPATH\nexec %s -m unionfs \"$@\"\n"
-                        % (system.env["PYTHONPATH"], system.python))
+                        % (system.env["PYTHONPATH"], os.path.abspath(system.python)))
             os.chmod(path, 0o755)
             return path
-        raise RuntimeError("%s cannot serve as podman's mount_program" % system.name)
+        raise RuntimeError("n/a: %s cannot be podman's mount_program" % system.name)
 
     def _store(self, system):
         s = self.stores.get(system.name)
