@@ -99,7 +99,9 @@ demo-container: deps venv
 	scripts/demo_container.sh
 
 # bench: the benchmark of issue 4 (scripts/bench.py; BENCH_ARGS="--full" for the issue's sizes,
-# "--quick" for a smoke run). Installs the peers and matplotlib for the chart when missing.
+# "--quick" for a smoke run; "--workloads rootfs,podman,parallel" for the real workloads of
+# scripts/bench_workloads.py, which install debootstrap and podman when missing). Installs the
+# peers and matplotlib for the chart when missing.
 BENCH_ARGS ?=
 bench: deps venv
 	@command -v fuse-overlayfs >/dev/null 2>&1 && [ -x /usr/bin/unionfs ] || { \

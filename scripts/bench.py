@@ -32,6 +32,8 @@ import sys
 import threading
 import time
 
+import bench_workloads
+
 try:
     import psutil
 except ImportError:  # pragma: no cover
@@ -643,11 +645,14 @@ class Phase:
 class Case:
     """One run's worth of phases on one fresh mount. Before each run the lower layers are made
     warm in the page cache (read directly, not through the mount) unless warm=False (cases
-    whose first phase is cold), so the system that runs first is not penalised."""
+    whose first phase is cold), so the system that runs first is not penalised. setup(ctx) and
+    teardown(ctx), untimed, run after mounting and before unmounting (teardown always)."""
 
-    def __init__(self, workload, name, lowers, phases, prep=None, warm=True):
+    def __init__(self, workload, name, lowers, phases, prep=None, warm=True, setup=None,
+                 teardown=None):
         self.workload, self.name, self.lowers, self.phases, self.prep, self.warm = \
             workload, name, lowers, phases, prep, warm
+        self.setup, self.teardown = setup, teardown
 
 
 def warm_tree(lowers, read_below=64 * KIB):
@@ -916,7 +921,11 @@ def _cases_unlink(fx, S):
     return cases
 
 
-WORKLOADS = {"walk": _cases_walk, "stat": _cases_stat, "list": _cases_list, "create": _cases_create, "copyup": _cases_copyup, "seqio": _cases_seqio, "untar": _cases_untar, "unlink": _cases_unlink}
+WORKLOADS = {"walk": _cases_walk, "stat": _cases_stat, "list": _cases_list,
+             "create": _cases_create, "copyup": _cases_copyup, "seqio": _cases_seqio,
+             "untar": _cases_untar, "unlink": _cases_unlink}
+DEFAULT_WORKLOADS = list(WORKLOADS)
+bench_workloads.register(sys.modules[__name__], WORKLOADS)  # rootfs, podman, parallel
 
 
 def build_cases(fx, sizes, selected):
@@ -1000,6 +1009,8 @@ class Runner:
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 time.sleep(0.5)
             ctx = Ctx(mnt)
+            if case.setup:
+                case.setup(ctx)
             for ph in case.phases:
                 if ph.cold:
                     drop_caches()
@@ -1020,6 +1031,8 @@ class Runner:
             if mon:
                 mon.stop()
             try:
+                if case.teardown:
+                    case.teardown(Ctx(mnt))
                 system.unmount(mnt, pid)
             except Exception as e:  # noqa: BLE001
                 log("  ERROR unmounting %s: %s" % (mnt, e))
@@ -1196,8 +1209,10 @@ def parse_args(argv):
     p.add_argument("--scale", type=float, default=None, help="multiply file counts and sizes")
     p.add_argument("--systems", default=",".join(SYSTEM_ORDER),
                    help="comma separated, from: " + ", ".join(SYSTEM_ORDER))
-    p.add_argument("--workloads", default="walk,stat,list,create,copyup,seqio,untar,unlink",
-                   help="comma separated, from: walk stat list create copyup seqio untar unlink")
+    p.add_argument("--workloads", default=",".join(DEFAULT_WORKLOADS),
+                   help="comma separated, from: %s (default: the first %d; the real workloads "
+                        "in bench_workloads.py run when named)" % (" ".join(WORKLOADS),
+                                                                   len(DEFAULT_WORKLOADS)))
     p.add_argument("--workdir", default="/var/tmp/unionfs-bench",
                    help="fixtures, uppers and mountpoints (keep it on one disk)")
     p.add_argument("--python", default=sys.executable,
@@ -1290,7 +1305,8 @@ def main(argv=None):
             for rep in range(args.reps):
                 for s in systems:
                     k += 1
-                    rec = runner.run_case(case, s, rep, stamp)
+                    rec = case.run(runner, s, rep, stamp) if hasattr(case, "run") else \
+                        runner.run_case(case, s, rep, stamp)
                     raw.setdefault((case.name, s.name), []).append(rec)
                     elapsed = time.time() - t_bench
                     phases = " ".join("%s=%.3fs" % (n, p["s"]) for n, p in rec["phases"].items())
@@ -1300,6 +1316,10 @@ def main(argv=None):
     except KeyboardInterrupt:
         log("interrupted: reporting what ran")
         notes.append("interrupted after %d of %d runs" % (k, total))
+    finally:
+        for case in cases:
+            if hasattr(case, "close"):  # cases that keep state across runs (podman's stores)
+                case.close()
 
     rows, mismatches = summarize(cases, systems, raw)
     noisy = total_ph = 0
@@ -1335,6 +1355,9 @@ def main(argv=None):
         lo, hi = min(sizes["stat_depths"]), max(sizes["stat_depths"])
         print("\nstat growth L%d/L%d: %s" % (hi, lo, ", ".join(
             "%s %.2fx" % (s, g) for s, g in growth.items())), file=out)
+    extra = bench_workloads.summary_lines(rows)
+    for line in extra:
+        print(line, file=out)
     for m in mismatches:
         print("MISMATCH %s / %s: %s" % (m["case"], m["phase"], "; ".join(
             "%s -> %s" % (",".join(v), k) for k, v in m["variants"].items())), file=out)
@@ -1357,6 +1380,8 @@ def main(argv=None):
             f.write("\nstat growth L%d/L%d: %s\n" % (max(sizes["stat_depths"]),
                     min(sizes["stat_depths"]),
                     ", ".join("%s %.2fx" % kv for kv in growth.items())))
+        if extra:
+            f.write("\n" + "".join("    %s\n" % line for line in extra))
         for m in mismatches:
             f.write("\n**MISMATCH** %s / %s: %s\n" % (m["case"], m["phase"], "; ".join(
                 "%s -> `%s`" % (",".join(v), k) for k, v in m["variants"].items())))
