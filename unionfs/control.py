@@ -199,5 +199,6 @@ class ControlDir:
         doc = self.observer.snapshot()
         doc["open_files"] = len(self.ops.files)
         doc["listings"] = self.ops.listings()
+        doc["transport"] = self.ops.transport()
         doc["layers"] = [dict(l, source=self.observer.layer_name(l["dir"])) for l in doc["layers"]]
         return doc

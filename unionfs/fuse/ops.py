@@ -27,6 +27,7 @@ class FuseOps:
         self._listings = Listings()
         self.control = control.ControlDir(self)
         self.context = lambda: (os.getuid(), os.getgid(), os.getpid())  # set by the server
+        self.transport = lambda: None  # set by the server: /dev/fuse or io_uring, counts
 
     def _owner(self):
         uid, gid, _pid = self.context()
