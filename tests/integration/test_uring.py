@@ -68,25 +68,26 @@ EXPECTED = {"moved": b"hello", "big": True, "lower-file": b"from lower appended"
             "d": ["y"], "root": ["big", "d", "lower-file"]}
 
 
-def test_requests_come_through_the_ring(stack):
+def _run(stack, enable):
+    """The workload on a -o uring mount made while enable_uring is `enable`; its transport."""
     (stack.lower / "lower-file").write_bytes(b"from lower")
-    with enable_uring("Y"):
+    with enable_uring(enable):
         with unionfs_mount([stack.lower], stack.upper, stack.work, stack.mnt,
                            options=["uring"]) as mnt:
             assert _workload(mnt) == EXPECTED
             t = _transport(mnt)
+    assert (stack.upper / "lower-file").read_bytes() == b"from lower appended"
+    return t
+
+
+def test_requests_come_through_the_ring(stack):
+    t = _run(stack, "Y")
     assert t["uring"] and t["fallback"] is None
     assert t["ring_requests"] > 20
     assert t["dev_requests"] == 0  # nothing but INIT and FORGETs read from /dev/fuse
-    assert (stack.upper / "lower-file").read_bytes() == b"from lower appended"
 
 
 def test_falls_back_to_dev_fuse_when_the_kernel_does_not_offer_it(stack):
-    (stack.lower / "lower-file").write_bytes(b"from lower")
-    with enable_uring("N"):
-        with unionfs_mount([stack.lower], stack.upper, stack.work, stack.mnt,
-                           options=["uring"]) as mnt:
-            assert _workload(mnt) == EXPECTED
-            t = _transport(mnt)
+    t = _run(stack, "N")
     assert not t["uring"] and "enable_uring" in t["fallback"]
     assert t["ring_requests"] == 0 and t["dev_requests"] > 20
