@@ -44,7 +44,11 @@ RESULTS_DIR = os.path.join(REPO, "bench-results")
 FIXTURE_VERSION = 3
 KIB, MIB, GIB = 1 << 10, 1 << 20, 1 << 30
 
-SYSTEM_ORDER = ["unionfs", "kernel", "fuse-overlayfs", "unionfs-fuse"]
+SYSTEM_ORDER = ["unionfs", "unionfs-uring", "kernel", "fuse-overlayfs", "unionfs-fuse"]
+# unionfs-uring: unionfs -o uring (FUSE over io_uring); asked for by name only, as it sets the
+# fuse module's enable_uring to Y for the run (restored after it)
+DEFAULT_SYSTEMS = ["unionfs", "kernel", "fuse-overlayfs", "unionfs-fuse"]
+URING_PARAM = "/sys/module/fuse/parameters/enable_uring"
 REFERENCE = "kernel"
 
 
@@ -328,8 +332,9 @@ def have_fuse():
 class Unionfs(System):
     name = "unionfs"
 
-    def __init__(self, python, repo=REPO, name=None):
+    def __init__(self, python, repo=REPO, name=None, options=()):
         self.python = python
+        self.options = list(options)
         if name is not None:
             self.name = name
         self.env = dict(os.environ, PYTHONPATH=repo + (
@@ -349,7 +354,7 @@ class Unionfs(System):
 
     def mount(self, lowers, upper, work, mnt):
         cmd = [self.python, "-m", "unionfs", "mount", "--lower", ":".join(esc(l) for l in lowers),
-               "--upper", upper, "--work", work, mnt]
+               "--upper", upper, "--work", work] + self.options + [mnt]
         run(cmd, env=self.env, timeout=120)
         self._wait_mounted(mnt)
         return find_daemon(mnt, must=("_daemon",))
@@ -1207,7 +1212,7 @@ def parse_args(argv):
                    help="the full sizes (30k files, 5,000 creates, 1 GiB files)")
     p.add_argument("--reps", type=int, default=None, help="repetitions per system (default 3)")
     p.add_argument("--scale", type=float, default=None, help="multiply file counts and sizes")
-    p.add_argument("--systems", default=",".join(SYSTEM_ORDER),
+    p.add_argument("--systems", default=",".join(DEFAULT_SYSTEMS),
                    help="comma separated, from: " + ", ".join(SYSTEM_ORDER))
     p.add_argument("--workloads", default=",".join(DEFAULT_WORKLOADS),
                    help="comma separated, from: %s (default: the first %d; the real workloads "
@@ -1263,7 +1268,10 @@ def main(argv=None):
     if args.quick and args.scale < 1:
         sizes["stat_depths"] = [1, 10, 100]
 
-    factories = {"unionfs": lambda: Unionfs(args.python), "kernel": Kernel,
+    factories = {"unionfs": lambda: Unionfs(args.python),
+                 "unionfs-uring": lambda: Unionfs(args.python, name="unionfs-uring",
+                                                  options=["-o", "uring"]),
+                 "kernel": Kernel,
                  "fuse-overlayfs": FuseOverlayfs, "unionfs-fuse": UnionfsFuse}
     order = list(SYSTEM_ORDER)
     if args.baseline:
@@ -1300,6 +1308,12 @@ def main(argv=None):
     raw = {}
     k = 0
     t_bench = time.time()
+    uring_before = None
+    if "unionfs-uring" in [s.name for s in systems] and os.path.exists(URING_PARAM):
+        with open(URING_PARAM) as f:
+            uring_before = f.read().strip()
+        with open(URING_PARAM, "w") as f:
+            f.write("Y")
     try:
         for case in cases:
             for rep in range(args.reps):
@@ -1320,6 +1334,9 @@ def main(argv=None):
         for case in cases:
             if hasattr(case, "close"):  # cases that keep state across runs (podman's stores)
                 case.close()
+        if uring_before is not None:
+            with open(URING_PARAM, "w") as f:
+                f.write(uring_before)
 
     rows, mismatches = summarize(cases, systems, raw)
     noisy = total_ph = 0

@@ -20,6 +20,8 @@ high-level API serves with one getattr call. Systems:
   (``unionfs/fuse/proto.py``, no libfuse): what unionfs's server costs before any union logic,
   with its 8 reader threads or one;
 * ``unionfs``: unionfs over the kernel's lower directory;
+* ``unionfs-uring``: the same with ``-o uring`` (requests through io_uring; the fuse module's
+  enable_uring parameter is set to Y for the run and restored after it);
 * ``fuse-overlayfs``: the C daemon, when installed.
 
 Systems alternate run by run. Printed per system: median wall microseconds per stat, ratio to
@@ -33,6 +35,7 @@ while the stat loop runs, and prints instructions per request: a figure other lo
 machine cannot disturb (the wall and CPU times of a shared 2-core machine can).
 """
 import argparse
+import contextlib
 import ctypes
 import os
 import shutil
@@ -257,10 +260,11 @@ def mount(system, root, lower, mnt, python):
         if not wait_for(lambda: is_mounted(mnt)):
             raise RuntimeError("floor daemon did not mount")
         return proc.pid
-    if system == "unionfs":
+    if system in ("unionfs", "unionfs-uring"):
         env = dict(os.environ, PYTHONPATH=REPO)
+        opts = ["-o", "uring"] if system == "unionfs-uring" else []
         subprocess.run([python, "-m", "unionfs", "mount", "--lower", lower, "--upper", upper,
-                        "--work", work, mnt], check=True, env=env)
+                        "--work", work] + opts + [mnt], check=True, env=env)
         return find_pid(mnt, "_daemon")
     if system == "fuse-overlayfs":
         subprocess.run(["fuse-overlayfs", "-o", "lowerdir=%s,upperdir=%s,workdir=%s" % (
@@ -277,6 +281,26 @@ def unmount(system, mnt, pid):
     if pid is not None:
         wait_for(lambda: not os.path.exists("/proc/%d" % pid) or
                  open("/proc/%d/stat" % pid).read().rpartition(")")[2].split()[0] == "Z")
+
+
+URING_PARAM = "/sys/module/fuse/parameters/enable_uring"
+
+
+@contextlib.contextmanager
+def uring_enabled(wanted):
+    """The fuse module's enable_uring set to Y while the block runs (if wanted), then restored."""
+    if not wanted or not os.path.exists(URING_PARAM):
+        yield
+        return
+    with open(URING_PARAM) as f:
+        before = f.read().strip()
+    try:
+        with open(URING_PARAM, "w") as f:
+            f.write("Y")
+        yield
+    finally:
+        with open(URING_PARAM, "w") as f:
+            f.write(before)
 
 
 def one_run(system, root, lower, mnt, files, python):
@@ -327,12 +351,13 @@ def main():
                 print("%-17s %12.0f" % (s, callgrind(s, root, lower, mnt, a.files, a.python)))
         return 0
     res = {s: ([], []) for s in systems}
-    for _ in range(a.reps):
-        for s in systems:
-            wall, cpu = one_run(s, root, lower, mnt, a.files, a.python)
-            res[s][0].append(wall)
-            if cpu is not None:
-                res[s][1].append(cpu)
+    with uring_enabled("unionfs-uring" in systems):
+        for _ in range(a.reps):
+            for s in systems:
+                wall, cpu = one_run(s, root, lower, mnt, a.files, a.python)
+                res[s][0].append(wall)
+                if cpu is not None:
+                    res[s][1].append(cpu)
     ref = statistics.median(res["kernel"][0]) if "kernel" in res else None
     print("lstat of %d names on a fresh mount, %d reps, median (one LOOKUP per name)" % (
         a.files, a.reps))

@@ -40,6 +40,8 @@ Options for -o (comma separated; the kernel's overlayfs option names work too):
                            attributes and missing names (default 3600: every change goes
                            through the mount)
   max_idle_threads=N       worker threads of the daemon (default 8)
+  uring                    take requests through io_uring (kernel 6.14+ with the fuse module's
+                           enable_uring=Y), else /dev/fuse as without it (docs/performance.md)
   kernel_cache, auto_cache accepted; the kernel always keeps file pages and listings
   context=, fscontext=, xino=, index=, metacopy=, x-*: accepted and ignored (container tools
                            pass them)

@@ -38,6 +38,7 @@ PARALLEL_DIROPS = 1 << 18
 MAX_PAGES = 1 << 22
 INIT_EXT = 1 << 30
 PASSTHROUGH_FLAGS2 = 1 << 5  # FUSE_PASSTHROUGH (1 << 37), in flags2
+OVER_IO_URING_FLAGS2 = 1 << 9  # FUSE_OVER_IO_URING (1 << 41), in flags2
 
 # -- open reply flags
 FOPEN_DIRECT_IO, FOPEN_KEEP_CACHE, FOPEN_CACHE_DIR, FOPEN_PASSTHROUGH = 1, 2, 8, 128
@@ -53,6 +54,8 @@ NOTIFY_INVAL_INODE = 2
 MINOR = 31          # the protocol version spoken: every struct below has its 7.31 size
 PASSTHROUGH_MINOR = 40  # spoken instead when the kernel reads files directly (7.40: flags2,
                         # max_stack_depth and open_out.backing_id; requests keep their sizes)
+URING_MINOR = 42    # spoken when requests come through io_uring (fuse/uring.py); the structs
+                    # of 7.31 keep their sizes: what grew since is behind flags not asked for
 MAX_WRITE = 1 << 20  # bytes per WRITE request (MAX_PAGES: 256 pages)
 BUFSIZE = MAX_WRITE + 4096  # a request's header and arguments fit beside the data
 
@@ -84,6 +87,15 @@ U32 = struct.Struct("=I")
 FORGET_ONE = struct.Struct("=QQ")
 KSTATFS = struct.Struct("=QQQQQIIII24x")
 NOTIFY_INVAL = struct.Struct("=Qqq")
+
+# -- FUSE over io_uring (7.42): each ring entry is a header buffer (struct fuse_uring_req_header:
+# the in/out header, the opcode's own header, struct fuse_uring_ent_in_out) and a payload buffer
+URING_HEADER_SIZE = 288
+URING_OP_IN = 128         # offset of the opcode's header (its first argument) in the buffer
+URING_ENT_IN_OUT = 256    # offset of fuse_uring_ent_in_out: flags, commit_id, payload_sz
+URING_ENT = struct.Struct("=QQI")
+URING_CMD_REGISTER, URING_CMD_COMMIT_AND_FETCH = 1, 2
+URING_CMD_REQ = struct.Struct("=QQH6x")  # fuse_uring_cmd_req, in the SQE's command area
 
 
 def attr(st, ino, nlink):

@@ -46,6 +46,8 @@ THREADS = 8
 _HANDED = frozenset((P.SETATTR, P.RENAME, P.RENAME2, P.LINK, P.SETXATTR, P.REMOVEXATTR,
                      P.FSYNC, P.FSYNCDIR, P.FALLOCATE, P.TMPFILE))
 _WRITE_OPEN = os.O_ACCMODE | os.O_TRUNC
+# not counted as requests served through /dev/fuse: the kernel sends these there, ring or not
+_NOT_COUNTED = frozenset((P.INIT, P.FORGET, P.BATCH_FORGET, P.INTERRUPT))
 
 
 def _handed(op, data):
@@ -68,12 +70,13 @@ class Server:
 
     def __init__(self, union, mountpoint, options, entry_timeout=None, attr_timeout=None,
                  negative_timeout=None, threads=None, on_ready=None, allow_root=False,
-                 debug=False, passthrough=False):
+                 debug=False, passthrough=False, uring=False):
         self.union = union
         self.nodes = Nodes()
         self.listings = Listings()  # the directory listings being read (core/readdir.py)
         self.control = control.ControlDir(union, lambda: {
-            "open_files": len(self.files), "listings": len(self.listings)})
+            "open_files": len(self.files), "listings": len(self.listings),
+            "transport": self.transport()})
         self.files = Files(union, self.control)
         self.entry_valid = P.valid(CACHE_TIMEOUT if entry_timeout is None else entry_timeout)
         self.attr_valid = P.valid(CACHE_TIMEOUT if attr_timeout is None else attr_timeout)
@@ -86,6 +89,10 @@ class Server:
         self.passthrough_wanted = passthrough
         self.passthrough = False
         self._backing = {}  # file handle -> backing id (passthrough)
+        self.uring_wanted = uring  # requests through io_uring, where the kernel offers it
+        self.ring = None
+        self.uring_fallback = None  # why /dev/fuse serves though the ring was asked for
+        self.dev_requests = 0       # requests read from /dev/fuse (_NOT_COUNTED aside)
         self.debug = debug
         self.on_ready = on_ready
         self.allow_root = allow_root
@@ -152,9 +159,8 @@ class Server:
         # anonymous mappings: only the pages a request fills count in the daemon's memory
         buf = mmap.mmap(-1, P.BUFSIZE)
         view = memoryview(buf)
-        handlers = self._handlers
         channel = self.channel
-        local = self.local
+        answer = self.answer
         turn = self._turn
         turn.acquire()
         while True:
@@ -166,28 +172,36 @@ class Server:
             if n is None:
                 turn.release()  # the next thread sees the end too
                 return
-            _len, op, unique, nid, uid, gid, pid, _ext, _pad = P.IN_HEADER.unpack_from(buf)
-            local.ctx = (uid, gid, pid)
-            if self.debug:
-                log.warning("request %d: opcode %d, node %d, pid %d", unique, op, nid, pid)
-            handler = handlers.get(op, self.enosys)
-            if handler is None:
-                continue  # INTERRUPT: requests run to their end
-            if self.allow_root and uid not in (0, self.owner) and op != P.INIT:
-                channel.reply_error(unique, errno.EACCES)
-                continue
+            op = P.U32.unpack_from(buf, 4)[0]
+            if op not in _NOT_COUNTED:
+                self.dev_requests += 1
             handed = _handed(op, buf)
             if handed:
                 turn.release()
-            try:
-                handler(unique, nid, view[40:n])
-            except OSError as e:
-                channel.reply_error(unique, e.errno or errno.EIO)
-            except Exception:  # a bug: answer EIO, keep serving
-                log.exception("FUSE request %d failed", op)
-                channel.reply_error(unique, errno.EIO)
+            answer(view[:n])
             if handed:
                 turn.acquire()
+
+    def answer(self, req):
+        """Answer one request, its header and arguments as /dev/fuse gives them (read there,
+        or laid out so by fuse/uring.py), on this thread."""
+        _len, op, unique, nid, uid, gid, pid, _ext, _pad = P.IN_HEADER.unpack_from(req)
+        self.local.ctx = (uid, gid, pid)
+        if self.debug:
+            log.warning("request %d: opcode %d, node %d, pid %d", unique, op, nid, pid)
+        handler = self._handlers.get(op, self.enosys)
+        if handler is None:
+            return  # INTERRUPT: requests run to their end
+        if self.allow_root and uid not in (0, self.owner) and op != P.INIT:
+            self.channel.reply_error(unique, errno.EACCES)
+            return
+        try:
+            handler(unique, nid, req[40:])
+        except OSError as e:
+            self.channel.reply_error(unique, e.errno or errno.EIO)
+        except Exception:  # a bug: answer EIO, keep serving
+            log.exception("FUSE request %d failed", op)
+            self.channel.reply_error(unique, errno.EIO)
 
     # -- helpers
 
@@ -319,11 +333,45 @@ class Server:
             want |= P.INIT_EXT
             flags2, speak, depth = P.PASSTHROUGH_FLAGS2, P.PASSTHROUGH_MINOR, 1
             self.passthrough = True
+        if self._uring_offer(minor, flags, offered2):
+            want |= P.INIT_EXT
+            flags2 |= P.OVER_IO_URING_FLAGS2
+            speak = P.URING_MINOR
         self.channel.reply(unique, P.INIT_OUT.pack(
             7, speak, readahead, want, 0, 0, P.MAX_WRITE, 1, P.MAX_WRITE // 4096, 0, flags2,
             depth))
+        if self.ring is not None:
+            self.ring.start()
         if self.on_ready is not None:
             self.on_ready()
+
+    # -- FUSE over io_uring (fuse/uring.py): where requests come from and replies go
+
+    def _uring_offer(self, minor, flags, offered2):
+        """True once a ring is set up and self.channel sends replies to it; else why not is
+        kept (self.uring_fallback) and logged in one line."""
+        if not self.uring_wanted:
+            return False
+        if minor < P.URING_MINOR or not flags & P.INIT_EXT or not offered2 & P.OVER_IO_URING_FLAGS2:
+            why = "the kernel does not offer it (fuse module parameter enable_uring=N?)"
+        else:
+            from . import uring
+            ring, why = uring.Ring.create(self.channel, self.answer, _handed, self.threads)
+            if ring is not None:
+                self.ring = ring
+                self.channel = uring.RingChannel(self.channel, ring)
+                return True
+        self.uring_fallback = why
+        log.warning("FUSE over io_uring: %s; serving /dev/fuse", why)
+        return False
+
+    def transport(self):
+        """Where requests came from, for the stats document."""
+        ring = self.ring
+        return {"uring": ring is not None and ring.failure is None,
+                "ring_requests": ring.requests if ring else 0,
+                "dev_requests": self.dev_requests,
+                "fallback": self.uring_fallback or (ring.failure if ring else None)}
 
     # -- names
 
