@@ -14,7 +14,6 @@ from tests import registryutil as ru
 from tests.mountutil import ENV, UNIONFS, requires_fuse, snapshot, unmount
 from unionfs.image import pull as pullmod
 from unionfs.image import push as pushmod
-from unionfs.image import shortnames
 from unionfs.image.store import Store
 
 pytestmark = [ru.needs_registry, ru.needs_skopeo]
@@ -668,8 +667,6 @@ def test_an_alias_from_a_drop_in_pulls_and_wins_over_the_search_registries(reg, 
     for k in ("CONTAINERS_REGISTRIES_CONF", "CONTAINERS_REGISTRIES_CONF_DIR", "HOME",
               "REGISTRY_AUTH_FILE", "DOCKER_CONFIG", "XDG_RUNTIME_DIR"):
         monkeypatch.setenv(k, env[k])
-    # pull.py is another engineer's; its candidates() is to delegate to shortnames.candidates
-    monkeypatch.setattr(pullmod, "candidates", shortnames.candidates)
     store = Store(str(tmp_path / "s"))
     image_id, tag, _ = pullmod.pull(store, "mybase:1", quiet=True)
     assert image_id == reg.info["config"] and tag == reg.host + "/base/img:1"

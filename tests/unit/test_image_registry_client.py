@@ -326,3 +326,23 @@ def test_prune_removes_what_no_pull_holds_and_stale_blobs_json(tmp_path):
         assert list(json.load(open(store.path("registry", "blobs.json")))) == [kept]
     os.close(busy)
     assert os.listdir(store.path("registry", "work")) == []
+
+
+@pytest.mark.parametrize("verb", ["pull", "push"])
+def test_jobs_reaches_the_transfer_and_is_checked(verb, tmp_path, monkeypatch, capsys):
+    """`image pull|push --jobs N` hands N to the transfer; 0 is refused by the parser."""
+    from unionfs import cli
+    from unionfs.image import pull, push
+    seen = {}
+
+    def fake(*args, **kw):
+        seen.update(kw)
+        return ("sha256:" + "0" * 64, None, None) if verb == "pull" else "sha256:" + "1" * 64
+    monkeypatch.setattr(pull if verb == "pull" else push, verb, fake)
+    args = ["image", verb, "--store", str(tmp_path), "--jobs", "5"] + (
+        ["reg.example/a:1"] if verb == "pull" else ["img", "reg.example/a:1"])
+    assert cli.main(args) == 0
+    assert seen["jobs"] == 5
+    with pytest.raises(SystemExit) as e:
+        cli.main(args[:5] + ["0"] + args[6:])
+    assert e.value.code == 2 and "must be 1 or more" in capsys.readouterr().err

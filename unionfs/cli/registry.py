@@ -1,6 +1,7 @@
 """``unionfs image pull|push|tags|catalog``, ``image inspect --remote`` and ``unionfs
 login|logout``: the registry verbs (unionfs/image/pull.py, push.py, registry_queries.py).
 cli/image.py registers them with ``register(image_subparsers, top_subparsers)`` and runs VERBS."""
+import argparse
 import contextlib
 import getpass
 import json
@@ -29,6 +30,13 @@ def _tls(p):
                    "registries marked insecure in registries.conf)")
 
 
+def _jobs(text):
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return n
+
+
 def _store_arg(p):
     p.add_argument("--store", metavar="DIR", help="image store (as for the other image verbs)")
 
@@ -39,7 +47,7 @@ def register(isub, sub):
     p.add_argument("--platform", metavar="OS/ARCH[/VARIANT]",
                    help="of a multi-platform image, the one to pull (default: this host's)")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the image id")
-    p.add_argument("--jobs", type=int, default=3, metavar="N", help="layers downloaded at once (3)")
+    p.add_argument("--jobs", type=_jobs, default=3, metavar="N", help="layers downloaded at once (3)")
     _tls(p)
     _store_arg(p)
 
@@ -51,6 +59,7 @@ def register(isub, sub):
     p.add_argument("-q", "--quiet", action="store_true", help="print only the manifest digest")
     p.add_argument("--chunk-size", type=int, default=32 << 20, metavar="BYTES",
                    help="layers larger than this are uploaded in chunks of this size")
+    p.add_argument("--jobs", type=_jobs, default=3, metavar="N", help="layers uploaded at once (3)")
     _tls(p)
     _store_arg(p)
 
@@ -107,7 +116,7 @@ def cmd_push(args):
     from ..image.push import push
     with sigterm_interrupts():
         d = push(Store(args.store), args.image, args.ref, args.format, args.tls_verify,
-                 quiet=args.quiet, chunk_size=max(1 << 16, args.chunk_size))
+                 quiet=args.quiet, chunk_size=max(1 << 16, args.chunk_size), jobs=args.jobs)
     print(d)
     return 0
 

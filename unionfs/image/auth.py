@@ -182,7 +182,3 @@ def remove_credentials(registry):
     if os.path.exists(containers_auth_file()):
         removed = _drop(containers_auth_file(), registry) or removed
     return removed
-
-
-# registries.conf moved to registries_conf.py; pull.py still reads these three here
-from .registries_conf import mirrors, search_registries, short_name_mode  # noqa: E402,F401

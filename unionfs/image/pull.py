@@ -19,12 +19,13 @@ import sys
 import threading
 import time
 
-from . import archive, auth, reference, remotes
+from . import archive, reference, registries_conf, remotes
 from .errors import ImageError
 from .importer import Prepared, fetch_layer, import_archive
 from ..messages import human
 from .progress import on_terminal
 from .registry import DOCKER_LIST, OCI_INDEX, Client, RegistryError
+from .shortnames import candidates
 
 LAYER_TYPES_OK = ("tar", "tar+gzip", "tar+zstd", "diff.tar.gzip", "diff.tar.zstd", "diff.tar")
 JOBS = 3   # docker's max-concurrent-downloads
@@ -315,7 +316,7 @@ def fetch_record(client, ref, platform=None):
 def _first_source(ref, platform, tls_verify):
     """(client, reference, fetch_record(...)) of the first of the registries.conf mirrors, then
     the registry itself, that serves the manifest and config; else the registry's error."""
-    for name, insecure in auth.mirrors(ref.name, ref.digest is not None):
+    for name, insecure in registries_conf.mirrors(ref.name, ref.digest is not None):
         host, _, prefix = name.partition("/")
         src = reference.Reference(host, prefix, ref.tag, ref.digest)
         client = Client(host, tls_verify=False if insecure else tls_verify, retries=1)
@@ -325,26 +326,6 @@ def _first_source(ref, platform, tls_verify):
             continue
     client = Client(ref.registry, api_host=ref.api_host, tls_verify=tls_verify)
     return client, ref, fetch_record(client, ref, platform)
-
-
-def candidates(text):
-    """The references to try, in order, for text. A name with a registry is itself. A short name
-    (no registry) is tried in each of registries.conf's unqualified-search-registries, as podman
-    does, or is docker.io's when the list is empty or unset. unionfs never prompts: with
-    short-name-mode "enforcing" (the default) more than one search registry is an error that
-    lists the candidates; "permissive" and "disabled" try them in order, the first that has
-    the image wins. Short-name aliases are not read."""
-    if not reference.is_short(text):
-        return [reference.parse(text)]
-    regs = auth.search_registries()
-    if not regs:
-        return [reference.parse(text)]
-    refs = [reference.parse(text, registry=reference.parse_registry(r)) for r in regs]
-    if len(refs) > 1 and auth.short_name_mode() == "enforcing":
-        raise ImageError("%s is a short name and registries.conf lists %d search registries "
-                         "(short-name-mode enforcing, no prompt): name one of %s" % (
-                             text, len(refs), ", ".join(str(r) for r in refs)))
-    return refs
 
 
 def pull(store, text, platform=None, tls_verify=None, quiet=False, jobs=JOBS, board=None,

@@ -3,7 +3,7 @@
 The first component is a registry when it has a '.' or a ':' or is ``localhost``; otherwise the
 registry is ``docker.io`` and a one-component name is under ``library/`` (``busybox`` is
 ``docker.io/library/busybox:latest``), as docker does; ``image pull`` first tries a short name
-in registries.conf's search registries when it lists any (pull.candidates). Without a tag or
+in registries.conf's search registries when it lists any (shortnames.candidates). Without a tag or
 digest the tag is ``latest``; with a digest the tag is only a label and the digest is what is
 fetched.
 """
@@ -70,7 +70,7 @@ def is_domain(part):
 
 def is_short(text):
     """Whether text names no registry (``busybox``, ``user/app:v1``): a short name, which
-    registries.conf's unqualified-search-registries may resolve (pull.candidates)."""
+    registries.conf's unqualified-search-registries may resolve (shortnames.candidates)."""
     first, sep, _ = text.partition("@")[0].partition("/")
     return not (sep and is_domain(first))
 
