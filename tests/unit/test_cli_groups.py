@@ -1,0 +1,32 @@
+"""The command line loads only the group of the command it runs (unionfs/cli/__init__.py)."""
+import subprocess
+import sys
+
+import pytest
+
+from unionfs import cli
+
+
+@pytest.mark.parametrize("name", sorted(cli.GROUP_COMMANDS))
+def test_the_table_names_each_groups_own_commands(name):
+    assert cli.group(name).COMMANDS == cli.GROUP_COMMANDS[name]
+
+
+def test_a_mount_loads_no_other_group():
+    """A mount's daemon is a fresh Python process: it must not pay for the image, inspect,
+    lab, observe or serve groups (nor the HTTP client they bring)."""
+    code = ("import sys; from unionfs import cli\n"
+            "try:\n    cli.main(['mount', '--help'])\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in sys.modules if m.startswith('unionfs.cli.') or m == 'requests'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         timeout=60).stdout.splitlines()[-1]
+    assert out == "['unionfs.cli.mount']"
+
+
+def test_help_lists_every_group(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    text = capsys.readouterr().out
+    for cmds in cli.GROUP_COMMANDS.values():
+        for c in cmds - {"_daemon", "unmount"}:
+            assert c in text
