@@ -18,10 +18,11 @@ What the kernel caches stays true: when the union changes an entry the request d
 before the reply, its pages by the notifier thread (fuse/notifier.py; `Server._invalidate` says
 why).
 
-Why one module of ~750 lines: it is the dispatch table and one short handler per FUSE opcode
+Why one module of ~820 lines: it is the dispatch table and one short handler per FUSE opcode
 (about forty: decode, call, encode), with the reader loop beside them; split by concern, the
 opcode table and the turn-passing rules it depends on would stand apart from the handlers they
-govern. What is not per-opcode lives elsewhere (proto.py, nodes.py, handles.py, notifier.py).
+govern. What is not per-opcode lives elsewhere (proto.py, nodes.py, handles.py, notifier.py, and
+uring.py: the io_uring transport, of which only the choice of transport is here).
 """
 import errno
 import logging
