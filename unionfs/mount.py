@@ -70,7 +70,7 @@ def run_daemon(spec, ready_fd=None, layer_name=None):
         server = Server(union, spec.mountpoint, opts, on_ready=ready,
                         threads=int(opts.get("max_idle_threads", 0)) or None,
                         allow_root=bool(opts.get("allow_root")), debug=spec.debug,
-                        passthrough=spec.upper is None and os.geteuid() == 0,
+                        passthrough=os.geteuid() == 0 and not opts.get("nopassthrough"),
                         uring=bool(opts.get("uring")), **timeouts)
     except MountError as e:
         raise SpecError(str(e))

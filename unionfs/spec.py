@@ -19,7 +19,7 @@ FUSE_OPTIONS = {
     "dirsync": False, "max_read": True, "fsname": True, "subtype": True,
     "entry_timeout": True, "attr_timeout": True, "negative_timeout": True,
     "kernel_cache": False, "auto_cache": False, "max_idle_threads": True,
-    "uring": False,
+    "uring": False, "nopassthrough": False,
 }
 # accepted for compatibility with the kernel's and container tools' option strings, no effect
 IGNORED_OPTIONS = {

@@ -73,6 +73,7 @@ class _Union:
     """What the server asks of a union to list directories."""
     root = "root"
     layers = []
+    upper = None
 
     def __init__(self, size=3):
         self.size = size

@@ -42,6 +42,9 @@ Options for -o (comma separated; the kernel's overlayfs option names work too):
   max_idle_threads=N       worker threads of the daemon (default 8)
   uring                    take requests through io_uring (kernel 6.14+ with the fuse module's
                            enable_uring=Y), else /dev/fuse as without it (docs/performance.md)
+  nopassthrough            serve every read and write in the daemon. Without it (root, Linux
+                           6.9+) the kernel reads and writes files of a read-only mount, and
+                           upper files of a read-write one, itself (FUSE passthrough)
   kernel_cache, auto_cache accepted; the kernel always keeps file pages and listings
   context=, fscontext=, xino=, index=, metacopy=, x-*: accepted and ignored (container tools
                            pass them)

@@ -39,6 +39,7 @@ from . import proto as P
 from .handles import Files
 from .nodes import Nodes
 from .notifier import Notifier
+from .passthrough import Passthrough
 
 log = logging.getLogger("unionfs")
 
@@ -86,10 +87,8 @@ class Server:
         self.negative = (P.ENTRY.pack(0, 0, neg[0], 0, neg[1], 0) + P.bare_attr(0, 0)
                          if neg != (0, 0) else None)
         self.threads = threads or THREADS
-        # read-only mounts (root): the kernel reads files straight from the layer (below)
+        # root: the kernel reads and writes files straight from the layers (fuse/passthrough.py)
         self.passthrough_wanted = passthrough
-        self.passthrough = False
-        self._backing = {}  # file handle -> backing id (passthrough)
         self.uring_wanted = uring  # requests through io_uring, where the kernel offers it
         self.ring = None
         self.uring_fallback = None  # why /dev/fuse serves though the ring was asked for
@@ -109,6 +108,7 @@ class Server:
         self._stopping = False
         self._turn = threading.Lock()  # held by the thread reading /dev/fuse
         self.notifier = Notifier(self.channel)
+        self.passthrough = Passthrough(self.channel, union.upper is None)
         self._handlers = {
             P.LOOKUP: self.lookup, P.FORGET: self.forget, P.BATCH_FORGET: self.batch_forget,
             P.GETATTR: self.getattr, P.SETATTR: self.setattr, P.READLINK: self.readlink,
@@ -326,14 +326,12 @@ class Server:
         flags2, speak, depth = 0, min(minor, P.MINOR), 0
         if (self.passthrough_wanted and minor >= P.PASSTHROUGH_MINOR and flags & P.INIT_EXT
                 and offered2 & P.PASSTHROUGH_FLAGS2):
-            # FUSE passthrough: the layers' files are read by the kernel itself. Only on
-            # read-only mounts: a file the union may copy up, or whose writes it must see (trace,
-            # setuid clearing), cannot be given away; and the kernel refuses to mix opens that
-            # pass through with opens through the page cache on one inode. A stack depth of 1
-            # keeps the mount usable as a layer of the kernel's overlayfs.
+            # FUSE passthrough: the kernel reads and writes the layers' files itself, which
+            # ones fuse/passthrough.py decides. A stack depth of 1 keeps the mount usable as a
+            # layer of the kernel's overlayfs.
             want |= P.INIT_EXT
             flags2, speak, depth = P.PASSTHROUGH_FLAGS2, P.PASSTHROUGH_MINOR, 1
-            self.passthrough = True
+            self.passthrough.on = True
         if self._uring_offer(minor, flags, offered2):
             want |= P.INIT_EXT
             flags2 |= P.OVER_IO_URING_FLAGS2
@@ -550,33 +548,26 @@ class Server:
 
     # -- files
 
-    def _opened(self, node, fh, backing=0):
+    def _opened(self, node, nid, fh, flags):
+        """fuse_open_out of a file just opened: the kernel's or the daemon's to serve."""
         if node is not None:
             with self.nodes.lock:
                 self.nodes.opens[node] = self.nodes.opens.get(node, 0) + 1
-        if backing:
-            return P.OPEN_OUT.pack(fh, P.FOPEN_PASSTHROUGH, backing)
-        return P.OPEN_OUT.pack(fh, P.FOPEN_DIRECT_IO if fh >= control.FH_BASE
-                               else P.FOPEN_KEEP_CACHE, 0)
+        if fh >= control.FH_BASE:
+            return P.OPEN_OUT.pack(fh, P.FOPEN_DIRECT_IO, 0)
+        mode, backing = self.passthrough.open(nid, fh, self.files.get(fh), flags,
+                                              bool(self.bus.subscribers))
+        return P.OPEN_OUT.pack(fh, mode, backing)
 
     def open(self, unique, nid, data):
         flags, _ = P.OPEN_IN.unpack_from(data)
         node, path = self._hold(nid)
-        backing = 0
         try:
             fh = self._call("open", self.files.open, path, flags, self.local.ctx[0],
                             cause=("open", path, None))
-            if self.passthrough and fh < control.FH_BASE:
-                try:
-                    backing = self.channel.backing_open(fh)
-                except OSError:  # e.g. a layer on a stacked filesystem: served by the daemon
-                    backing = 0
-            out = self._opened(node, fh, backing)
+            out = self._opened(node, nid, fh, flags)
         finally:
             self.nodes.read_unlock(node)
-        if backing:
-            # the opener looks the id up after this reply: it is dropped on release
-            self._backing[fh] = backing
         self.channel.reply(unique, out)
 
     def create(self, unique, nid, data):
@@ -585,9 +576,9 @@ class Server:
         path = self._child(nid, name)
         fh = self._call("create", self.files.create, path, mode, flags, self._owner(),
                         paths=(path,), guard=(path,))
-        self.channel.reply(unique, self._created(nid, name, path, fh))
+        self.channel.reply(unique, self._created(nid, name, path, fh, flags))
 
-    def _created(self, nid, name, path, fh):
+    def _created(self, nid, name, path, fh, flags):
         """fuse_entry_out + fuse_open_out of a file just made and opened (closed again if its
         attributes cannot be read)."""
         try:
@@ -597,7 +588,7 @@ class Server:
             raise
         node_id = self.nodes.looked_up(nid, name)
         return self._entry_of(node_id, st, ino, nlink) + self._opened(
-            self.nodes.by_id.get(node_id), fh)
+            self.nodes.by_id.get(node_id), node_id, fh, flags)
 
     def tmpfile(self, unique, nid, data):
         """open(O_TMPFILE): a file made under a hidden name, then unlinked while open (as any
@@ -616,7 +607,7 @@ class Server:
                 continue
         else:
             raise OSError(errno.EEXIST, "no free name")
-        out = self._created(nid, name, path, fh)  # nlink 1: the kernel drops it to 0
+        out = self._created(nid, name, path, fh, flags)  # nlink 1: the kernel drops it to 0
         try:
             held = self.nodes.write_lock((nid, name))
             try:
@@ -624,6 +615,7 @@ class Server:
             finally:
                 self.nodes.write_unlock(held)
         except BaseException:
+            self.passthrough.release(fh)
             self.files.release(fh)
             raise
         self.channel.reply(unique, out)
@@ -649,9 +641,7 @@ class Server:
 
     def release(self, unique, nid, data):
         fh = P.RELEASE_IN.unpack_from(data)[0]
-        backing = self._backing.pop(fh, 0)
-        if backing:
-            self.channel.backing_close(backing)
+        self.passthrough.release(fh)
         self._call("release", self.files.release, fh)
         nodes = self.nodes
         node = nodes.by_id.get(nid)
