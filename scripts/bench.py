@@ -333,10 +333,14 @@ class Unionfs(System):
     name = "unionfs"
 
     def __init__(self, python, repo=REPO, name=None, options=()):
-        self.python = python
+        self.python = os.path.abspath(python) if os.sep in python else python
         self.options = list(options)
         if name is not None:
             self.name = name
+        # run from the checkout: `python -m` puts the working directory first on sys.path, ahead
+        # of PYTHONPATH, and the daemon it starts inherits both (run from this repo, a baseline
+        # checkout would mount with this repo's code)
+        self.repo = repo
         self.env = dict(os.environ, PYTHONPATH=repo + (
             os.pathsep + os.environ["PYTHONPATH"] if os.environ.get("PYTHONPATH") else ""))
 
@@ -355,14 +359,14 @@ class Unionfs(System):
     def mount(self, lowers, upper, work, mnt):
         cmd = [self.python, "-m", "unionfs", "mount", "--lower", ":".join(esc(l) for l in lowers),
                "--upper", upper, "--work", work] + self.options + [mnt]
-        run(cmd, env=self.env, timeout=120)
+        run(cmd, env=self.env, timeout=120, cwd=self.repo)
         self._wait_mounted(mnt)
         return find_daemon(mnt, must=("_daemon",))
 
     def version(self):
-        p = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True,
-                           text=True)
-        dirty = subprocess.run(["git", "-C", REPO, "status", "--porcelain", "unionfs"],
+        p = subprocess.run(["git", "-C", self.repo, "rev-parse", "--short", "HEAD"],
+                           capture_output=True, text=True)
+        dirty = subprocess.run(["git", "-C", self.repo, "status", "--porcelain", "unionfs"],
                                capture_output=True, text=True).stdout.strip()
         return "git %s%s" % (p.stdout.strip(), " (modified)" if dirty else "")
 

@@ -96,11 +96,11 @@ def _cpu():
     return ru_.ru_utime + ru_.ru_stime
 
 
-def timed(cmd, env=None, label=None):
+def timed(cmd, env=None, label=None, cwd=None):
     """Wall seconds of cmd; its CPU seconds go to CPU[label]: on a shared machine the wall time
     of a parallel pull depends on how many cores the others leave free, its CPU time less so."""
     t, c = time.monotonic(), _cpu()
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800, cwd=cwd)
     if r.returncode != 0:
         raise SystemExit("%s failed: %s" % (" ".join(cmd[:4]), r.stderr.strip()[-400:]))
     if label:
@@ -133,6 +133,8 @@ def main():
         ru.skopeo_push(lay, "1", ref)
         print("registry %s, %.0f MB of blobs (compressed)" % (reg.host, blobs / 1e6), flush=True)
         env = dict(os.environ, PYTHONPATH=REPO)
+        # each version runs from its own checkout: `python -m` puts the working directory on
+        # sys.path ahead of PYTHONPATH
         base_env = dict(os.environ, PYTHONPATH=os.path.abspath(a.baseline)) if a.baseline else None
         results = {"unionfs image pull": [], "baseline image pull": [],
                    "skopeo copy (oci:)": [], "podman pull (vfs)": [],
@@ -156,7 +158,8 @@ def main():
                     os.path.join(d, "store-base"), ref], base_env))
             k = run % len(contenders)
             for name, cmd, e in contenders[k:] + contenders[:k]:
-                results[name].append(timed(cmd, e, label=name))
+                results[name].append(timed(cmd, e, label=name, cwd=(
+                    os.path.abspath(a.baseline) if name == "baseline image pull" else None)))
             results["unionfs pull, layers stored"].append(timed(
                 UNIONFS + ["image", "pull", "-q", "--tls-verify=false", "--store", store, ref], env))
             results["unionfs image import (no network)"].append(timed(
