@@ -50,8 +50,7 @@ class ResolutionCache:
         with self._lock:
             if generation != self.generation:
                 return
-            parent, _, name = path.rpartition("/")
-            parent = parent or "/"
+            parent = path.rpartition("/")[0] or "/"
             if parent != "/" and parent not in self._map:
                 # forget_tree finds entries through their parents: never cache an orphan
                 return
@@ -62,7 +61,8 @@ class ResolutionCache:
                 if parent != "/":
                     return
             self._map[path] = value
-            self._kids.setdefault(parent, set()).add(name)
+            # the child's path itself (the key above): a name would be one more string each
+            self._kids.setdefault(parent, set()).add(path)
 
     def get_listing(self, path):
         return self._listings.get(path)
@@ -90,8 +90,7 @@ class ResolutionCache:
                 self._listings.pop(p, None)
                 kids = self._kids.pop(p, None)
                 if kids:
-                    base = "" if p == "/" else p
-                    stack.extend(base + "/" + k for k in kids)
+                    stack.extend(kids)
 
     def replace(self, path, value):
         """forget_tree(path), then cache what the caller (holding the union's write lock)

@@ -81,17 +81,24 @@ class ReaddirOps:
             for name, code in merged_entries(node):
                 # d_ino must equal st_ino: resolve each entry (this also warms the cache)
                 child = self.lookup(base + "/" + name)
-                if child is not None:
-                    # what a lower layer serves cannot change while the listing is cached
-                    # (a copy-up or removal drops it): its attributes are taken once
-                    fixed = None if child.in_upper else self._stat(base + "/" + name, child)
-                    if code == stat.S_IFREG and self.ids.override:  # maybe a device (ids.py)
-                        shown = fixed or self._stat(base + "/" + name, child)
-                        code = stat.S_IFMT(shown[0].st_mode)
-                    children.append((name, code, child, fixed))
+                if child is None:
+                    continue
+                # what a lower layer serves cannot change while the listing is cached (a
+                # copy-up or removal drops it): its attributes are taken once, and its entry
+                # kept as a listing with plus serves it, so the listings share it
+                fixed = None if child.in_upper else self._stat(base + "/" + name, child)
+                if code == stat.S_IFREG and self.ids.override:  # maybe a device (ids.py)
+                    shown = fixed or self._stat(base + "/" + name, child)
+                    code = stat.S_IFMT(shown[0].st_mode)
+                children.append((name, code, child, None) if fixed is None else
+                                (name, code, fixed[1], fixed))
             self.cache.put_listing(path, children, gen)
-        for name, code, child, full in children:
-            if plus and full is None:
+        for entry in children:
+            name, code, child, full = entry
+            if full is not None:  # a lower entry: child is its st_ino
+                out.append(entry if plus else (name, code, child, None))
+                continue
+            if plus:
                 try:
                     full = self._stat(base + "/" + name, child)
                 except FileNotFoundError:
