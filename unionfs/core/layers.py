@@ -60,15 +60,33 @@ for _name, _fmt in _STAT_FIELDS:
 del _offset, _name, _fmt
 
 
-class Hit:
-    """What one layer holds at one name: its lstat and, for directories, the overlay markers."""
-    __slots__ = ("st", "is_dir", "opaque", "redirect")
+class Hit(Stat):
+    """What one layer holds at one name: its lstat and, for directories, the overlay markers.
 
-    def __init__(self, st, opaque=False, redirect=None):
-        self.st = Stat(st)
-        self.is_dir = stat.S_ISDIR(st.st_mode)
-        self.opaque = opaque
-        self.redirect = redirect
+    A Hit is its own ``st`` (one is cached per component of every resolution kept, and a
+    separate object for the markers cost 64 bytes each): a non-directory's is the packed lstat
+    alone; a directory's (a DirHit) carries its markers too."""
+    __slots__ = ()
+    is_dir = False
+    opaque = False
+    redirect = None
+
+    def __new__(cls, st, opaque=False, redirect=None):
+        if not stat.S_ISDIR(st.st_mode):
+            return Stat.__new__(Hit, st)
+        hit = Stat.__new__(DirHit, st)
+        hit.opaque, hit.redirect = opaque, redirect
+        return hit
+
+    @property
+    def st(self):
+        return self
+
+
+class DirHit(Hit):
+    """A directory's Hit: its markers in an instance dict (bytes allow no slots; directories
+    are few beside the files they hold)."""
+    is_dir = True
 
 
 WHITEOUT = object()
