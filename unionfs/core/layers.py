@@ -39,9 +39,9 @@ _STAT = struct.Struct("=" + "".join(f for _, f in _STAT_FIELDS))
 
 class Stat(bytes):
     """The fields of an lstat the union reads, packed in one bytes object. A Hit is kept for as
-    long as its resolution is cached (a walk of a million paths keeps a million): an
-    os.stat_result holds some twenty objects (~600 bytes), thirteen slots and their int objects
-    ~380; this is one object of 128 bytes, which the garbage collector does not track."""
+    long as its resolution or a listing showing it is cached (a walk keeps one per path, up to
+    the caches' bounds): an os.stat_result holds some twenty objects (~600 bytes), thirteen
+    slots and their int objects ~380; this is one object of 144 bytes."""
     __slots__ = ()
 
     def __new__(cls, st):
