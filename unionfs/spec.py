@@ -3,7 +3,6 @@
 Every problem is reported as a SpecError whose message is one line naming the bad path or option.
 """
 import os
-import tomllib
 from dataclasses import dataclass, field
 
 from .errors import UnionfsError
@@ -189,6 +188,7 @@ def unescape(s):
 def load_spec_file(path):
     """Read a TOML mount spec: lower (list, top first), upper, work, options. Paths are relative
     to the spec file's directory."""
+    import tomllib  # here: a mount's daemon reads no spec file, and tomllib costs it 1.3 MiB
     try:
         with open(path, "rb") as f:
             data = tomllib.load(f)

@@ -113,3 +113,25 @@ def test_clear():
     g = c.generation
     c.clear()
     assert len(c) == 0 and c.generation == g + 1
+
+
+def test_listing_entries_count_toward_the_bound():
+    """A listing entry is what is kept of a listed lower file (readdir.py): the bound counts
+    them with the resolutions, so listings cannot grow past it."""
+    c = ResolutionCache(max_entries=10)
+    g = c.generation
+    c.put("/d", "D", g)
+    c.put_listing("/d", list(range(8)), g)
+    assert c.get_listing("/d") == list(range(8))
+    c.put("/e", "E", g)                   # 2 resolutions + 8 listing entries: full
+    c.put("/f", "F", g)                   # past it: the cache starts over
+    assert c.get_listing("/d") is None and c.get("/d") is None and c.get("/f") == "F"
+    c.put("/g", "G", g)
+    c.put_listing("/g", list(range(20)), g)   # larger than the bound: not kept
+    assert c.get_listing("/g") is None and len(c) == 0
+    c.put("/h", "H", g)
+    c.put_listing("/h", list(range(8)), g)
+    c.forget_tree("/h")                   # a dropped listing gives its room back
+    for p in "abcdefgh":
+        c.put("/x" + p, p, c.generation)
+    assert len(c) == 8

@@ -14,8 +14,9 @@ the generation read before the lookup started and is dropped if any invalidation
 Merged directory listings are kept here too, under the same rules: a change to any entry drops its
 parent's listing, and a listing is only kept for a directory whose own resolution is cached.
 
-Memory is bounded by ``max_entries``; past it the cache starts over (an O(1) decision on the hot
-path; a refill costs one walk per path). Changes made to the layer directories behind the mount's
+Memory is bounded by ``max_entries``, resolutions and listing entries counted alike (a listing
+entry of a lower file is what is kept of it: its resolution is not, readdir.py); past it the
+cache starts over (an O(1) decision on the hot path; a refill costs one walk per path). Changes made to the layer directories behind the mount's
 back are not seen until the entry is dropped: like the kernel, unionfs requires the layers to change
 only through the mount while it is mounted.
 """
@@ -30,6 +31,7 @@ class ResolutionCache:
         self._map = {}
         self._kids = {}
         self._listings = {}
+        self._listed = 0  # entries in self._listings
         self._lock = threading.Lock()
         self.generation = 0
         self.hits = 0
@@ -50,48 +52,62 @@ class ResolutionCache:
         with self._lock:
             if generation != self.generation:
                 return
-            parent, _, name = path.rpartition("/")
-            parent = parent or "/"
+            parent = path.rpartition("/")[0] or "/"
             if parent != "/" and parent not in self._map:
                 # forget_tree finds entries through their parents: never cache an orphan
                 return
-            if len(self._map) >= self.max_entries:
-                self._map.clear()
-                self._kids.clear()
-                self._listings.clear()
+            if len(self._map) + self._listed >= self.max_entries:
+                self._start_over()
                 if parent != "/":
                     return
             self._map[path] = value
-            self._kids.setdefault(parent, set()).add(name)
+            # the child's path itself (the key above): a name would be one more string each
+            self._kids.setdefault(parent, set()).add(path)
 
     def get_listing(self, path):
         return self._listings.get(path)
 
     def put_listing(self, path, entries, generation):
         with self._lock:
-            if generation == self.generation and (path == "/" or path in self._map):
+            if generation != self.generation:
+                return
+            self._drop_listing(path)
+            if len(self._map) + self._listed + len(entries) > self.max_entries:
+                self._start_over()
+            if path == "/" or path in self._map:
                 self._listings[path] = entries
+                self._listed += len(entries)
+
+    def _drop_listing(self, path):
+        entries = self._listings.pop(path, None)
+        if entries is not None:
+            self._listed -= len(entries)
+
+    def _start_over(self):
+        self._map.clear()
+        self._kids.clear()
+        self._listings.clear()
+        self._listed = 0
 
     def forget(self, path):
         with self._lock:
             self.generation += 1
             self._map.pop(path, None)
-            self._listings.pop(path, None)
-            self._listings.pop(path.rpartition("/")[0] or "/", None)
+            self._drop_listing(path)
+            self._drop_listing(path.rpartition("/")[0] or "/")
 
     def forget_tree(self, path):
         with self._lock:
             self.generation += 1
-            self._listings.pop(path.rpartition("/")[0] or "/", None)
+            self._drop_listing(path.rpartition("/")[0] or "/")
             stack = [path]
             while stack:
                 p = stack.pop()
                 self._map.pop(p, None)
-                self._listings.pop(p, None)
+                self._drop_listing(p)
                 kids = self._kids.pop(p, None)
                 if kids:
-                    base = "" if p == "/" else p
-                    stack.extend(base + "/" + k for k in kids)
+                    stack.extend(kids)
 
     def replace(self, path, value):
         """forget_tree(path), then cache what the caller (holding the union's write lock)
@@ -102,6 +118,4 @@ class ResolutionCache:
     def clear(self):
         with self._lock:
             self.generation += 1
-            self._map.clear()
-            self._kids.clear()
-            self._listings.clear()
+            self._start_over()

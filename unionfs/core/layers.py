@@ -15,6 +15,7 @@ read live.
 import errno
 import os
 import stat
+import struct
 import threading
 
 from . import whiteout as wo
@@ -27,32 +28,65 @@ WH = -1  # listing code for a whiteout
 _SHORT = PATH_LIMIT // 4  # a str this short is under PATH_LIMIT bytes whatever its characters
 
 
-class Stat:
-    """The fields of an lstat the union reads. A Hit is kept for as long as its resolution is
-    cached (a walk of a million paths keeps a million), and an os.stat_result holds some twenty
-    objects (~600 bytes); this holds thirteen in slots (~300)."""
-    __slots__ = ("st_mode", "st_ino", "st_dev", "st_nlink", "st_uid", "st_gid", "st_size",
-                 "st_atime_ns", "st_mtime_ns", "st_ctime_ns", "st_blocks", "st_blksize",
-                 "st_rdev")
-
-    def __init__(self, st):
-        (self.st_mode, self.st_ino, self.st_dev, self.st_nlink, self.st_uid, self.st_gid,
-         self.st_size, self.st_atime_ns, self.st_mtime_ns, self.st_ctime_ns, self.st_blocks,
-         self.st_blksize, self.st_rdev) = (
-            st.st_mode, st.st_ino, st.st_dev, st.st_nlink, st.st_uid, st.st_gid, st.st_size,
-            st.st_atime_ns, st.st_mtime_ns, st.st_ctime_ns, st.st_blocks, st.st_blksize,
-            st.st_rdev)
+# The lstat fields the union reads, packed: signed where the kernel's are (sizes, times),
+# unsigned where they may use all 64 bits (inode and device numbers).
+_STAT_FIELDS = (("st_mode", "I"), ("st_ino", "Q"), ("st_dev", "Q"), ("st_nlink", "Q"),
+                ("st_uid", "I"), ("st_gid", "I"), ("st_size", "q"), ("st_atime_ns", "q"),
+                ("st_mtime_ns", "q"), ("st_ctime_ns", "q"), ("st_blocks", "q"),
+                ("st_blksize", "q"), ("st_rdev", "Q"))
+_STAT = struct.Struct("=" + "".join(f for _, f in _STAT_FIELDS))
 
 
-class Hit:
-    """What one layer holds at one name: its lstat and, for directories, the overlay markers."""
-    __slots__ = ("st", "is_dir", "opaque", "redirect")
+class Stat(bytes):
+    """The fields of an lstat the union reads, packed in one bytes object. A Hit is kept for as
+    long as its resolution or a listing showing it is cached (a walk keeps one per path, up to
+    the caches' bounds): an os.stat_result holds some twenty objects (~600 bytes), thirteen
+    slots and their int objects ~380; this is one object of 144 bytes."""
+    __slots__ = ()
 
-    def __init__(self, st, opaque=False, redirect=None):
-        self.st = Stat(st)
-        self.is_dir = stat.S_ISDIR(st.st_mode)
-        self.opaque = opaque
-        self.redirect = redirect
+    def __new__(cls, st):
+        return bytes.__new__(cls, _STAT.pack(*[getattr(st, n) for n, _ in _STAT_FIELDS]))
+
+
+def _stat_field(fmt, offset):
+    unpack = struct.Struct("=" + fmt).unpack_from
+    return property(lambda self: unpack(self, offset)[0])
+
+
+_offset = 0
+for _name, _fmt in _STAT_FIELDS:
+    setattr(Stat, _name, _stat_field(_fmt, _offset))
+    _offset += struct.calcsize("=" + _fmt)
+del _offset, _name, _fmt
+
+
+class Hit(Stat):
+    """What one layer holds at one name: its lstat and, for directories, the overlay markers.
+
+    A Hit is its own ``st`` (one is cached per component of every resolution kept, and a
+    separate object for the markers cost 64 bytes each): a non-directory's is the packed lstat
+    alone; a directory's (a DirHit) carries its markers too."""
+    __slots__ = ()
+    is_dir = False
+    opaque = False
+    redirect = None
+
+    def __new__(cls, st, opaque=False, redirect=None):
+        if not stat.S_ISDIR(st.st_mode):
+            return Stat.__new__(Hit, st)
+        hit = Stat.__new__(DirHit, st)
+        hit.opaque, hit.redirect = opaque, redirect
+        return hit
+
+    @property
+    def st(self):
+        return self
+
+
+class DirHit(Hit):
+    """A directory's Hit: its markers in an instance dict (bytes allow no slots; directories
+    are few beside the files they hold)."""
+    is_dir = True
 
 
 WHITEOUT = object()

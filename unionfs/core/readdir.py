@@ -14,6 +14,7 @@ import itertools
 import stat
 import threading
 
+from .cache import NEGATIVE
 from .layers import WH, join
 from .namei import err, resolve_child, split
 
@@ -79,25 +80,47 @@ class ReaddirOps:
             gen = self.cache.generation
             children = []
             for name, code in merged_entries(node):
-                # d_ino must equal st_ino: resolve each entry (this also warms the cache)
-                child = self.lookup(base + "/" + name)
-                if child is not None:
-                    # what a lower layer serves cannot change while the listing is cached
-                    # (a copy-up or removal drops it): its attributes are taken once
-                    fixed = None if child.in_upper else self._stat(base + "/" + name, child)
-                    if code == stat.S_IFREG and self.ids.override:  # maybe a device (ids.py)
-                        shown = fixed or self._stat(base + "/" + name, child)
-                        code = stat.S_IFMT(shown[0].st_mode)
-                    children.append((name, code, child, fixed))
+                # d_ino must equal st_ino: resolve each entry
+                child = self._listed(base + "/" + name, node, name, gen)
+                if child is None:
+                    continue
+                # what a lower layer serves cannot change while the listing is cached (a
+                # copy-up or removal drops it): its attributes are taken once, and its entry
+                # kept as a listing with plus serves it, so the listings share it
+                fixed = None if child.in_upper else self._stat(base + "/" + name, child)
+                if code == stat.S_IFREG and self.ids.override:  # maybe a device (ids.py)
+                    shown = fixed or self._stat(base + "/" + name, child)
+                    code = stat.S_IFMT(shown[0].st_mode)
+                children.append((name, code, child, None) if fixed is None else
+                                (name, code, fixed[1], fixed))
             self.cache.put_listing(path, children, gen)
-        for name, code, child, full in children:
-            if plus and full is None:
+        for entry in children:
+            name, code, child, full = entry
+            if full is not None:  # a lower entry: child is its st_ino
+                out.append(entry if plus else (name, code, child, None))
+                continue
+            if plus:
                 try:
                     full = self._stat(base + "/" + name, child)
                 except FileNotFoundError:
                     continue  # removed while we listed
             out.append((name, code, self.ino_of(child), full if plus else None))
         return out
+
+    def _listed(self, path, parent, name, gen):
+        """The Node of an entry a listing shows (None: gone meanwhile). Directories and upper
+        entries are cached as a lookup caches them; a lower non-directory is not: its listing
+        entry keeps what is served of it (st_ino, attributes), and a walk of a million such
+        paths kept a resolution each (~380 bytes) that only a later open could use, where
+        resolving it again costs one lstat."""
+        child = self.cache.get(path)
+        if child is not None:
+            return None if child is NEGATIVE else child
+        child = resolve_child(self.layers, parent, name)
+        self.observer.resolved(child)
+        if child is not None and (child.is_dir or child.in_upper):
+            self.cache.put(path, child, gen)
+        return child
 
 
 class Listings:

@@ -1,13 +1,14 @@
 """Thin wrappers for the Linux system calls the os module lacks (renameat2, fallocate with modes,
 openat2, sync_file_range, the FICLONE ioctl), and the way to name paths longer than PATH_MAX."""
 import ctypes
-import ctypes.util
 import errno
 import fcntl
 import os
 import stat
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+# the C library the interpreter runs on (dlopen(NULL)): ctypes.util.find_library would import
+# subprocess, tempfile and shutil into every daemon for a name it already has (~2 MiB of RSS)
+_libc = ctypes.CDLL(None, use_errno=True)
 
 RENAME_NOREPLACE = 1 << 0
 RENAME_EXCHANGE = 1 << 1
