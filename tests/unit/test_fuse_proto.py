@@ -79,6 +79,14 @@ def test_attr_round_trips_a_stat_result():
     assert pad == 0
 
 
+def test_attr_of_the_cores_packed_stat_is_that_of_its_stat_result():
+    from unionfs.core.layers import Hit
+    st = _stat_result()  # big times, a 64-bit rdev, a char device: every field distinct
+    for packed in (Hit(st), Hit(os.lstat("/"))):
+        src = st if packed.st_ino == st.st_ino else os.lstat("/")
+        assert P.attr(packed, 42, 3) == P.attr(src, 42, 3)
+
+
 def test_bare_attr():
     fields = P.ATTR.unpack(P.bare_attr(5, stat.S_IFDIR))
     assert fields[0] == 5 and fields[9] == stat.S_IFDIR

@@ -99,12 +99,19 @@ URING_CMD_REQ = struct.Struct("=QQH6x")  # fuse_uring_cmd_req, in the SQE's comm
 
 
 def attr(st, ino, nlink):
-    """A fuse_attr from an os.stat_result, with the union's inode number and link count."""
-    a, m, c = st.st_atime_ns, st.st_mtime_ns, st.st_ctime_ns
-    return ATTR.pack(ino, st.st_size, st.st_blocks, a // 1_000_000_000, m // 1_000_000_000,
+    """A fuse_attr from an os.stat_result or the core's packed stat, with the union's inode
+    number and link count."""
+    fields = getattr(st, "fields", None)
+    if fields is not None:  # core.layers.Stat: one unpack instead of one per field read
+        mode, _, _, _, uid, gid, size, a, m, c, blocks, blksize, rdev = fields()
+    else:
+        mode, uid, gid, size, blocks, blksize, rdev = (
+            st.st_mode, st.st_uid, st.st_gid, st.st_size, st.st_blocks, st.st_blksize,
+            st.st_rdev)
+        a, m, c = st.st_atime_ns, st.st_mtime_ns, st.st_ctime_ns
+    return ATTR.pack(ino, size, blocks, a // 1_000_000_000, m // 1_000_000_000,
                      c // 1_000_000_000, a % 1_000_000_000, m % 1_000_000_000,
-                     c % 1_000_000_000, st.st_mode, nlink, st.st_uid, st.st_gid,
-                     st.st_rdev & 0xFFFFFFFF, st.st_blksize, 0)
+                     c % 1_000_000_000, mode, nlink, uid, gid, rdev & 0xFFFFFFFF, blksize, 0)
 
 
 def bare_attr(ino, mode):
