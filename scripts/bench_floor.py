@@ -83,7 +83,7 @@ def serve_wire(mode, mnt):
             if op == P.INIT:
                 _maj, minor, ra, flags = P.INIT_IN.unpack_from(buf, 40)
                 ch.reply(unique, P.INIT_OUT.pack(7, P.MINOR, ra, flags & P.BIG_WRITES, 0, 0,
-                                                 P.MAX_WRITE, 1, 256, 0, 0))
+                                                 P.MAX_WRITE, 1, 256, 0, 0, 0))
             elif op == P.LOOKUP:
                 is_d = nid == 1 and buf[40:n] == b"d\0"
                 ch.reply(unique, P.ENTRY.pack(next(ids), 0, hour, hour, 0, 0) + (

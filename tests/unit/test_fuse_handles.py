@@ -362,3 +362,20 @@ def test_root_listing_shows_the_control_directory_over_a_layers_own(srv):
         ino[got[i + P.DIRENT.size:i + P.DIRENT.size + n].decode()] = e_ino
         i += P.DIRENT.size + n + (-n % 8)
     assert ino[control.NAME] == srv.control.stat(control.PATH)[1]
+
+
+# ---- INIT ------------------------------------------------------------------------------------
+
+def test_init_from_another_major_version_is_answered_with_ours(srv):
+    # the kernel then retries with 7, as fuse_lowlevel.c's answer to a major it does not speak
+    payload = _ok(srv, "init", 0, P.INIT_IN.pack(8, 0, 0, 0) + bytes(48))
+    assert len(payload) == P.INIT_OUT.size
+    assert P.INIT_OUT.unpack(payload)[:2] == (7, P.MINOR)
+
+
+def test_init_grants_only_what_was_offered_and_speaks_no_newer_minor(srv):
+    offered = P.ASYNC_READ | P.BIG_WRITES | P.DO_READDIRPLUS
+    payload = _ok(srv, "init", 0, P.INIT_IN.pack(7, 31, 1 << 17, offered) + bytes(48))
+    major, minor, readahead, flags = P.INIT_OUT.unpack(payload)[:4]
+    assert (major, minor, readahead) == (7, 31, 1 << 17)
+    assert flags == offered and not srv.passthrough.on

@@ -315,7 +315,7 @@ class Server:
     def init(self, unique, nid, data):
         major, minor, readahead, flags = P.INIT_IN.unpack_from(data)
         if major != 7:
-            self.channel.reply(unique, P.INIT_OUT.pack(7, P.MINOR, 0, 0, 0, 0, 0, 0, 0, 0, 0))
+            self.channel.reply(unique, P.INIT_OUT.pack(7, P.MINOR, *[0] * 10))
             return
         # what libfuse 3.14 asked for, and readdirplus for every chunk of a listing (the
         # attributes are at hand, and each saves the kernel a LOOKUP); not HANDLE_KILLPRIV:
