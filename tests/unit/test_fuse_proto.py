@@ -87,6 +87,17 @@ def test_attr_of_the_cores_packed_stat_is_that_of_its_stat_result():
         assert P.attr(packed, 42, 3) == P.attr(src, 42, 3)
 
 
+def test_attr_of_a_packed_stat_shown_with_other_owners_has_those_owners():
+    from unionfs.core.ids import Shown
+    from unionfs.core.layers import Hit
+    st = _stat_result()
+    shown = Shown(Hit(st), 5000, 5001, stat.S_IFREG | 0o600, rdev=0)
+    (ino, size, _, _, _, _, _, _, _, mode, _, uid, gid, rdev, _, _) = P.ATTR.unpack(
+        P.attr(shown, 42, 1))
+    assert (mode, uid, gid, rdev) == (stat.S_IFREG | 0o600, 5000, 5001, 0)
+    assert size == st.st_size
+
+
 def test_bare_attr():
     fields = P.ATTR.unpack(P.bare_attr(5, stat.S_IFDIR))
     assert fields[0] == 5 and fields[9] == stat.S_IFDIR

@@ -189,6 +189,9 @@ class Shown:
     """A stat result with owner, mode (type included) and device number as the mount shows
     them (other fields as on disk)."""
     __slots__ = ("st_mode", "st_uid", "st_gid", "st_rdev", "_st")
+    # not the wrapped packed stat's all-fields unpack (layers.Stat.fields), which __getattr__
+    # would hand out: it would show the owner and mode on disk
+    fields = None
 
     def __init__(self, st, uid, gid, mode, rdev=None):
         self._st = st
