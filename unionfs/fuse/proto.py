@@ -42,6 +42,7 @@ OVER_IO_URING_FLAGS2 = 1 << 9  # FUSE_OVER_IO_URING (1 << 41), in flags2
 
 # -- open reply flags
 FOPEN_DIRECT_IO, FOPEN_KEEP_CACHE, FOPEN_CACHE_DIR, FOPEN_PASSTHROUGH = 1, 2, 8, 128
+FOPEN_NOFLUSH = 32  # the kernel answers close() itself (7.35; honoured by older minors too)
 
 # -- setattr valid bits
 FATTR_MODE, FATTR_UID, FATTR_GID, FATTR_SIZE = 1, 2, 4, 8

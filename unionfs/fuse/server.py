@@ -553,11 +553,14 @@ class Server:
         if node is not None:
             with self.nodes.lock:
                 self.nodes.opens[node] = self.nodes.opens.get(node, 0) + 1
+        # close() waits for a FLUSH, which only a descriptor that may have written needs
+        # (flush brings a hard link's other names up to date): none for a read-only one
+        noflush = P.FOPEN_NOFLUSH if flags & os.O_ACCMODE == os.O_RDONLY else 0
         if fh >= control.FH_BASE:
-            return P.OPEN_OUT.pack(fh, P.FOPEN_DIRECT_IO, 0)
+            return P.OPEN_OUT.pack(fh, P.FOPEN_DIRECT_IO | noflush, 0)
         mode, backing = self.passthrough.open(nid, fh, self.files.get(fh), flags,
                                               bool(self.bus.subscribers))
-        return P.OPEN_OUT.pack(fh, mode, backing)
+        return P.OPEN_OUT.pack(fh, mode | noflush, backing)
 
     def open(self, unique, nid, data):
         flags, _ = P.OPEN_IN.unpack_from(data)
@@ -669,7 +672,7 @@ class Server:
     def flush(self, unique, nid, data):
         """close(): the caller waits for this reply (not for RELEASE), so the other names of
         a hard link written through this file are brought up to date here."""
-        self.files.flush(P.U64.unpack_from(data)[0])
+        self._call("flush", self.files.flush, P.U64.unpack_from(data)[0])
         self.channel.reply(unique)
 
     def fsync(self, unique, nid, data):
