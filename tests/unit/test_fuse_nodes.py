@@ -77,6 +77,22 @@ def test_forget_drops_only_at_zero():
     assert nodes.path(b) == "/b"
 
 
+def test_lookup_count_past_32_bits():
+    """The kernel's count is 64 bits; the array's 32: a count past it is kept aside."""
+    nodes = Nodes()
+    a = nodes.looked_up(ROOT, "a")
+    nodes._nlookup[a] = 2 ** 32 - 1  # as if looked up that often
+    assert nodes.looked_up(ROOT, "a") == a and nodes.looked_up(ROOT, "a") == a
+    assert nodes.lookups(a) == 2 ** 32 + 1
+    nodes.forget(a, 2)
+    assert nodes.lookups(a) == 2 ** 32 - 1 and nodes.path(a) == "/a"
+    nodes.looked_up(ROOT, "a")
+    nodes.forget(a, 2 ** 32 - 1)
+    assert nodes.lookups(a) == 1 and nodes.path(a) == "/a"
+    nodes.forget(a, 1)
+    assert a not in nodes
+
+
 def test_forget_more_than_held_drops():
     nodes = Nodes()
     a = nodes.looked_up(ROOT, "a")

@@ -10,7 +10,7 @@ until its last close. The table also holds the name locks that keep a request by
 request that removes or moves that node's name apart.
 
 A walk of a million paths holds a million nodes, so a node is no object: it is an index into
-parallel arrays (parent id, lookup count, children count) and a list of names, and a
+parallel arrays of 4-byte ints (parent id, lookup count, children count) and a list of names, and a
 directory's children are found through one open-addressed table of node ids keyed by (parent
 id, name), not a dictionary per directory. An object, its id's int and a dictionary slot cost
 ~146 bytes a node; this ~35 (docs/performance.md, "Memory"). Locks, open counts and
@@ -44,11 +44,12 @@ class Nodes:
         # id 0 is no node: a parent of 0 means no parent (the root, or a name gone)
         self._parent = array("I", (0, 0))
         self._name = [None, ""]             # None: a free slot
-        self._nlookup = array("Q", (0, 1))  # the kernel's count; 0: forgotten
+        self._nlookup = array("I", (0, 1))  # the kernel's count; 0: forgotten
+        self._over = {}                     # id -> its count past the array's 2**32 - 1
         self._kids = array("I", (0, 0))     # nodes whose parent this is
         self._free = array("I")
         # (parent, name) -> id, open addressing with linear probing; 0 is an empty slot
-        self._table = array("I", bytes(4 * _MIN_TABLE))
+        self._table = array("I", (0,)) * _MIN_TABLE
         self._mask = _MIN_TABLE - 1
         self._named = 0
         self._locks = {}     # id -> readers holding it, or -1: held for removing or renaming
@@ -63,7 +64,9 @@ class Nodes:
     def lookups(self, nid):
         """The kernel's lookup count of node nid (0: unknown or forgotten)."""
         with self.lock:
-            return self._nlookup[nid] if 0 < nid < len(self._nlookup) else 0
+            if not 0 < nid < len(self._nlookup):
+                return 0
+            return self._nlookup[nid] + self._over.get(nid, 0)
 
     # Requests by node id and requests that remove or move the node's name exclude each other
     # (libfuse's path API locked its nodes the same way): an operation never runs on a path
@@ -145,7 +148,10 @@ class Nodes:
                 if not cid:
                     break
                 if parent[cid] == nid and names[cid] == name:
-                    nlookup[cid] += 1
+                    try:
+                        nlookup[cid] += 1
+                    except OverflowError:  # 4 bytes a node, a bigger count aside
+                        self._over[cid] = self._over.get(cid, 0) + 1
                     return cid
                 i = (i + 1) & mask
             # a new node (inline: this is every first LOOKUP's path)
@@ -171,9 +177,11 @@ class Nodes:
         with self.lock:
             if nid == ROOT or nid not in self:
                 return
-            left = self._nlookup[nid] - n
+            left = self._nlookup[nid] + self._over.pop(nid, 0) - n
             if left > 0:
-                self._nlookup[nid] = left
+                self._nlookup[nid] = min(left, 0xFFFFFFFF)
+                if left > 0xFFFFFFFF:
+                    self._over[nid] = left - 0xFFFFFFFF
                 return
             self._nlookup[nid] = 0
             # a new lookup makes a new node; what is below keeps its path through this one
@@ -355,7 +363,7 @@ class Nodes:
 
     def _grow(self):
         size = (self._mask + 1) * 2
-        table = array("I", bytes(4 * size))
+        table = array("I", (0,)) * size
         mask, parent, names = size - 1, self._parent, self._name
         for cid in self._table:
             if cid:
