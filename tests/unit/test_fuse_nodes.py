@@ -3,6 +3,9 @@ hidden names, the read/write name locks)."""
 import re
 import threading
 
+import pytest
+
+from unionfs.fuse import nodes as nodes_module
 from unionfs.fuse.nodes import ROOT, Nodes
 
 
@@ -468,10 +471,13 @@ def test_detached_node_lives_until_its_last_close():
     assert nodes.closed(10 ** 9) is None  # never given out: nothing to do
 
 
-def test_random_operations_agree_with_a_model():
-    """Lookups, forgets, removals, renames and exchanges over few names (many collisions in the
-    table), checked against a model of parent links after every step."""
+@pytest.mark.parametrize("first_table", [8, None])
+def test_random_operations_agree_with_a_model(monkeypatch, first_table):
+    """Lookups, forgets, removals, renames and exchanges over few names, checked against a
+    model of parent links; from a table of 8 slots, every probe collides and it grows often."""
     import random
+    if first_table:
+        monkeypatch.setattr(nodes_module, "_MIN_TABLE", first_table)
     rnd = random.Random(7)
     nodes = Nodes()
     parent, name, count = {ROOT: None}, {ROOT: ""}, {ROOT: 1}
