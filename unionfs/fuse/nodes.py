@@ -13,7 +13,7 @@ A walk of a million paths holds a million nodes, so a node is no object: it is a
 parallel arrays of 4-byte ints (parent id, lookup count, children count) and a list of names, and a
 directory's children are found through one open-addressed table of node ids keyed by (parent
 id, name), not a dictionary per directory. An object, its id's int and a dictionary slot cost
-~146 bytes a node; this ~35 (docs/performance.md, "Memory"). Locks, open counts and
+~146 bytes a node; this ~30 (docs/performance.md, "Memory"). Locks, open counts and
 detached nodes are few at a time: dictionaries and a set keyed by id.
 """
 import itertools
