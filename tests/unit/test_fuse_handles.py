@@ -276,20 +276,19 @@ def test_open_file_whose_name_is_gone_answers_through_its_handle(srv):
     ffh, ufh = _open(srv, f, os.O_RDONLY), _open(srv, u, os.O_RDWR)
     _ok(srv, "unlink", ROOT, b"f\0")
     _ok(srv, "unlink", ROOT, b"u\0")
-    assert srv.nodes.by_id[f] in srv.nodes.hidden and srv.nodes.by_id[u] in srv.nodes.hidden
+    assert f in srv.nodes.hidden and u in srv.nodes.hidden
     assert (_nlink(srv, f, ffh), _nlink(srv, f)) == (1, 1)   # the lower file keeps its link
     assert (_nlink(srv, u, ufh), _nlink(srv, u)) == (0, 0)   # in the work dir, no name left
-    nodes = [srv.nodes.by_id[nid] for nid in (f, u)]
-    parents = [n.parent for n in nodes]
-    for n in nodes:
-        n.parent = None  # nodes with no path at all: only their handles serve
+    parents = [srv.nodes._parent[nid] for nid in (f, u)]
+    for nid in (f, u):
+        srv.nodes._parent[nid] = 0  # nodes with no path at all: only their handles serve
     _ok(srv, "setattr", u, _setattr(P.FATTR_FH | P.FATTR_MODE, ufh, 0o600))
     assert stat.S_IMODE(os.fstat(ufh).st_mode) == 0o600
     assert _ask(srv, "setattr", f, _setattr(P.FATTR_FH | P.FATTR_MODE, ffh, 0o600))[0] == \
         errno.ESTALE
     assert _ask(srv, "getxattr", f, _xattr(0, "user.unionfs.source"))[0] == errno.ESTALE
-    for n, parent in zip(nodes, parents):
-        n.parent = parent
+    for nid, parent in zip((f, u), parents):
+        srv.nodes._parent[nid] = parent
     for nid, fh in ((f, ffh), (u, ufh)):
         _ok(srv, "release", nid, P.RELEASE_IN.pack(fh, 0, 0, 0))
     assert len(srv.files) == 0 and os.listdir(srv.union.copier.workdir) == []

@@ -3,6 +3,9 @@ hidden names, the read/write name locks)."""
 import re
 import threading
 
+import pytest
+
+from unionfs.fuse import nodes as nodes_module
 from unionfs.fuse.nodes import ROOT, Nodes
 
 
@@ -34,13 +37,13 @@ def test_looked_up_same_name_same_id():
     b = nodes.looked_up(ROOT, "b")
     assert a != b and ROOT not in (a, b)
     assert nodes.looked_up(ROOT, "a") == a
-    assert nodes.by_id[a].nlookup == 2
-    assert nodes.by_id[b].nlookup == 1
+    assert nodes.lookups(a) == 2
+    assert nodes.lookups(b) == 1
     sub = nodes.looked_up(a, "sub")
     assert nodes.path(a) == "/a"
     assert nodes.path(sub) == "/a/sub"
     assert nodes.child_path(sub, "x") == "/a/sub/x"
-    assert nodes.child(a, "sub").id == sub
+    assert nodes.child(a, "sub") == sub
     assert nodes.child(b, "sub") is None
     assert nodes.by_path("/a/sub") == sub
     assert nodes.by_path("/a/sub/") == sub
@@ -64,24 +67,40 @@ def test_forget_drops_only_at_zero():
     assert nodes.path(a) == "/a"
     assert nodes.by_path("/a") == a
     nodes.forget(a, 1)
-    assert a not in nodes.by_id
+    assert a not in nodes and nodes.lookups(a) == 0
     assert nodes.path(a) is None
     assert nodes.by_path("/a") is None
     assert nodes.child(ROOT, "a") is None
     b = nodes.looked_up(ROOT, "b")
     assert b == a  # a forgotten id is given out again: the kernel no longer knows it
-    assert nodes.path(b) == "/b" and nodes.by_id[b].nlookup == 1
+    assert nodes.path(b) == "/b" and nodes.lookups(b) == 1
     assert nodes.by_path("/a") is None
     nodes.forget(10 ** 6, 1)  # an id never given out is ignored
     nodes.forget(2 ** 64 - 1, 1)
     assert nodes.path(b) == "/b"
 
 
+def test_lookup_count_past_32_bits():
+    """The kernel's count is 64 bits; the array's 32: a count past it is kept aside."""
+    nodes = Nodes()
+    a = nodes.looked_up(ROOT, "a")
+    nodes._nlookup[a] = 2 ** 32 - 1  # as if looked up that often
+    assert nodes.looked_up(ROOT, "a") == a and nodes.looked_up(ROOT, "a") == a
+    assert nodes.lookups(a) == 2 ** 32 + 1
+    nodes.forget(a, 2)
+    assert nodes.lookups(a) == 2 ** 32 - 1 and nodes.path(a) == "/a"
+    nodes.looked_up(ROOT, "a")
+    nodes.forget(a, 2 ** 32 - 1)
+    assert nodes.lookups(a) == 1 and nodes.path(a) == "/a"
+    nodes.forget(a, 1)
+    assert a not in nodes
+
+
 def test_forget_more_than_held_drops():
     nodes = Nodes()
     a = nodes.looked_up(ROOT, "a")
     nodes.forget(a, 5)
-    assert a not in nodes.by_id
+    assert a not in nodes and nodes.lookups(a) == 0
 
 
 def test_forget_never_drops_root():
@@ -89,7 +108,7 @@ def test_forget_never_drops_root():
     nodes.forget(ROOT, 1)
     nodes.forget(ROOT, 100)
     assert nodes.path(ROOT) == "/"
-    assert nodes.looked_up(ROOT, "a") in nodes.by_id
+    assert nodes.looked_up(ROOT, "a") in nodes
 
 
 def test_removed_detaches_but_keeps_id_until_forgotten():
@@ -97,19 +116,19 @@ def test_removed_detaches_but_keeps_id_until_forgotten():
     ids = _tree(nodes, "/d/f", "/d/sub/g")
     f, d, g = ids["/d/f"], ids["/d"], ids["/d/sub/g"]
     nodes.removed(d, "f")
-    assert f in nodes.by_id
+    assert f in nodes
     assert nodes.path(f) is None
     assert nodes.child_path(f, "x") is None
     assert nodes.by_path("/d/f") is None
     assert nodes.child(d, "f") is None
     node, path = nodes.read_lock(f)  # it still serves handles, with no path
-    assert node.id == f and path is None
+    assert node == f and path is None
     nodes.read_unlock(node)
     # a new file of the same name is a new node; forgetting the old one leaves it alone
     f2 = nodes.looked_up(d, "f")
     assert f2 != f and nodes.path(f2) == "/d/f"
     nodes.forget(f, 1)
-    assert f not in nodes.by_id
+    assert f not in nodes
     assert nodes.by_path("/d/f") == f2
     # removing a directory takes its subtree's paths
     nodes.removed(ROOT, "d")
@@ -118,7 +137,7 @@ def test_removed_detaches_but_keeps_id_until_forgotten():
     assert nodes.path(ids["/d/sub"]) is None
     assert nodes.path(f2) is None
     assert nodes.by_path("/d/sub/g") is None
-    assert g in nodes.by_id
+    assert g in nodes
 
 
 def test_removed_unknown_name_is_noop():
@@ -143,8 +162,7 @@ def test_moved_repaths_subtree():
     assert nodes.by_path("/src") is None
     assert nodes.by_path("/dst/moved/d/e/f") == ids["/src/d/e/f"]
     assert nodes.child(ROOT, "src") is None
-    node = nodes.by_id[src]
-    assert node.name == "moved" and node.parent is nodes.by_id[ids["/dst"]]
+    assert nodes.child(ids["/dst"], "moved") == src
     assert nodes.child_path(ids["/src/d/e"], "new") == "/dst/moved/d/e/new"
     # forgetting the moved node takes it out of its new parent, not the old one
     nodes.forget(ids["/src/d/g"], 1)
@@ -171,7 +189,7 @@ def test_moved_replaces_and_detaches_target():
     assert nodes.path(ids["/old/x"]) == "/new/x"
     # the replaced node and its subtree lose their paths but keep their ids
     for p in ("/new", "/new/y", "/new/y/z"):
-        assert ids[p] in nodes.by_id
+        assert ids[p] in nodes
         assert nodes.path(ids[p]) is None
     assert nodes.by_path("/new") == ids["/old"]
     assert nodes.by_path("/new/y") is None
@@ -245,15 +263,14 @@ def test_hide_takes_a_node_out_of_every_name():
     shaped = nodes.looked_up(d, ".fuse_hidden0000000100000002")  # a user's own name
     alias = nodes.hidden_path()
     assert "\0" in alias and alias.startswith("/") and alias != nodes.hidden_path()
-    node = nodes.by_id[f]
-    nodes.hide(node, alias)
-    assert node in nodes.hidden
+    nodes.hide(f, alias)
+    assert f in nodes.hidden
     assert nodes.path(f) == alias
     assert nodes.by_path("/d/f") is None and nodes.child(d, "f") is None
     assert nodes.by_path("/d/.fuse_hidden0000000100000002") == shaped
     assert nodes.write_lock((d, "f")) == []  # a new file of the old name is not this node
     nodes.forget(f, 1)
-    assert f not in nodes.by_id and nodes.path(shaped) == "/d/.fuse_hidden0000000100000002"
+    assert f not in nodes and nodes.path(shaped) == "/d/.fuse_hidden0000000100000002"
 
 
 # ---- Nodes: the name locks ------------------------------------------------------------------
@@ -274,7 +291,7 @@ def test_write_lock_waits_for_reader():
     nodes = Nodes()
     f = nodes.looked_up(ROOT, "f")
     node, path = nodes.read_lock(f)
-    assert path == "/f" and node.lock == 1  # one reader
+    assert path == "/f" and nodes._locks[f] == 1  # one reader
     t, done, out = _start(lambda: nodes.write_lock((ROOT, "f")))
     try:
         assert not done.wait(0.2)  # held by the reader
@@ -282,10 +299,10 @@ def test_write_lock_waits_for_reader():
         nodes.read_unlock(node)
     assert done.wait(5)
     held = out[0]
-    assert [n.id for n in held] == [f]
-    assert held[0].lock == -1  # held for removing or renaming
+    assert held == [f]
+    assert nodes._locks[f] == -1  # held for removing or renaming
     nodes.write_unlock(held)
-    assert held[0].lock == 0
+    assert f not in nodes._locks
     t.join(5)
 
 
@@ -309,7 +326,7 @@ def test_reader_waits_for_writer_and_sees_new_path():
     nodes = Nodes()
     f = nodes.looked_up(ROOT, "f")
     held = nodes.write_lock((ROOT, "f"), (ROOT, "g"))  # g unknown: not held
-    assert [n.id for n in held] == [f]
+    assert held == [f]
     t, done, out = _start(lambda: nodes.read_lock(f))
     try:
         assert not done.wait(0.2)
@@ -318,9 +335,9 @@ def test_reader_waits_for_writer_and_sees_new_path():
         nodes.write_unlock(held)
     assert done.wait(5)
     node, path = out[0]
-    assert node.id == f and path == "/g"
+    assert node == f and path == "/g"
     nodes.read_unlock(node)
-    assert node.lock == 0
+    assert f not in nodes._locks
     t.join(5)
 
 
@@ -332,7 +349,7 @@ def test_write_lock_other_names_do_not_wait():
     t, done, out = _start(lambda: nodes.write_lock((ROOT, "g"), (ROOT, "missing")))
     try:
         assert done.wait(5)
-        assert [n.id for n in out[0]] == [g]
+        assert out[0] == [g]
     finally:
         nodes.read_unlock(node)
     nodes.write_unlock(out[0])
@@ -343,9 +360,208 @@ def test_write_lock_same_node_twice_in_one_call():
     nodes = Nodes()
     f = nodes.looked_up(ROOT, "f")
     held = nodes.write_lock((ROOT, "f"), (ROOT, "f"))  # rename onto itself: no self-deadlock
-    assert [n.id for n in held] == [f]
+    assert held == [f]
     nodes.write_unlock(held)
 
 
 def test_read_unlock_none_is_noop():
     Nodes().read_unlock(None)
+
+
+# ---- Nodes: slots, many children, forgotten parents, detached nodes -------------------------
+
+def test_forgotten_slot_is_given_out_again_only_when_nothing_refers_to_it():
+    nodes = Nodes()
+    a, b, c = (nodes.looked_up(ROOT, n) for n in "abc")
+    nodes.opened(b)
+    held, _ = nodes.read_lock(c)
+    for nid in (a, b, c):
+        nodes.forget(nid, 1)
+        assert nid not in nodes and nodes.path(nid) is None
+    assert nodes.looked_up(ROOT, "x") == a  # nothing refers to a: its slot again
+    fresh = {nodes.looked_up(ROOT, "y"), nodes.looked_up(ROOT, "z")}
+    assert not fresh & {b, c}  # an open handle and a lock keep theirs
+    assert nodes.closed(b) is None  # the last handle: b's slot is free now
+    nodes.read_unlock(held)          # and c's
+    assert {nodes.looked_up(ROOT, "v"), nodes.looked_up(ROOT, "w")} == {b, c}
+    assert nodes.path(b) in ("/v", "/w") and nodes.by_path("/x") == a
+
+
+def test_a_million_lookups_and_forgets_reuse_slots():
+    nodes = Nodes()
+    d = nodes.looked_up(ROOT, "d")
+    ids = [nodes.looked_up(d, "f%d" % i) for i in range(20000)]
+    assert len(set(ids)) == 20000
+    for nid in ids:
+        nodes.forget(nid, 1)
+    again = [nodes.looked_up(d, "g%d" % i) for i in range(20000)]
+    assert set(again) == set(ids)  # no slot left behind
+    assert nodes.by_path("/d/f7") is None and nodes.path(again[7]) == "/d/g7"
+    assert all(nodes.by_path("/d/g%d" % i) == nid for i, nid in enumerate(again))
+
+
+def test_rename_of_a_directory_with_many_children():
+    nodes = Nodes()
+    src, dst = nodes.looked_up(ROOT, "src"), nodes.looked_up(ROOT, "dst")
+    kids = {nodes.looked_up(src, "f%05d" % i): "f%05d" % i for i in range(5000)}
+    sub = nodes.looked_up(src, "sub")
+    deep = nodes.looked_up(sub, "deep")
+    nodes.moved(ROOT, "src", dst, "moved")
+    for nid, name in kids.items():
+        assert nodes.path(nid) == "/dst/moved/" + name
+        assert nodes.by_path("/dst/moved/" + name) == nid
+        assert nodes.by_path("/src/" + name) is None
+    assert nodes.path(deep) == "/dst/moved/sub/deep"
+    # the children are the same nodes, found by name under the same directory id
+    assert nodes.looked_up(src, "f00042") == next(n for n, m in kids.items() if m == "f00042")
+    nodes.moved(dst, "moved", ROOT, "back", exchange=False)
+    assert nodes.path(deep) == "/back/sub/deep" and nodes.by_path("/dst/moved") is None
+
+
+def test_forget_of_a_directory_with_children():
+    """The kernel forgets children first, but FORGETs are served by several threads: a
+    directory may go before its children. They keep their paths (through it) until forgotten,
+    no lookup finds them by name, and its id is not given out while they refer to it."""
+    nodes = Nodes()
+    d = nodes.looked_up(ROOT, "d")
+    sub = nodes.looked_up(d, "sub")
+    f = nodes.looked_up(sub, "f")
+    nodes.forget(d, 1)
+    nodes.forget(sub, 1)
+    assert d not in nodes and sub not in nodes
+    assert nodes.path(f) == "/d/sub/f"
+    assert nodes.by_path("/d") is None and nodes.child(ROOT, "d") is None
+    d2 = nodes.looked_up(ROOT, "d")  # a new lookup: a new node
+    assert d2 not in (d, sub, f)
+    assert nodes.looked_up(d2, "sub") not in (d, sub, f)
+    nodes.forget(f, 1)  # the last child: both slots come free
+    assert {nodes.looked_up(ROOT, "n1"), nodes.looked_up(ROOT, "n2"), nodes.looked_up(ROOT, "n3")} \
+        == {d, sub, f}
+    assert nodes.path(d2) == "/d"
+
+
+def test_removed_directory_then_forgotten_frees_its_subtree():
+    nodes = Nodes()
+    d = nodes.looked_up(ROOT, "d")
+    f = nodes.looked_up(d, "f")
+    nodes.removed(ROOT, "d")
+    assert nodes.path(f) is None and nodes.child(d, "f") == f
+    nodes.forget(d, 1)
+    assert nodes.lookups(f) == 1  # still the kernel's
+    nodes.forget(f, 1)
+    assert {nodes.looked_up(ROOT, "x"), nodes.looked_up(ROOT, "y")} == {d, f}
+
+
+def test_detached_node_lives_until_its_last_close():
+    nodes = Nodes()
+    d = nodes.looked_up(ROOT, "d")
+    f = nodes.looked_up(d, "f")
+    nodes.opened(f)
+    nodes.opened(f)
+    alias = nodes.hidden_path()
+    nodes.hide(f, alias)
+    assert nodes.path(f) == alias and nodes.is_open(f)
+    assert nodes.by_path("/d/f") is None and nodes.looked_up(d, "f") != f
+    nodes.forget(f, 1)  # the kernel forgets it before the handles are released
+    assert nodes.closed(f) is None  # a handle left
+    assert nodes.looked_up(ROOT, "x") != f
+    assert nodes.closed(f) == alias  # the last one: the caller removes the file
+    assert f not in nodes.hidden and not nodes.is_open(f)
+    assert nodes.looked_up(ROOT, "y") == f  # and the slot is free again
+    assert nodes.closed(10 ** 9) is None  # never given out: nothing to do
+
+
+@pytest.mark.parametrize("first_table", [8, None])
+def test_random_operations_agree_with_a_model(monkeypatch, first_table):
+    """Lookups, forgets, removals, renames and exchanges over few names, checked against a
+    model of parent links; from a table of 8 slots, every probe collides and it grows often."""
+    import random
+    if first_table:
+        monkeypatch.setattr(nodes_module, "_MIN_TABLE", first_table)
+    rnd = random.Random(7)
+    nodes = Nodes()
+    parent, name, count = {ROOT: None}, {ROOT: ""}, {ROOT: 1}
+    named = {}  # (parent, name) -> id
+
+    def path(nid):
+        parts = []
+        while nid != ROOT:
+            if parent[nid] is None:
+                return None
+            parts.append(name[nid])
+            nid = parent[nid]
+        return "/" + "/".join(reversed(parts))
+
+    def by_path(p):
+        nid = ROOT
+        for part in p.strip("/").split("/"):
+            nid = named.get((nid, part))
+            if nid is None:
+                return None
+        return nid
+
+    def unname(nid):
+        if named.get((parent[nid], name[nid])) == nid:
+            del named[(parent[nid], name[nid])]
+
+    names = ["n%d" % i for i in range(6)]
+    for step in range(6000):
+        live = [n for n in count if count[n] > 0]
+        op = rnd.random()
+        p, nm = rnd.choice(live), rnd.choice(names)
+        if op < 0.5:
+            cid = nodes.looked_up(p, nm)
+            if (p, nm) in named:
+                assert cid == named[(p, nm)]
+            else:
+                # a new node never takes the id of one something still refers to
+                assert cid not in parent or (count[cid] == 0 and cid not in parent.values())
+                named[(p, nm)] = cid
+                parent[cid], name[cid], count[cid] = p, nm, 0
+            count[cid] += 1
+        elif op < 0.75:
+            victim = rnd.choice(live)
+            n = rnd.choice((1, 1, 2))
+            nodes.forget(victim, n)
+            if victim != ROOT:
+                count[victim] -= n
+                if count[victim] <= 0:
+                    count[victim] = 0
+                    unname(victim)
+        elif op < 0.85:
+            nodes.removed(p, nm)
+            cid = named.pop((p, nm), None)
+            if cid is not None:
+                parent[cid] = None
+        else:
+            q, nm2 = rnd.choice(live), rnd.choice(names)
+            exchange = op > 0.95
+            nodes.moved(p, nm, q, nm2, exchange=exchange)
+            node, other = named.get((p, nm)), named.get((q, nm2))
+            for c in (other, node):
+                if c is not None:
+                    unname(c)
+                    parent[c] = None
+            if other is not None and exchange:
+                parent[other], name[other] = p, nm
+                named[(p, nm)] = other
+            if node is not None:
+                parent[node], name[node] = q, nm2
+                named[(q, nm2)] = node
+        # forgotten nodes nothing refers to leave the model as their slots come free
+        while True:
+            referred = set(parent.values())
+            free = [n for n in count if count[n] == 0 and n not in referred]
+            if not free:
+                break
+            for nid in free:
+                del parent[nid], name[nid], count[nid]
+        if step % 50 == 0 or step > 5900:
+            for nid in count:
+                if count[nid]:
+                    assert nodes.path(nid) == path(nid), (step, nid)
+                    assert nodes.lookups(nid) == count[nid]
+            for (p, nm), cid in named.items():
+                assert nodes.child(p, nm) == cid
+                if path(cid) is not None:
+                    assert nodes.by_path(path(cid)) == by_path(path(cid))

@@ -2,99 +2,71 @@
 
 The kernel names files by node id; the union by path. `Nodes` keeps, for every node the kernel
 holds (its lookup count above zero), its parent and name; a node's path is built from them
-when asked (no string per node: a walk of a million paths holds a million nodes), and renames
-and removals move and detach nodes as the kernel's dentries move. Each name is its own node (as
-in libfuse's high-level API, whose behaviour the differential tests were written against). A
-file unlinked or renamed over while open is detached (`Nodes.hide`): its node leaves every
-directory and is known by a path under DETACHED, which no user can name, until its last close.
-The table also holds the name locks that keep a request by node id and a request that removes
-or moves that node's name apart.
+when asked, and renames and removals move and detach nodes as the kernel's dentries move. Each
+name is its own node (as in libfuse's high-level API, whose behaviour the differential tests
+were written against). A file unlinked or renamed over while open is detached (`Nodes.hide`):
+its node leaves every directory and is known by a path under DETACHED, which no user can name,
+until its last close. The table also holds the name locks that keep a request by node id and a
+request that removes or moves that node's name apart.
+
+A walk of a million paths holds a million nodes, so a node is no object: it is an index into
+parallel arrays of 4-byte ints (parent id, lookup count, children count) and a list of names, and a
+directory's children are found through one open-addressed table of node ids keyed by (parent
+id, name), not a dictionary per directory. An object, its id's int and a dictionary slot cost
+~146 bytes a node; this ~30 (docs/performance.md, "Memory"). Locks, open counts and
+detached nodes are few at a time: dictionaries and a set keyed by id.
 """
 import itertools
 import threading
+from array import array
 
 ROOT = 1
 # The paths the node table gives files unlinked while open (Nodes.hide): no user's path can
 # begin so (a NUL is in no name), and a system call given one fails rather than reach a file.
 DETACHED = "/\0detached-"
 
-
-class Node:
-    """One node the kernel holds. Its path is built from its parents when asked (a walk holds a
-    node per path the kernel keeps, so a million of them: no path string kept per node)."""
-    __slots__ = ("id", "parent", "name", "nlookup", "children", "lock")
-
-    def __init__(self, nid, parent, name):
-        self.id = nid
-        self.parent = parent    # None: the root, or a node whose name is gone
-        self.name = name
-        self.nlookup = 0
-        self.children = None
-        self.lock = 0           # readers holding it, or -1: held for removing or renaming it
-
-    @property
-    def path(self):
-        """The node's path, or None once its name (or an ancestor's) is gone."""
-        parts = []
-        node = self
-        while node.parent is not None:
-            parts.append(node.name)
-            node = node.parent
-        if node.id != ROOT:
-            return None
-        return "/" + "/".join(reversed(parts))
-
-
-class _Ids:
-    """Node id -> Node: a list whose slots are reused after FORGET (no dict entry or int object
-    per node; the kernel may be given a forgotten id again)."""
-    __slots__ = ("_slots", "_free")
-
-    def __init__(self, root):
-        self._slots = [None, root]  # id 0 is never a node
-        self._free = []
-
-    def get(self, nid):
-        try:
-            return self._slots[nid]
-        except IndexError:
-            return None
-
-    def __getitem__(self, nid):
-        node = self.get(nid)
-        if node is None:
-            raise KeyError(nid)
-        return node
-
-    def __contains__(self, nid):
-        return self.get(nid) is not None
-
-    def new_id(self):
-        if self._free:
-            return self._free.pop()
-        self._slots.append(None)
-        return len(self._slots) - 1
-
-    def __setitem__(self, nid, node):
-        self._slots[nid] = node
-
-    def __delitem__(self, nid):
-        self._slots[nid] = None
-        self._free.append(nid)
+# the table's first size: 32 KiB, room for 5,000 nodes before the first rehash (which is in
+# Python, ~1,500 instructions a node)
+_MIN_TABLE = 1 << 13
 
 
 class Nodes:
-    """Node id -> Node, and each node's named children; every method holds the table lock."""
+    """Node id -> parent, name and lookup count, and (parent, name) -> node id; every method
+    holds the table lock.
+
+    A node the kernel forgot keeps its slot while something still refers to it by id: a node
+    below it (whose path is built through it), an open file, a name lock. Its slot is given out
+    again only once nothing does, so no stale reference reaches the node that reuses it."""
 
     def __init__(self):
         self.lock = threading.Lock()
         self._cond = threading.Condition(self.lock)
-        root = Node(ROOT, None, "")
-        root.nlookup = 1
-        self.by_id = _Ids(root)
-        self.opens = {}      # Node -> handles open on it
-        self.hidden = set()  # Nodes whose name was removed while open (hide())
+        # id 0 is no node: a parent of 0 means no parent (the root, or a name gone)
+        self._parent = array("I", (0, 0))
+        self._name = [None, ""]             # None: a free slot
+        self._nlookup = array("I", (0, 1))  # the kernel's count; 0: forgotten
+        self._over = {}                     # id -> its count past the array's 2**32 - 1
+        self._kids = array("I", (0, 0))     # nodes whose parent this is
+        self._free = array("I")
+        # (parent, name) -> id, open addressing with linear probing; 0 is an empty slot
+        self._table = array("I", (0,)) * _MIN_TABLE
+        self._mask = _MIN_TABLE - 1
+        self._named = 0
+        self._locks = {}     # id -> readers holding it, or -1: held for removing or renaming
+        self.opens = {}      # id -> handles open on it
+        self.hidden = set()  # ids whose name was removed while open (hide())
         self._hide = itertools.count()
+
+    def __contains__(self, nid):
+        """Does the kernel hold node nid (looked up and not forgotten)?"""
+        return 0 < nid < len(self._nlookup) and self._nlookup[nid] > 0
+
+    def lookups(self, nid):
+        """The kernel's lookup count of node nid (0: unknown or forgotten)."""
+        with self.lock:
+            if not 0 < nid < len(self._nlookup):
+                return 0
+            return self._nlookup[nid] + self._over.get(nid, 0)
 
     # Requests by node id and requests that remove or move the node's name exclude each other
     # (libfuse's path API locked its nodes the same way): an operation never runs on a path
@@ -103,118 +75,167 @@ class Nodes:
     def read_lock(self, nid):
         """The node, held against removal and renaming, and its path (None: name gone)."""
         with self.lock:
-            node = self.by_id.get(nid)
-            if node is None:
-                return None, None
-            while node.lock < 0:
+            locks = self._locks
+            while True:
+                if nid not in self:  # also after a wait: forgotten meanwhile
+                    return None, None
+                held = locks.get(nid, 0)
+                if held >= 0:
+                    break
                 self._cond.wait()
-            node.lock += 1
-            return node, node.path
+            locks[nid] = held + 1
+            return nid, self._path(nid)
 
-    def read_unlock(self, node):
-        if node is not None:
+    def read_unlock(self, nid):
+        if nid is not None:
             with self.lock:
-                node.lock -= 1
-                if node.lock == 0:
+                left = self._locks[nid] - 1
+                if left:
+                    self._locks[nid] = left
+                else:
+                    del self._locks[nid]
                     self._cond.notify_all()
+                    self._release(nid)
 
     def write_lock(self, *named):
         """The nodes of (directory id, name) pairs that the kernel holds, held exclusively."""
         with self.lock:
-            nodes = sorted({n.id: n for n in (self.child(nid, name) for nid, name in named)
-                            if n is not None}.values(), key=lambda n: n.id)
-            for node in nodes:
-                while node.lock:
+            held = sorted({c for c in (self._child(nid, name) for nid, name in named)
+                           if c is not None})
+            locks = self._locks
+            for nid in held:
+                while locks.get(nid, 0):
                     self._cond.wait()
-                node.lock = -1
-            return nodes
+                locks[nid] = -1
+            return held
 
-    def write_unlock(self, nodes):
+    def write_unlock(self, held):
         with self.lock:
-            for node in nodes:
-                node.lock = 0
+            for nid in held:
+                self._locks.pop(nid, None)
             self._cond.notify_all()
+            for nid in held:
+                self._release(nid)
 
     def path(self, nid):
         """The path of a node, or None for one whose name is gone."""
         with self.lock:
-            node = self.by_id.get(nid)
-            return None if node is None else node.path
+            return self._path(nid) if nid in self else None
 
     def child_path(self, nid, name):
         with self.lock:
-            parent = self.by_id.get(nid)
-            path = None if parent is None else parent.path
+            nlookup = self._nlookup
+            path = self._path(nid) if 0 < nid < len(nlookup) and nlookup[nid] else None
         if path is None:
             return None
         return ("/" if path == "/" else path + "/") + name
 
     def child(self, nid, name):
-        parent = self.by_id.get(nid)
-        if parent is not None and parent.children:
-            return parent.children.get(name)
-        return None
+        """The id of the node named name in directory nid, if the kernel holds one."""
+        with self.lock:
+            return self._child(nid, name)
 
     def looked_up(self, nid, name):
         """The node id for name in directory nid, its lookup count raised by one."""
         with self.lock:
-            parent = self.by_id[nid]
-            kids = parent.children
-            if kids is None:
-                kids = parent.children = {}
-            node = kids.get(name)
-            if node is None:
-                node = Node(self.by_id.new_id(), parent, name)
-                kids[name] = node
-                self.by_id[node.id] = node
-            node.nlookup += 1
-            return node.id
+            nlookup = self._nlookup
+            if not (0 < nid < len(nlookup) and nlookup[nid]):
+                raise KeyError(nid)
+            table, mask, parent, names = self._table, self._mask, self._parent, self._name
+            i = hash((nid, name)) & mask
+            while True:
+                cid = table[i]
+                if not cid:
+                    break
+                if parent[cid] == nid and names[cid] == name:
+                    try:
+                        nlookup[cid] += 1
+                    except OverflowError:  # 4 bytes a node, a bigger count aside
+                        self._over[cid] = self._over.get(cid, 0) + 1
+                    return cid
+                i = (i + 1) & mask
+            # a new node (inline: this is every first LOOKUP's path)
+            if self._free:
+                cid = self._free.pop()
+                names[cid] = name
+                nlookup[cid] = 1
+                parent[cid] = nid
+            else:
+                cid = len(names)
+                names.append(name)
+                parent.append(nid)
+                nlookup.append(1)
+                self._kids.append(0)
+            self._kids[nid] += 1
+            table[i] = cid
+            self._named += 1
+            if self._named * 3 > mask * 2:
+                self._grow()
+            return cid
 
     def forget(self, nid, n):
         with self.lock:
-            node = self.by_id.get(nid)
-            if node is None or nid == ROOT:
+            if nid == ROOT or nid not in self:
                 return
-            node.nlookup -= n
-            if node.nlookup <= 0:
-                del self.by_id[nid]
-                self._drop_name(node)  # a new lookup makes a new node
-
-    @staticmethod
-    def _drop_name(node):
-        """Take the node out of its parent's children (if it is still the one named there)."""
-        parent = node.parent
-        if parent is not None and parent.children and parent.children.get(node.name) is node:
-            del parent.children[node.name]
-
-    def _unlink(self, node):
-        self._drop_name(node)
-        node.parent = None
+            left = self._nlookup[nid] + self._over.pop(nid, 0) - n
+            if left > 0:
+                self._nlookup[nid] = min(left, 0xFFFFFFFF)
+                if left > 0xFFFFFFFF:
+                    self._over[nid] = left - 0xFFFFFFFF
+                return
+            self._nlookup[nid] = 0
+            # a new lookup makes a new node; what is below keeps its path through this one
+            # (as the kernel forgets children first, only until their FORGETs are served)
+            self._unname(nid)
+            self._release(nid)
 
     def removed(self, nid, name):
         """The name is gone (unlink, rmdir, rename over it): its node keeps serving handles."""
         with self.lock:
-            node = self.child(nid, name)
-            if node is not None:
-                self._unlink(node)  # no parent: no path, for it and what is below it
+            cid = self._child(nid, name)
+            if cid is not None:
+                self._detach(cid)  # no parent: no path, for it and what is below it
 
     def moved(self, nid, name, new_nid, new_name, exchange=False):
         with self.lock:
-            node = self.child(nid, name)
-            other = self.child(new_nid, new_name)
+            node = self._child(nid, name)
+            other = self._child(new_nid, new_name)
             if other is not None:
-                self._unlink(other)
-                if exchange:
-                    self._attach(other, self.by_id[nid], name)
+                self._detach(other)
             if node is not None:
-                self._unlink(node)
-                self._attach(node, self.by_id[new_nid], new_name)
+                self._detach(node)
+            if other is not None and exchange:
+                self._attach(other, nid, name)
+            if node is not None:
+                self._attach(node, new_nid, new_name)  # what is below it follows its id
 
-    def _attach(self, node, parent, name):
-        if parent.children is None:
-            parent.children = {}
-        parent.children[name] = node
-        node.parent, node.name = parent, name  # what is below it follows: paths are built
+    def opened(self, nid):
+        """One more handle open on node nid."""
+        with self.lock:
+            if 0 < nid < len(self._name) and self._name[nid] is not None:
+                self.opens[nid] = self.opens.get(nid, 0) + 1
+
+    def is_open(self, nid):
+        return bool(self.opens.get(nid))
+
+    def closed(self, nid):
+        """One handle on node nid closed. Returns the path to remove when it was the last one
+        of a detached node (hide()), else None."""
+        with self.lock:
+            if not 0 < nid < len(self._name):
+                return None
+            left = self.opens.get(nid, 1) - 1
+            if left > 0:
+                self.opens[nid] = left
+                return None
+            self.opens.pop(nid, None)
+            path = None
+            if nid in self.hidden:
+                self.hidden.discard(nid)
+                path = self._path(nid)
+                self._set_parent(nid, 0)  # no path any more: a request by id finds no file
+            self._release(nid)
+            return path
 
     def hidden_name(self, nid):
         """A name for the file open(O_TMPFILE) makes before it is detached."""
@@ -226,21 +247,128 @@ class Nodes:
         lookup, listing or rename reaches it."""
         return "%s%x" % (DETACHED, next(self._hide))
 
-    def hide(self, node, path):
+    def hide(self, nid, path):
         """The node's name is gone while the node stays open: it takes `path`, outside every
         directory's children."""
         with self.lock:
-            self._unlink(node)
-            node.parent, node.name = self.by_id[ROOT], path[1:]
-            self.hidden.add(node)
+            self._detach(nid)
+            self._name[nid] = path[1:]
+            self._set_parent(nid, ROOT)
+            self.hidden.add(nid)
 
     def by_path(self, path):
         """The node the kernel holds for a path, if any."""
         with self.lock:
-            node = self.by_id[ROOT]
+            nid = ROOT
             for part in path.split("/"):
                 if part:
-                    node = node.children.get(part) if node.children else None
-                    if node is None:
+                    nid = self._child(nid, part)
+                    if nid is None:
                         return None
-            return node.id
+            return nid
+
+    # -- under the lock
+
+    def _path(self, nid):
+        """The node's path, or None once its name (or an ancestor's) is gone."""
+        parent, names = self._parent, self._name
+        parts = []
+        while nid != ROOT:
+            parts.append(names[nid])
+            nid = parent[nid]
+            if not nid:
+                return None
+        return "/" + "/".join(reversed(parts))
+
+    def _slot(self, nid, name):
+        """The table index holding (nid, name), or of the empty slot where it would go."""
+        table, mask, parent, names = self._table, self._mask, self._parent, self._name
+        i = hash((nid, name)) & mask
+        while True:
+            cid = table[i]
+            if not cid or (parent[cid] == nid and names[cid] == name):
+                return i
+            i = (i + 1) & mask
+
+    def _child(self, nid, name):
+        if not 0 < nid < len(self._name):
+            return None
+        return self._table[self._slot(nid, name)] or None
+
+    def _set_parent(self, cid, nid):
+        old = self._parent[cid]
+        self._parent[cid] = nid
+        if nid:
+            self._kids[nid] += 1
+        if old:
+            self._kids[old] -= 1
+            self._release(old)
+
+    def _release(self, nid):
+        """Give node nid's slot back if nothing refers to it any more (see the class), and so
+        up the parents that it alone kept."""
+        while (nid != ROOT and not self._nlookup[nid] and not self._kids[nid]
+               and nid not in self._locks and nid not in self.opens and nid not in self.hidden
+               and self._name[nid] is not None):
+            self._unname(nid)
+            up = self._parent[nid]
+            self._parent[nid] = 0
+            self._name[nid] = None
+            self._free.append(nid)
+            if not up:
+                return
+            self._kids[up] -= 1
+            nid = up
+
+    def _unname(self, cid):
+        """Take node cid out of the table (if it is the one named there)."""
+        nid = self._parent[cid]
+        if not nid:
+            return
+        table = self._table
+        i = self._slot(nid, self._name[cid])
+        if table[i] != cid:
+            return
+        # backward-shift deletion: what a probe for a later entry passed over moves into the
+        # hole, so no probe ever stops short of its key
+        mask, parent, names = self._mask, self._parent, self._name
+        j = i
+        while True:
+            j = (j + 1) & mask
+            other = table[j]
+            if not other:
+                break
+            home = hash((parent[other], names[other])) & mask
+            if (j - home) & mask >= (j - i) & mask:
+                table[i] = other
+                i = j
+        table[i] = 0
+        self._named -= 1
+
+    def _detach(self, cid):
+        self._unname(cid)
+        self._set_parent(cid, 0)
+
+    def _attach(self, cid, nid, name):
+        if not 0 < nid < len(self._name) or self._name[nid] is None:
+            return  # no such directory: the node stays detached
+        self._name[cid] = name
+        self._set_parent(cid, nid)
+        i = self._slot(nid, name)
+        if not self._table[i]:
+            self._named += 1
+        self._table[i] = cid
+        if self._named * 3 > self._mask * 2:
+            self._grow()
+
+    def _grow(self):
+        size = (self._mask + 1) * 2
+        table = array("I", (0,)) * size
+        mask, parent, names = size - 1, self._parent, self._name
+        for cid in self._table:
+            if cid:
+                i = hash((parent[cid], names[cid])) & mask
+                while table[i]:
+                    i = (i + 1) & mask
+                table[i] = cid
+        self._table, self._mask = table, mask

@@ -478,7 +478,7 @@ class Server:
         """A file still open keeps its data: its name goes as on unlink, and its node is
         detached (Nodes.hide), tracked by the node itself, never by a name's shape."""
         node = self.nodes.child(nid, name)
-        if node is None or not self.nodes.opens.get(node):
+        if node is None or not self.nodes.is_open(node):
             return False
         alias = self.nodes.hidden_path()
         self._call("unlink", self.union.detach, path, alias, paths=(path,),
@@ -548,11 +548,9 @@ class Server:
 
     # -- files
 
-    def _opened(self, node, nid, fh, flags):
+    def _opened(self, nid, fh, flags):
         """fuse_open_out of a file just opened: the kernel's or the daemon's to serve."""
-        if node is not None:
-            with self.nodes.lock:
-                self.nodes.opens[node] = self.nodes.opens.get(node, 0) + 1
+        self.nodes.opened(nid)
         # close() waits for a FLUSH, which only a descriptor that may have written needs
         # (flush brings a hard link's other names up to date): none for a read-only one
         noflush = P.FOPEN_NOFLUSH if flags & os.O_ACCMODE == os.O_RDONLY else 0
@@ -568,7 +566,7 @@ class Server:
         try:
             fh = self._call("open", self.files.open, path, flags, self.local.ctx[0],
                             cause=("open", path, None))
-            out = self._opened(node, nid, fh, flags)
+            out = self._opened(nid, fh, flags)
         finally:
             self.nodes.read_unlock(node)
         self.channel.reply(unique, out)
@@ -590,8 +588,7 @@ class Server:
             self.files.release(fh)
             raise
         node_id = self.nodes.looked_up(nid, name)
-        return self._entry_of(node_id, st, ino, nlink) + self._opened(
-            self.nodes.by_id.get(node_id), node_id, fh, flags)
+        return self._entry_of(node_id, st, ino, nlink) + self._opened(node_id, fh, flags)
 
     def tmpfile(self, unique, nid, data):
         """open(O_TMPFILE): a file made under a hidden name, then unlinked while open (as any
@@ -646,27 +643,13 @@ class Server:
         fh = P.RELEASE_IN.unpack_from(data)[0]
         self.passthrough.release(fh)
         self._call("release", self.files.release, fh)
-        nodes = self.nodes
-        node = nodes.by_id.get(nid)
-        if node is not None:
-            with nodes.lock:
-                left = nodes.opens.get(node, 1) - 1
-                if left:
-                    nodes.opens[node] = left
-                else:
-                    nodes.opens.pop(node, None)
-                last = not left and node in nodes.hidden
-            if last:
-                nodes.hidden.discard(node)
-            if last:
-                # a file unlinked while open goes with its last close
-                with nodes.lock:
-                    path, node.parent = node.path, None
-                try:
-                    if path is not None:
-                        self.union.unlink(path)
-                except OSError:
-                    pass
+        path = self.nodes.closed(nid)
+        if path is not None:
+            # a file unlinked while open goes with its last close
+            try:
+                self.union.unlink(path)
+            except OSError:
+                pass
         self.channel.reply(unique)
 
     def flush(self, unique, nid, data):
