@@ -136,3 +136,14 @@ class FakeChannel:
 
     def inval_inode(self, nid, offset=-1, length=0):
         pass
+
+
+def work_leftovers(union):
+    """What the work dir holds besides the shared whiteout (which must be a 0/0 device)."""
+    work = union.copier.workdir
+    shared = union.writer.shared_whiteout
+    if shared is not None:
+        assert is_wh(shared)
+    # the shared name is a path through the work dir's fd: compare the entry names
+    keep = os.path.basename(shared) if shared is not None else None
+    return sorted(n for n in os.listdir(work) if n != keep)

@@ -6,7 +6,7 @@ import stat
 import pytest
 
 from tests.unit.helpers import (OWNER, errno_of, is_wh, layers, make_union, names, needs_root,
-                                read, ucreate, uread, uwrite, write, xget)
+                                read, ucreate, uread, uwrite, work_leftovers, write, xget)
 
 pytestmark = needs_root
 
@@ -86,7 +86,7 @@ def test_recreate_over_whiteout(env):
     ucreate(u, "/f", b"fresh")
     assert uread(u, "/f") == b"fresh"
     assert stat.S_ISREG(os.lstat(upper + "/f").st_mode)
-    assert os.listdir(u.copier.workdir) == []
+    assert work_leftovers(u) == []
 
 
 def test_rmdir_merged_then_mkdir_is_opaque(env):
@@ -102,7 +102,7 @@ def test_rmdir_merged_then_mkdir_is_opaque(env):
     assert xget(upper + "/d", "trusted.overlay.opaque") == b"y"
     assert names(u, "/d") == []
     assert u.lookup("/d/a") is None
-    assert os.listdir(u.copier.workdir) == []
+    assert work_leftovers(u) == []
 
 
 def test_mkdir_in_merged_parent_is_opaque_and_in_pure_upper_parent_not(env):

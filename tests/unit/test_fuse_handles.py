@@ -8,7 +8,7 @@ import stat
 
 import pytest
 
-from tests.unit.helpers import FakeChannel, needs_root, read, union_env, write
+from tests.unit.helpers import FakeChannel, needs_root, read, union_env, work_leftovers, write
 from unionfs import control
 from unionfs.core import readdir
 from unionfs.fuse import proto as P
@@ -291,7 +291,7 @@ def test_open_file_whose_name_is_gone_answers_through_its_handle(srv):
         srv.nodes._parent[nid] = parent
     for nid, fh in ((f, ffh), (u, ufh)):
         _ok(srv, "release", nid, P.RELEASE_IN.pack(fh, 0, 0, 0))
-    assert len(srv.files) == 0 and os.listdir(srv.union.copier.workdir) == []
+    assert len(srv.files) == 0 and work_leftovers(srv.union) == []
 
 
 @needs_root

@@ -173,3 +173,95 @@ def test_private_xattr_names():
     assert not wo.is_private_xattr("user.mine")
     assert not wo.is_private_xattr("trusted.overlayx")
     assert not wo.is_private_xattr("security.capability")
+
+
+# ---- whiteouts share one inode (as the kernel's ovl_whiteout) ----------------------------------
+
+def _lower_files(lower, n):
+    for i in range(n):
+        write(os.path.join(lower, "d", "f%d" % i), b"x")
+
+
+@needs_root
+def test_whiteouts_are_links_of_one_inode_kept_in_the_work_dir(tmp_path):
+    from tests.unit.helpers import union_env
+    u, lower, upper, work = union_env(tmp_path)
+    _lower_files(lower, 5)
+    for i in range(5):
+        u.unlink("/d/f%d" % i)
+    sts = [os.lstat(os.path.join(upper, "d", "f%d" % i)) for i in range(5)]
+    assert all(wo.is_whiteout_stat(st) for st in sts)
+    assert len({st.st_ino for st in sts}) == 1
+    assert sts[0].st_nlink == 6  # the five and the work dir's own name
+    assert sorted(os.listdir(os.path.join(upper, "d"))) == ["f%d" % i for i in range(5)]
+
+
+@needs_root
+def test_a_whiteout_inode_full_of_links_gives_way_to_a_new_one(tmp_path, monkeypatch):
+    import errno
+    from tests.unit.helpers import union_env
+    u, lower, upper, work = union_env(tmp_path)
+    _lower_files(lower, 3)
+    u.unlink("/d/f0")
+    real_link, calls = os.link, []
+
+    def link(*a, **kw):  # the filesystem's link limit reached once
+        calls.append(a)
+        if len(calls) == 1:
+            raise OSError(errno.EMLINK, "Too many links")
+        return real_link(*a, **kw)
+
+    monkeypatch.setattr(wo.os, "link", link)
+    u.unlink("/d/f1")
+    u.unlink("/d/f2")
+    ino = [os.lstat(os.path.join(upper, "d", n)).st_ino for n in ("f0", "f1", "f2")]
+    assert ino[0] != ino[1] == ino[2]
+    assert all(wo.is_whiteout_stat(os.lstat(os.path.join(upper, "d", n)))
+               for n in ("f0", "f1", "f2"))
+    assert len(os.listdir(os.path.join(work, "work"))) == 1  # the full one's name went
+
+
+@needs_root
+def test_a_filesystem_that_will_not_link_gets_a_device_per_whiteout(tmp_path, monkeypatch):
+    import errno
+    from tests.unit.helpers import union_env
+    u, lower, upper, work = union_env(tmp_path)
+    _lower_files(lower, 2)
+
+    def link(*a, **kw):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(wo.os, "link", link)
+    u.unlink("/d/f0")
+    u.unlink("/d/f1")
+    sts = [os.lstat(os.path.join(upper, "d", n)) for n in ("f0", "f1")]
+    assert all(wo.is_whiteout_stat(st) and st.st_nlink == 1 for st in sts)
+
+
+@needs_root
+def test_a_file_swapped_in_for_the_shared_whiteout_is_never_linked(tmp_path):
+    from tests.unit.helpers import union_env
+    u, lower, upper, work = union_env(tmp_path)
+    _lower_files(lower, 2)
+    u.unlink("/d/f0")
+    wdir = os.path.join(work, "work")
+    (name,) = os.listdir(wdir)
+    os.unlink(os.path.join(wdir, name))
+    write(os.path.join(wdir, name), b"not a whiteout")  # the same name, another file
+    u.unlink("/d/f1")
+    st = os.lstat(os.path.join(upper, "d", "f1"))
+    assert wo.is_whiteout_stat(st)
+    assert st.st_ino == os.lstat(os.path.join(upper, "d", "f0")).st_ino
+
+
+@needs_root
+def test_a_shared_whiteout_is_not_made_over_an_existing_name(tmp_path):
+    from tests.unit.helpers import union_env
+    u, lower, upper, work = union_env(tmp_path)
+    p = os.path.join(upper, "taken")
+    write(p, b"mine")
+    u.writer.make_whiteout(os.path.join(upper, "first"))  # so the next is a link
+    with pytest.raises(FileExistsError):
+        u.writer.make_whiteout(p)
+    with open(p, "rb") as f:
+        assert f.read() == b"mine"

@@ -74,6 +74,7 @@ class Union(DirOps, FileOps, CopyUpOps, ReaddirOps):
         self._orphans = {}
         if self.copier is not None:
             self.copier.clean()  # what a crash left in WORK/work goes before anything is served
+            self.writer.share_whiteouts(self.copier.temp)
         self._work_layer = Layer(self.copier.workdir, -1) if self.copier else None
         self.root = resolve_root(layers)
         self.stats = {"copyups": 0, "copyup_bytes": 0, "whiteouts": 0}
