@@ -25,9 +25,14 @@ ROOT = 1
 # begin so (a NUL is in no name), and a system call given one fails rather than reach a file.
 DETACHED = "/\0detached-"
 
-# the table's first size: 32 KiB, room for 5,000 nodes before the first rehash (which is in
-# Python, ~1,500 instructions a node)
+# the table's first size: 32 KiB, room for 5,000 nodes before it first grows
 _MIN_TABLE = 1 << 13
+# Growing rehashes in Python, ~1,500 instructions a node: done at once, the doubling at 700,000
+# nodes held the table lock (every request) for 0.4 s. So the old table is moved over a few
+# slots at a time: this many per name added (the move is over when a sixteenth more of the new
+# table has filled, long before it must grow again), and an entry asked for is moved first.
+_MOVE = 64
+_GONE = 0xFFFFFFFF  # an old table's slot whose entry was moved first: probes pass over it
 
 
 class Nodes:
@@ -52,6 +57,8 @@ class Nodes:
         self._table = array("I", (0,)) * _MIN_TABLE
         self._mask = _MIN_TABLE - 1
         self._named = 0
+        self._old = None     # while growing: the table being moved over (_grow)
+        self._moved = 0      # its slots below this are moved
         self._locks = {}     # id -> readers holding it, or -1: held for removing or renaming
         self.opens = {}      # id -> handles open on it
         self.hidden = set()  # ids whose name was removed while open (hide())
@@ -141,6 +148,8 @@ class Nodes:
             nlookup = self._nlookup
             if not (0 < nid < len(nlookup) and nlookup[nid]):
                 raise KeyError(nid)
+            if self._old is not None:
+                self._pull(nid, name)
             table, mask, parent, names = self._table, self._mask, self._parent, self._name
             i = hash((nid, name)) & mask
             while True:
@@ -169,8 +178,8 @@ class Nodes:
             self._kids[nid] += 1
             table[i] = cid
             self._named += 1
-            if self._named * 3 > mask * 2:
-                self._grow()
+            if self._old is not None or self._named * 3 > mask * 2:
+                self._added()
             return cid
 
     def forget(self, nid, n):
@@ -282,6 +291,8 @@ class Nodes:
 
     def _slot(self, nid, name):
         """The table index holding (nid, name), or of the empty slot where it would go."""
+        if self._old is not None:
+            self._pull(nid, name)
         table, mask, parent, names = self._table, self._mask, self._parent, self._name
         i = hash((nid, name)) & mask
         while True:
@@ -358,17 +369,60 @@ class Nodes:
         if not self._table[i]:
             self._named += 1
         self._table[i] = cid
+        self._added()
+
+    def _added(self):
+        """A name went into the table: move some of the old one over, or start growing."""
+        if self._old is not None:
+            self._move(_MOVE)
         if self._named * 3 > self._mask * 2:
+            if self._old is not None:  # not reached at _MOVE's pace; kept correct anyway
+                self._move(len(self._old))
             self._grow()
 
     def _grow(self):
+        """Double the table: a new, empty one takes every new name, and the old one's entries
+        move over as names are added (_added) or looked for (_pull)."""
         size = (self._mask + 1) * 2
-        table = array("I", (0,)) * size
-        mask, parent, names = size - 1, self._parent, self._name
-        for cid in self._table:
-            if cid:
-                i = hash((parent[cid], names[cid])) & mask
-                while table[i]:
-                    i = (i + 1) & mask
-                table[i] = cid
-        self._table, self._mask = table, mask
+        self._old, self._moved = self._table, 0
+        self._table, self._mask = array("I", (0,)) * size, size - 1
+
+    def _put(self, cid):
+        """Enter node cid, absent from the table, at its (parent, name)."""
+        table, mask = self._table, self._mask
+        i = hash((self._parent[cid], self._name[cid])) & mask
+        while table[i]:
+            i = (i + 1) & mask
+        table[i] = cid
+
+    def _move(self, n):
+        """Move the old table's next n slots over; drop the old table once all are."""
+        old, table, mask, parent, names = (self._old, self._table, self._mask, self._parent,
+                                           self._name)
+        start = self._moved
+        end = min(start + n, len(old))
+        # slots below _moved count as gone (_pull passes over them): nothing is written back
+        for cid in old[start:end]:
+            if cid and cid != _GONE:
+                j = hash((parent[cid], names[cid])) & mask  # _put, inline: every entry's path
+                while table[j]:
+                    j = (j + 1) & mask
+                table[j] = cid
+        self._moved = end
+        if end == len(old):
+            self._old = None
+
+    def _pull(self, nid, name):
+        """Move (nid, name) over from the old table if it is still there."""
+        old, parent, names, moved = self._old, self._parent, self._name, self._moved
+        mask = len(old) - 1
+        i = hash((nid, name)) & mask
+        while True:
+            cid = old[i]
+            if not cid:
+                return
+            if i >= moved and cid != _GONE and parent[cid] == nid and names[cid] == name:
+                old[i] = _GONE
+                self._put(cid)
+                return
+            i = (i + 1) & mask
