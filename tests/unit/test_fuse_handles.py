@@ -248,6 +248,20 @@ def test_write_to_a_lower_file_copies_up_and_the_table_holds_it_until_release(sr
     assert ops["write"]["count"] == 2 and ops["open"]["count"] == 1
 
 
+def test_stats_count_a_setattr_as_its_changes_not_as_a_getattr(srv):
+    """`unionfs stats` counts requests: the attributes a SETATTR answers with are part of it,
+    not a GETATTR the kernel sent (a chown looked like two GETATTRs and a SETATTR)."""
+    f = _lookup(srv, ROOT, "f")
+    _ok(srv, "getattr", f, P.GETATTR_IN.pack(0, 0, 0))
+    before = srv.stats.snapshot()
+    _ok(srv, "setattr", f, _setattr(P.FATTR_MODE, mode=0o600))
+    ops = srv.stats.snapshot()
+    assert ops["chmod"]["count"] == before.get("chmod", {}).get("count", 0) + 1
+    assert ops["getattr"]["count"] == before["getattr"]["count"] == 1
+    assert stat.S_IMODE(P.ATTR.unpack_from(srv.channel.replies[-1][2], P.ATTR_OUT.size)[9]) \
+        == 0o600
+
+
 @needs_root
 def test_read_fsync_fallocate_lseek_go_through_the_handle(srv):
     f = _lookup(srv, ROOT, "f")

@@ -277,8 +277,11 @@ class Server:
         ev, av = self.entry_valid, self.attr_valid
         return P.ENTRY.pack(node_id, 0, ev[0], av[0], ev[1], av[1]) + P.attr(st, ino, nlink)
 
-    def _attr(self, path, fh=None):
-        st, ino, nlink = self._call("getattr", self._stat, path, fh)
+    def _attr(self, path, fh=None, counted=True):
+        """The fuse_attr_out of a path; counted as a getattr in the stats only when a GETATTR
+        asked for it (a SETATTR's answer is part of that request)."""
+        st, ino, nlink = (self._call("getattr", self._stat, path, fh) if counted
+                          else self._stat(path, fh))
         return P.ATTR_OUT.pack(self.attr_valid[0], self.attr_valid[1], 0) + P.attr(st, ino, nlink)
 
     def _invalidate(self, paths, pages=True):
@@ -440,7 +443,7 @@ class Server:
                 if valid & P.FATTR_MTIME else None
             self._call("utimens", *((u.futimens, gone) if gone else (u.utimens, path)), a, m,
                        paths=on, guard=on)
-        return self._attr(path, fh)
+        return self._attr(path, fh, counted=False)
 
     def readlink(self, unique, nid, data):
         node, path = self._hold(nid)
