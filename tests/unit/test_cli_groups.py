@@ -43,3 +43,17 @@ def test_a_daemon_imports_nothing_it_does_not_serve_with():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          timeout=60).stdout.splitlines()[-1]
     assert out == "[]"
+
+
+def test_an_image_command_loads_only_what_it_runs():
+    """`unionfs image pull` (and ls, tag, save ...) pays for neither the inspection package
+    (cli/inspect.py, inspect/) nor the mount machinery (image/mount.py, mounts.py): ~50 ms of
+    imports in each call, and pull is measured against skopeo."""
+    code = ("import sys; from unionfs import cli\n"
+            "try:\n    cli.main(['image', 'pull', '--help'])\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in ('unionfs.cli.inspect', 'unionfs.inspect', "
+            "'unionfs.image.mount', 'unionfs.mounts', 'unionfs.image.uppers') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         timeout=60).stdout.splitlines()[-1]
+    assert out == "[]"

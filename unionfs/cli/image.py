@@ -6,12 +6,11 @@ import json
 import re
 import sys
 
-from ..image import describe, digest, remove as removal, uppers
+from ..image import digest
 from ..image.errors import ImageError
-from ..image.mount import mount_image, pull_if_missing, umount_image
 from ..image.store import Store, default_root
 from ..messages import human
-from . import inspect as inspect_cli, registry
+from . import registry
 from .output import ago, emit_records, format_args as _format_args
 from .registry import sigterm_interrupts
 
@@ -124,7 +123,14 @@ def register(sub):
     p.add_argument("other", nargs="?", metavar="IMAGE_B", help="a second image to compare with")
     p.add_argument("--lower", help="for a bare upper dir: its lower layers, top first, ':'-separated")
     p.add_argument("--image", help="for a bare upper dir: the image it was made over")
-    inspect_cli.add_diff_args(p)
+    # the image forms of `unionfs diff` (cli/inspect.py serves them; imported when they run,
+    # so the other image commands do not load the inspection package)
+    p.add_argument("--layer", type=int, metavar="N",
+                   help="with IMAGE: what layer N (1 = the base) changed over the layers below")
+    p.add_argument("-u", "--unified", action="store_true",
+                   help="image diffs: a unified diff of each changed text file")
+    p.add_argument("--json", action="store_true", help="JSON output (\"version\": 1)")
+    p.add_argument("--csv", action="store_true", help="CSV output")
     _store_arg(p)
 
     p = sub.add_parser("commit", help="store what an image mount or upper changed as a new image",
@@ -224,6 +230,7 @@ def _short_id(image_id, no_trunc):
 
 
 def cmd_ls(args):
+    from ..image import describe
     store = _store(args)
     if args.quiet:
         for img in store.images():
@@ -240,6 +247,7 @@ def cmd_ls(args):
 
 
 def cmd_history(args):
+    from ..image import describe
     img = _store(args).get(args.image)
     out = [("IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT")]
     records = []
@@ -256,6 +264,7 @@ def cmd_history(args):
 
 
 def cmd_inspect(args):
+    from ..image import describe
     if args.remote:
         return registry.cmd_remote_inspect(args)
     store = _store(args)
@@ -272,6 +281,7 @@ def cmd_tag(args):
 
 
 def cmd_rm(args):
+    from ..image import remove as removal
     for what in removal.remove(_store(args), args.images, args.force):
         if what[0] == "untagged":
             print("Untagged: %s" % what[1])
@@ -285,6 +295,7 @@ def cmd_rm(args):
 
 
 def cmd_prune(args):
+    from ..image import remove as removal
     for what in removal.prune(_store(args)):
         if what[0] == "deleted":
             print("Deleted: %s" % what[1])
@@ -296,6 +307,7 @@ def cmd_prune(args):
 
 
 def cmd_mount(args):
+    from ..image.mount import mount_image, pull_if_missing
     store = _store(args)
     ref = pull_if_missing(store, args.image, args.tls_verify)
     name = mount_image(store, ref, args.mountpoint, args.options, args.rw, args.upper)
@@ -305,11 +317,13 @@ def cmd_mount(args):
 
 
 def cmd_umount(args):
+    from ..image.mount import umount_image
     umount_image(_store(args), args.mountpoint)
     return 0
 
 
 def cmd_uppers(args):
+    from ..image import uppers
     records = uppers.upper_records(_store(args))
     rows = [("NAME", "IMAGE", "CREATED", "MOUNTED ON")]
     for r in records:
@@ -320,6 +334,7 @@ def cmd_uppers(args):
 
 
 def cmd_rm_upper(args):
+    from ..image import uppers
     for name in uppers.remove_uppers(_store(args), args.names):
         print(name)
     return 0
@@ -333,6 +348,8 @@ def cmd_save(args):
 
 
 def cmd_diff(args):
+    from ..image import uppers
+    from . import inspect as inspect_cli
     from ..image.changes import Changes
     if args.other is not None or args.layer is not None:
         return inspect_cli.cmd_diff_images(args)
@@ -346,6 +363,8 @@ def cmd_diff(args):
 
 
 def cmd_commit(args):
+    from ..image import uppers
+    from . import inspect as inspect_cli
     from ..image.changes import Changes
     from ..image.commit import commit_image
     store = _store(args)

@@ -74,16 +74,6 @@ def register(sub):
     _common(p)
 
 
-def add_diff_args(p):
-    """The image forms of `unionfs diff` (called by cli/image.py)."""
-    p.add_argument("--layer", type=int, metavar="N",
-                   help="with IMAGE: what layer N (1 = the base) changed over the layers below")
-    p.add_argument("-u", "--unified", action="store_true",
-                   help="image diffs: a unified diff of each changed text file")
-    p.add_argument("--json", action="store_true", help="JSON output (\"version\": 1)")
-    p.add_argument("--csv", action="store_true", help="CSV output")
-
-
 # ---- helpers --------------------------------------------------------------------------------------
 
 def _store(args):
