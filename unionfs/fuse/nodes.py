@@ -28,8 +28,8 @@ DETACHED = "/\0detached-"
 # the table's first size: 32 KiB, room for 5,000 nodes before it first grows
 _MIN_TABLE = 1 << 13
 # Growing rehashes in Python, ~1,500 instructions a node: done at once, the doubling at 700,000
-# nodes held the table lock (every request) for 0.4 s. So the old table is moved over a few
-# slots at a time: this many per name added (the move is over when a sixteenth more of the new
+# nodes held the table lock (every request) for 0.35 s. So the old table is moved over a few
+# slots at a time: this many per name added (the move is over once a 128th more of the new
 # table has filled, long before it must grow again), and an entry asked for is moved first.
 _MOVE = 64
 _GONE = 0xFFFFFFFF  # an old table's slot whose entry was moved first: probes pass over it
