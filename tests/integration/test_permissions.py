@@ -277,3 +277,64 @@ print(json.dumps(r))
         with unionfs_mount([dirs[0]], dirs[1], dirs[2], dirs[3]):
             assert run_as(NOBODY, code, dirs[3]) == "EACCES"
         assert not is_mounted(dirs[3])
+
+
+_WRITE_TWICE = r'''
+import os, sys
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_APPEND)
+os.write(fd, b"one\n")
+print("written", flush=True)
+sys.stdin.readline()
+os.write(fd, b"two\n")
+os.close(fd)
+print("done", flush=True)
+'''
+
+
+def _setgid_made_while_open(kind, base, lower):
+    """A file without group execute is opened and written by a user outside its group; its
+    owner (root) then makes it setgid, and the user writes again: (mode after the chmod, mode
+    after the second write)."""
+    upper, work, mnt = (os.path.join(base, kind, n) for n in ("upper", "work", "mnt"))
+    for p in (upper, work, mnt):
+        os.makedirs(p)
+        os.chmod(p, 0o755)
+    os.chmod(os.path.join(base, kind), 0o755)
+    # the daemon's own write path: passthrough writes never reach it (docs/security.md)
+    cm = (kernel_overlay_mount([lower], upper, work, mnt) if kind == "kernel" else
+          unionfs_mount([lower], upper, work, mnt, options=("allow_other", "nopassthrough")))
+    with cm:
+        f = os.path.join(mnt, "f")
+        proc = subprocess.Popen([SETPRIV, "--reuid", str(NOBODY), "--regid", str(NOBODY),
+                                 "--clear-groups", sys.executable, "-c", _WRITE_TWICE, f],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                cwd="/")
+        try:
+            assert proc.stdout.readline().strip() == "written"
+            os.chmod(f, 0o2666)
+            after_chmod = os.stat(f).st_mode
+            proc.stdin.write("\n")
+            proc.stdin.flush()
+            assert proc.stdout.readline().strip() == "done"
+        finally:
+            proc.stdin.close()
+            proc.wait(timeout=30)
+        return after_chmod, os.stat(f).st_mode
+
+
+@pytest.mark.timeout(120)
+def test_setgid_made_while_a_writer_holds_the_file_is_cleared_by_its_next_write():
+    """The setgid rule is applied again after a chmod made the file setgid, not only at a
+    handle's first write (it was: the bit stayed)."""
+    with public_tmp() as base:
+        lower = os.path.join(base, "lower")
+        os.makedirs(lower)
+        os.chmod(lower, 0o755)
+        with open(os.path.join(lower, "f"), "w") as fh:
+            fh.write("x\n")
+        os.chown(os.path.join(lower, "f"), 0, 50)
+        os.chmod(os.path.join(lower, "f"), 0o666)
+        kernel = _setgid_made_while_open("kernel", base, lower)
+        ours = _setgid_made_while_open("unionfs", base, lower)
+    assert kernel == (stat.S_IFREG | 0o2666, stat.S_IFREG | 0o666)
+    assert ours == kernel

@@ -22,7 +22,7 @@ def _kill_suid(fd):
 
 class Handle:
     """An open file: the real fd, the merged inode number, and whether it still reads a lower."""
-    __slots__ = ("fd", "ino", "path", "lower", "written")
+    __slots__ = ("fd", "ino", "path", "lower", "written", "sgid_checked")
 
     def __init__(self, fd, ino, path, lower):
         self.fd = fd
@@ -30,6 +30,7 @@ class Handle:
         self.path = path
         self.lower = lower
         self.written = False
+        self.sgid_checked = False  # the setgid rule (first_write) applied since the last chmod
 
 
 class FileOps:
@@ -117,10 +118,11 @@ class FileOps:
         return os.pwrite(handle.fd, data, offset)
 
     def first_write(self, handle, uid, gid, pid):
-        """Before the first write through a handle: the kernel clears the setgid bit of a file
-        written by a caller outside its group (Linux 6.2), but its FUSE client leaves the case
-        of a file without group execute to the filesystem (setuid, and setgid with group
-        execute, it clears itself). Root (CAP_FSETID) keeps the bit."""
+        """Before the first write through a handle, and its first after a chmod made the file
+        setgid: the kernel clears the setgid bit of a file written by a caller outside its
+        group (Linux 6.2), but its FUSE client leaves the case of a file without group execute
+        to the filesystem (setuid, and setgid with group execute, it clears itself). Root
+        (CAP_FSETID) keeps the bit."""
         if uid == 0 or handle.lower:
             return
         st = os.fstat(handle.fd)

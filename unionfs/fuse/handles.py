@@ -55,9 +55,16 @@ class Files:
     def write(self, fh, data, offset, ctx):
         """`ctx`: (uid, gid, pid) of the writer, for the setgid rule of a first write."""
         h = self._handle(fh)
-        if not h.written:
+        if not h.sgid_checked:
             self.union.first_write(h, *ctx)
+            h.sgid_checked = True
         return self.union.write(h, data, offset)
+
+    def setgid_set(self):
+        """A chmod made a file setgid: the open handles apply the setgid rule again at their
+        next write (which of them is the file's does not matter: a check is one fstat)."""
+        for h in self._open.values():
+            h.sgid_checked = False
 
     def flush(self, fh):
         h = self._open.get(fh)

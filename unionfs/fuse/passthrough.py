@@ -17,7 +17,10 @@ Which files pass through:
   kernel's overlayfs moves the reader to the upper copy (ovl_real_fdget). Refusing the write
   until the readers close, or giving it a direct-I/O open beside them, is no better.
 - not setuid or setgid files: the daemon applies the rules for clearing those bits on write
-  (core/file.py, first_write), which a write the daemon never sees would skip.
+  (core/file.py, first_write), which a write the daemon never sees would skip. A file made
+  setgid while open keeps passing through; its FUSE client clears setuid, and setgid with group
+  execute, on a write itself, but not setgid without group execute for a writer outside the
+  group (docs/security.md names the case).
 - not while someone traces or watches the mount (the trace, the explorer): new opens are served
   by the daemon so that their writes are events. An inode already passing through keeps doing so
   for new opens (it cannot mix modes); writes through those are not in the trace.

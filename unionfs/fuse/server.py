@@ -29,6 +29,7 @@ import logging
 import mmap
 import os
 import signal
+import stat
 import threading
 import time
 
@@ -428,6 +429,8 @@ class Server:
         if valid & P.FATTR_MODE:
             self._call("chmod", *((u.fchmod, gone) if gone else (u.chmod, path)), mode,
                        paths=on, guard=on)
+            if mode & stat.S_ISGID:
+                self.files.setgid_set()  # a writer that has written before checks again
         if valid & (P.FATTR_UID | P.FATTR_GID):
             self._call("chown", *((u.fchown, gone) if gone else (u.chown, path)),
                        uid if valid & P.FATTR_UID else -1, gid if valid & P.FATTR_GID else -1,
