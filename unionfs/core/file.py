@@ -123,15 +123,27 @@ class FileOps:
         group (Linux 6.2), but its FUSE client leaves the case of a file without group execute
         to the filesystem (setuid, and setgid with group execute, it clears itself). Root
         (CAP_FSETID) keeps the bit."""
-        if uid == 0 or handle.lower:
+        if handle.lower:
             return
         st = os.fstat(handle.fd)
         if st.st_mode & (stat.S_ISGID | stat.S_IXGRP) != stat.S_ISGID:
             return
-        if st.st_gid == self.ids.stored(-1, gid)[1] or st.st_gid in process_groups(pid):
+        if not self._outsider(st, uid, gid, pid):
             return
         os.fchmod(handle.fd, stat.S_IMODE(st.st_mode) & ~stat.S_ISGID)
         self._changed(handle.path, os.fstat(handle.fd))
+
+    def outside_group(self, handle, uid, gid, pid):
+        """Is the caller (uid, gid, pid) neither root nor in the group of the open file? Its
+        writes must then reach the daemon, whatever the file's mode now: a chmod may make the
+        file setgid while it stays open (first_write)."""
+        return not handle.lower and self._outsider(os.fstat(handle.fd), uid, gid, pid)
+
+    def _outsider(self, st, uid, gid, pid):
+        if uid == 0:
+            return False
+        # the caller's primary group first: the supplementary ones cost a read of /proc
+        return not (st.st_gid == self.ids.stored(-1, gid)[1] or st.st_gid in process_groups(pid))
 
     @staticmethod
     def fsync(handle, datasync):

@@ -16,11 +16,12 @@ Which files pass through:
   a reader would go on reading the lower copy after a writer changed the upper one, where the
   kernel's overlayfs moves the reader to the upper copy (ovl_real_fdget). Refusing the write
   until the readers close, or giving it a direct-I/O open beside them, is no better.
-- not setuid or setgid files: the daemon applies the rules for clearing those bits on write
-  (core/file.py, first_write), which a write the daemon never sees would skip. A file made
-  setgid while open keeps passing through; its FUSE client clears setuid, and setgid with group
-  execute, on a write itself, but not setgid without group execute for a writer outside the
-  group (docs/security.md names the case).
+- not setuid or setgid files, nor write opens by a user outside the file's group (not root):
+  the daemon applies the rule for clearing setgid on such a write (core/file.py, first_write),
+  which a write the daemon never sees would skip, also once a chmod made the file setgid while
+  it stayed open. (The kernel's FUSE client clears setuid, and setgid with group execute, on a
+  passthrough write itself.) An inode already passing through passes such an open through too
+  (below); docs/security.md names that case.
 - not while someone traces or watches the mount (the trace, the explorer): new opens are served
   by the daemon so that their writes are events. An inode already passing through keeps doing so
   for new opens (it cannot mix modes); writes through those are not in the trace.
@@ -53,12 +54,13 @@ class Passthrough:
         """Inodes with passthrough opens (for the control dir's stats)."""
         return sum(1 for b, _ in self._nodes.values() if b)
 
-    def open(self, nid, fh, handle, flags, listening):
+    def open(self, nid, fh, handle, flags, seen):
         """(FOPEN flags, backing id) for the reply to an open of `handle` (the union's) as file
-        handle `fh` of node `nid`; `flags` the open's, `listening` whether events are wanted."""
+        handle `fh` of node `nid`; `flags` the open's, `seen` whether the daemon must see its
+        writes (events are wanted, or the writer is outside the file's group)."""
         if not self.on:
             return P.FOPEN_KEEP_CACHE, 0
-        want = self.read_only or (not handle.lower and not listening
+        want = self.read_only or (not handle.lower and not seen
                                   and not os.fstat(fh).st_mode & _SET_ID)
         with self._lock:
             state = self._nodes.get(nid)
