@@ -182,14 +182,21 @@ def _attrs(mnt):
     return out
 
 
-def _run_side(kind, base, lower):
+def _side_mount(kind, base, lower, options=()):
+    """(upper, mnt, mount context) of one side under base/kind, every directory 0755 so the
+    other user can reach it: the kernel's overlayfs, or unionfs with allow_other."""
     upper, work, mnt = (os.path.join(base, kind, n) for n in ("upper", "work", "mnt"))
     for p in (upper, work, mnt):
         os.makedirs(p)
         os.chmod(p, 0o755)
     os.chmod(os.path.join(base, kind), 0o755)
     cm = (kernel_overlay_mount([lower], upper, work, mnt) if kind == "kernel" else
-          unionfs_mount([lower], upper, work, mnt, options=("allow_other",)))
+          unionfs_mount([lower], upper, work, mnt, options=("allow_other",) + options))
+    return upper, mnt, cm
+
+
+def _run_side(kind, base, lower):
+    upper, mnt, cm = _side_mount(kind, base, lower)
     with cm:
         _prepare_upper_side(mnt)
         outcomes = run_as(NOBODY, USER_OPS, mnt)
@@ -295,13 +302,7 @@ def _setgid_made_while_open(kind, base, lower, options=()):
     """A file without group execute is opened and written by a user outside its group; its
     owner (root) then makes it setgid, and the user writes again: (mode after the chmod, mode
     after the second write)."""
-    upper, work, mnt = (os.path.join(base, kind, n) for n in ("upper", "work", "mnt"))
-    for p in (upper, work, mnt):
-        os.makedirs(p)
-        os.chmod(p, 0o755)
-    os.chmod(os.path.join(base, kind), 0o755)
-    cm = (kernel_overlay_mount([lower], upper, work, mnt) if kind == "kernel" else
-          unionfs_mount([lower], upper, work, mnt, options=("allow_other",) + options))
+    _upper, mnt, cm = _side_mount(kind, base, lower, options)
     with cm:
         f = os.path.join(mnt, "f")
         proc = subprocess.Popen([SETPRIV, "--reuid", str(NOBODY), "--regid", str(NOBODY),
