@@ -2,8 +2,8 @@
 
 Adds N names (1,000 per directory, as a walk does) to a fuse.nodes.Nodes in process and
 reports the total time, the median and the longest `looked_up` (the table lock is held for
-all of it, so the longest is how long every other request waits), and the memory the table
-holds. Growing the table doubles it; done at once, that rehash was the longest by far.
+all of it, so the longest is how long every other request waits). Growing the table doubles
+it; done at once, that rehash was the longest by far.
 
     .venv/bin/python scripts/bench_nodes.py [--nodes 1000000] [--reps 3]
 """

@@ -123,23 +123,20 @@ class FileOps:
         group (Linux 6.2), but its FUSE client leaves the case of a file without group execute
         to the filesystem (setuid, and setgid with group execute, it clears itself). Root
         (CAP_FSETID) keeps the bit."""
-        if handle.lower:
+        if uid == 0 or handle.lower:
             return
         st = os.fstat(handle.fd)
         if st.st_mode & (stat.S_ISGID | stat.S_IXGRP) != stat.S_ISGID:
             return
-        if not self._outsider(st, uid, gid, pid):
+        if not self.outside_group(st, uid, gid, pid):
             return
         os.fchmod(handle.fd, stat.S_IMODE(st.st_mode) & ~stat.S_ISGID)
         self._changed(handle.path, os.fstat(handle.fd))
 
-    def outside_group(self, handle, uid, gid, pid):
-        """Is the caller (uid, gid, pid) neither root nor in the group of the open file? Its
-        writes must then reach the daemon, whatever the file's mode now: a chmod may make the
-        file setgid while it stays open (first_write)."""
-        return not handle.lower and self._outsider(os.fstat(handle.fd), uid, gid, pid)
-
-    def _outsider(self, st, uid, gid, pid):
+    def outside_group(self, st, uid, gid, pid):
+        """Is the caller (uid, gid, pid) neither root nor in the group of the file whose
+        lstat is `st`? Such a writer's writes must reach the daemon whatever the file's mode
+        is now: a chmod may make the file setgid while it stays open (first_write)."""
         if uid == 0:
             return False
         # the caller's primary group first: the supplementary ones cost a read of /proc

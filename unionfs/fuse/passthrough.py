@@ -54,14 +54,17 @@ class Passthrough:
         """Inodes with passthrough opens (for the control dir's stats)."""
         return sum(1 for b, _ in self._nodes.values() if b)
 
-    def open(self, nid, fh, handle, flags, seen):
+    def open(self, nid, fh, handle, flags, listening, outsider=None):
         """(FOPEN flags, backing id) for the reply to an open of `handle` (the union's) as file
-        handle `fh` of node `nid`; `flags` the open's, `seen` whether the daemon must see its
-        writes (events are wanted, or the writer is outside the file's group)."""
+        handle `fh` of node `nid`; `flags` the open's, `listening` whether events are wanted,
+        `outsider(st)` whether the opener is outside the group of the file whose stat is st."""
         if not self.on:
             return P.FOPEN_KEEP_CACHE, 0
-        want = self.read_only or (not handle.lower and not seen
-                                  and not os.fstat(fh).st_mode & _SET_ID)
+        want = self.read_only
+        if not want and not handle.lower and not listening:
+            st = os.fstat(fh)
+            want = not (st.st_mode & _SET_ID or (flags & _WRITING and outsider is not None
+                                                 and outsider(st)))
         with self._lock:
             state = self._nodes.get(nid)
             if state is None:

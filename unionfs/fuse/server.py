@@ -562,13 +562,12 @@ class Server:
         noflush = P.FOPEN_NOFLUSH if flags & os.O_ACCMODE == os.O_RDONLY else 0
         if fh >= control.FH_BASE:
             return P.OPEN_OUT.pack(fh, P.FOPEN_DIRECT_IO | noflush, 0)
-        h = self.files.get(fh)
-        writing = flags & os.O_ACCMODE != os.O_RDONLY or flags & os.O_TRUNC
-        # the daemon sees the writes of a writer outside the file's group (the setgid rule,
-        # core/file.py) and, while someone traces, every open's
-        seen = bool(self.bus.subscribers) or bool(
-            writing and self.passthrough.on and self.union.outside_group(h, *self.local.ctx))
-        mode, backing = self.passthrough.open(nid, fh, h, flags, seen)
+        # a writer outside the file's group is served by the daemon (the setgid rule,
+        # core/file.py), as is every open while someone traces
+        ctx = self.local.ctx
+        mode, backing = self.passthrough.open(
+            nid, fh, self.files.get(fh), flags, bool(self.bus.subscribers),
+            lambda st: self.union.outside_group(st, *ctx))
         return P.OPEN_OUT.pack(fh, mode | noflush, backing)
 
     def open(self, unique, nid, data):
