@@ -4,12 +4,14 @@
 temp storage), in the same run. The image: LAYERS layers, SIZE_MB in all, half of each layer
 incompressible and half text-like, in files of 64-512 kB.
 
-unionfs does more than skopeo (it also decompresses, checks DiffIDs and extracts every layer);
-podman does what unionfs does (into vfs storage). Also measured: a second pull of the stored
-image (manifest and config only), ``image import`` of the same blobs from disk (the part of
-a pull that is not the network), and the floor under any pull of ours: building the layers
-(importer.fetch_layer: hash, gunzip, check, write layer.tar, extract) from blobs on disk, timed
-inside one process, serially and three at a time in threads as pull does.
+A pull (default) does what skopeo does: download, verify and store the blobs; its layers are
+unpacked at their first use (unionfs/image/unpack.py). Also timed: ``image pull --unpack``, which
+also decompresses, checks DiffIDs and extracts every layer, as podman does (into vfs storage);
+the first use of the pulled image (``pull --unpack`` of it again: manifest, config and the
+unpacking of every layer); a second pull of the stored image (manifest and config only);
+``image import`` of the same blobs from disk; and the floor under an unpacking pull of ours:
+building the layers (importer.fetch_layer: hash, gunzip, check, write layer.tar, extract) from
+blobs on disk, timed inside one process, serially and three at a time in threads as pull does.
 
 ``--baseline DIR`` also times ``image pull`` of another checkout of unionfs (e.g. ``git archive
 main``) in the same run. The pulls and skopeo take turns going first, run by run; every run
@@ -18,6 +20,7 @@ prints its unionfs/skopeo ratios, as the machine is shared and single runs are n
     scripts/bench_pull.py [--layers 10] [--size-mb 200] [--runs 3] [--baseline DIR]
 """
 import argparse
+import compileall
 import os
 import random
 import resource
@@ -132,13 +135,19 @@ def main():
         ref = reg.host + "/bench/img:1"
         ru.skopeo_push(lay, "1", ref)
         print("registry %s, %.0f MB of blobs (compressed)" % (reg.host, blobs / 1e6), flush=True)
+        # an installed package has its bytecode; an editable checkout run with
+        # PYTHONDONTWRITEBYTECODE=1 (as this machine's shells are) compiles every module it
+        # imports on every run: ~40 ms of a pull's ~350 here. Compiled once, as installed.
+        for d in [REPO] + ([a.baseline] if a.baseline else []):
+            compileall.compile_dir(os.path.join(d, "unionfs"), quiet=1)
         env = dict(os.environ, PYTHONPATH=REPO)
         # each version runs from its own checkout: `python -m` puts the working directory on
         # sys.path ahead of PYTHONPATH
         base_env = dict(os.environ, PYTHONPATH=os.path.abspath(a.baseline)) if a.baseline else None
         results = {"unionfs image pull": [], "baseline image pull": [],
                    "skopeo copy (oci:)": [], "podman pull (vfs)": [],
-                   "unionfs pull, layers stored": [], "unionfs image import (no network)": [],
+                   "unionfs image pull --unpack": [],
+                   "unionfs pull, layers stored": [], "first use: unpack pulled layers": [], "unionfs image import (no network)": [],
                    "floor: build layers, 1 thread": [], "floor: build layers, 3 threads": []}
         podman = shutil.which("podman") and os.geteuid() == 0 and not a.no_podman
         for run in range(a.runs):
@@ -151,7 +160,10 @@ def main():
                                                        "--store", store, ref], env),
                      ("skopeo copy (oci:)", [ru.SKOPEO, "copy", "-q", "--src-tls-verify=false",
                                              "docker://" + ref, "oci:%s:1" % os.path.join(d, "oci")],
-                      None)]
+                      None),
+                     ("unionfs image pull --unpack", UNIONFS + [
+                         "image", "pull", "-q", "--unpack", "--tls-verify=false", "--store",
+                         os.path.join(d, "store-unpacked"), ref], env)]
             if base_env:
                 contenders.append(("baseline image pull", UNIONFS + [
                     "image", "pull", "-q", "--tls-verify=false", "--store",
@@ -162,6 +174,9 @@ def main():
                     os.path.abspath(a.baseline) if name == "baseline image pull" else None)))
             results["unionfs pull, layers stored"].append(timed(
                 UNIONFS + ["image", "pull", "-q", "--tls-verify=false", "--store", store, ref], env))
+            results["first use: unpack pulled layers"].append(timed(
+                UNIONFS + ["image", "pull", "-q", "--unpack", "--tls-verify=false", "--store", store,
+                           ref], env))
             results["unionfs image import (no network)"].append(timed(
                 UNIONFS + ["image", "import", "-q", "--store", os.path.join(d, "store2"), lay], env,
                 label="unionfs image import (no network)"))

@@ -1,6 +1,7 @@
 """Pull and push against a real registry (Debian's docker-registry on 127.0.0.1, temp storage):
 anonymous, htpasswd basic auth and token auth; skopeo pushes the reference images, podman pulls
 what unionfs pushed. No test leaves loopback."""
+import hashlib
 import io
 import json
 import os
@@ -77,21 +78,41 @@ def layer_roots(store, image_id):
     return [os.path.join(store, "layers", d[7:], "root") for d in cfg["rootfs"]["diff_ids"]]
 
 
-def test_pull_stores_exactly_what_import_stores(reg, env, tmp_path):
-    a, b = str(tmp_path / "pulled"), str(tmp_path / "imported")
+def test_pull_stores_packed_layers_that_unpack_to_what_import_stores(reg, env, tmp_path):
+    """A pull stores each layer as its blob; the first use unpacks it into exactly the tree
+    an import builds; `pull --unpack` builds them at once."""
+    a, b, c = (str(tmp_path / n) for n in ("pulled", "imported", "pulled-unpacked"))
     r = pull(env, a, reg.host + "/base/img:1")
     assert r.stdout.strip() == reg.info["config"]
     assert r.stderr == ""                 # quiet when stderr is not a terminal
+    store = Store(a)
+    for diff_id, blob in zip(reg.info["diff_ids"], reg.info["blobs"]):
+        assert store.layer_packed(diff_id)
+        assert sorted(os.listdir(store.layer_dir(diff_id))) == ["blob", "meta.json"]
+        with open(store.layer_blob(diff_id), "rb") as f:
+            assert "sha256:" + hashlib.sha256(f.read()).hexdigest() == blob
     uf(env, "image", "import", reg.layout, "--store", b)
-    for la, lb in zip(layer_roots(a, reg.info["config"]), layer_roots(b, reg.info["config"])):
-        sa, sb = snapshot(la, with_times=True), snapshot(lb, with_times=True)
-        sa.pop("."), sb.pop(".")         # the layer root itself is made at import time
-        assert sa == sb and len(sa) > 3
+    pull(env, c, reg.host + "/base/img:1", "--unpack")
+    assert not any(Store(c).layer_packed(d) for d in reg.info["diff_ids"])
+    store.image(reg.info["config"]).lower_dirs()          # the first use
+    for d in reg.info["diff_ids"]:
+        assert not store.layer_packed(d)
+        assert sorted(os.listdir(store.layer_dir(d))) == ["layer.tar", "meta.json", "root"]
+    for la, lb, lc in zip(layer_roots(a, reg.info["config"]), layer_roots(b, reg.info["config"]),
+                          layer_roots(c, reg.info["config"])):
+        sa, sb, sc = (snapshot(x, with_times=True) for x in (la, lb, lc))
+        sa.pop("."), sb.pop("."), sc.pop(".")   # the layer root itself is made at import time
+        assert sa == sb == sc and len(sa) > 3
+    for d in reg.info["diff_ids"]:
+        ma, mb = Store(a).layer_meta(d), Store(b).layer_meta(d)
+        for k in ("size", "tar_size", "entries", "owners", "compression", "blob_digest"):
+            assert ma[k] == mb[k], k
     assert json.load(open(os.path.join(a, "repositories.json"))) == {
         reg.host + "/base/img:1": reg.info["config"]}
     ls = uf(env, "image", "ls", "--store", a).stdout
     assert reg.host + "/base/img" in ls
     assert os.listdir(os.path.join(a, "registry", "downloads")) == []
+    assert os.listdir(os.path.join(a, "registry", "work")) == []
 
 
 def test_progress_in_dockers_words_and_a_second_pull_fetches_no_layer(reg, tmp_path):
@@ -208,6 +229,9 @@ def test_interrupted_download_resumes_with_range(reg, env, tmp_path):
     with open(part, "wb") as f:
         f.write(blob[:len(blob) // 2])
     assert pull(env, store, reg.host + "/resume/img:1").stdout.strip() == info["config"]
+    with open(Store(store).layer_blob(info["diff_ids"][0]), "rb") as f:
+        assert f.read() == blob               # packed: the blob as the registry has it
+    Store(store).image(info["config"]).lower_dirs()
     with open(os.path.join(store, "layers", info["diff_ids"][0][7:], "root", "big"), "rb") as f:
         assert f.read() == big
     # a whole blob left as .part (killed before the rename): verified, no download needed
@@ -412,6 +436,131 @@ def test_image_mount_pulls_what_is_missing(reg, env, tmp_path):
         unmount(mnt)
 
 
+# ---- packed layers: unpacked at first use -----------------------------------------------------
+
+@requires_fuse
+def test_first_mount_unpacks_and_a_lying_config_fails_there_in_one_line(reg, env, tmp_path):
+    """A pull checks blob digests; a layer's DiffID is checked when it is unpacked. An image
+    whose config names the wrong DiffID pulls, then its first mount fails in one line and
+    leaves the layer packed and nothing mounted; `pull --unpack` of it registers nothing."""
+    lay = str(tmp_path / "lay")
+    good = ru.oci_layout(str(tmp_path / "good"), [{"f": b"x\n"}], tag="1")
+    info = ru.oci_layout(lay, [{"f": b"x\n"}, {"g": b"y\n"}], tag="1", config_extra={
+        "rootfs": {"type": "layers", "diff_ids": [good["diff_ids"][0], "sha256:" + "ab" * 32]}})
+    ru.skopeo_push(lay, "1", reg.host + "/liar/img:1")
+    store, mnt = str(tmp_path / "s"), str(tmp_path / "mnt")
+    os.makedirs(mnt)
+    assert pull(env, store, reg.host + "/liar/img:1").stdout.strip() == info["config"]
+    bad = "sha256:" + "ab" * 32
+    try:
+        r = uf(env, "image", "mount", "--store", store, reg.host + "/liar/img:1", mnt, ok=False)
+        assert "DiffID mismatch" in r.stderr and bad in r.stderr
+        assert os.listdir(mnt) == [] and not os.path.ismount(mnt)
+    finally:
+        unmount(mnt)
+    s = Store(store)
+    assert s.layer_packed(bad) and sorted(os.listdir(s.layer_dir(bad))) == ["blob", "meta.json"]
+    assert os.listdir(s.path("registry", "work")) == []
+    r = pull(env, str(tmp_path / "s2"), reg.host + "/liar/img:1", "--unpack", ok=False)
+    assert "DiffID mismatch" in r.stderr
+    assert uf(env, "image", "ls", "-q", "--store", str(tmp_path / "s2")).stdout == ""
+
+
+def test_two_first_uses_at_once_unpack_each_layer_once(reg, tmp_path, monkeypatch):
+    """A second first use waits on the first's flock and finds the layer unpacked."""
+    import threading
+
+    from unionfs.image import unpack as unpackmod
+    store = Store(str(tmp_path / "s"))
+    pullmod.pull(store, reg.host + "/base/img:1", tls_verify=False, quiet=True)
+    real, built, gate = unpackmod.fetch_layer, [], threading.Event()
+
+    def fetch_layer(lref, diff_id, *a, **kw):
+        built.append(diff_id)
+        gate.wait(30)             # both callers are in before any layer is swapped in
+        return real(lref, diff_id, *a, **kw)
+    monkeypatch.setattr(unpackmod, "fetch_layer", fetch_layer)
+    got = []
+    threads = [threading.Thread(target=lambda: got.append(unpackmod.unpack(store, reg.info["diff_ids"])))
+               for _ in range(2)]
+    for t in threads:
+        t.start()
+    while len(built) < len(reg.info["diff_ids"]):
+        threading.Event().wait(0.01)
+    gate.set()
+    for t in threads:
+        t.join(60)
+    assert sorted(built) == sorted(reg.info["diff_ids"])           # each built once
+    assert sorted(d for g in got for d in g) == sorted(reg.info["diff_ids"])
+    assert not any(store.layer_packed(d) for d in reg.info["diff_ids"])
+    assert os.listdir(store.path("registry", "work")) == []
+
+
+def test_a_failed_unpack_leaves_the_layer_packed_and_the_next_one_unpacks(reg, tmp_path,
+                                                                       monkeypatch):
+    from unionfs.image import extract, unpack as unpackmod
+    from unionfs.image.errors import ImageError
+    store = Store(str(tmp_path / "s"))
+    pullmod.pull(store, reg.host + "/base/img:1", tls_verify=False, quiet=True)
+    real = extract.extract_tar
+
+    def dies(tar, root, what=None):
+        real(tar, root, what=what)
+        raise ImageError("injected: the disk filled up")
+    monkeypatch.setattr(extract, "extract_tar", dies)
+    with pytest.raises(ImageError, match="injected"):
+        unpackmod.unpack(store, reg.info["diff_ids"], jobs=1)
+    assert all(store.layer_packed(d) for d in reg.info["diff_ids"])
+    assert os.listdir(store.path("registry", "work")) == []
+    monkeypatch.setattr(extract, "extract_tar", real)
+    assert unpackmod.unpack(store, reg.info["diff_ids"]) == reg.info["diff_ids"]
+    assert sorted(os.listdir(store.layer_root(reg.info["diff_ids"][0]))) == ["bin", "etc", "usr"]
+
+
+def test_without_rename_exchange_the_layer_still_swaps_in_whole(reg, tmp_path, monkeypatch):
+    """On a filesystem without RENAME_EXCHANGE the tree and tar move in beside the blob and
+    meta.json's rename ends the packed state; stale ones a crash left are replaced."""
+    import errno
+
+    from unionfs.core import sysutil
+    from unionfs.image import unpack as unpackmod
+    store = Store(str(tmp_path / "s"))
+    pullmod.pull(store, reg.host + "/base/img:1", tls_verify=False, quiet=True)
+
+    def no_exchange(src, dst, flags):
+        raise OSError(errno.EINVAL, "Invalid argument")
+    monkeypatch.setattr(sysutil, "renameat2", no_exchange)
+    top = reg.info["diff_ids"][1]
+    os.makedirs(os.path.join(store.layer_dir(top), "root", "stale"))   # a crashed swap's
+    assert unpackmod.unpack(store, reg.info["diff_ids"]) == reg.info["diff_ids"]
+    for d in reg.info["diff_ids"]:
+        assert sorted(os.listdir(store.layer_dir(d))) == ["layer.tar", "meta.json", "root"]
+    assert sorted(os.listdir(store.layer_root(top))) == ["etc", "lib"]
+    assert os.listdir(store.path("registry", "work")) == []
+
+
+def test_push_of_a_packed_layer_sends_the_pulled_blob_and_save_unpacks(reg, env, tmp_path,
+                                                                      monkeypatch):
+    """A packed gzip layer goes up as the blob it was pulled as, without being unpacked; a
+    save, which writes layer tars, unpacks first."""
+    store = str(tmp_path / "s")
+    pull(env, store, reg.host + "/base/img:1")
+    os.unlink(os.path.join(store, "registry", "blobs.json"))   # no known blobs: no reuse
+    lines = push_lines(monkeypatch, env, store, reg.host + "/base/img:1", reg.host + "/copy/img:1")
+    assert sum(": Pushed" in x for x in lines) == 2, lines
+    m = requests.get("http://%s/v2/copy/img/manifests/1" % reg.host, headers={
+        "Accept": "application/vnd.oci.image.manifest.v1+json"}).json()
+    assert [ld["digest"] for ld in m["layers"]] == reg.info["blobs"]
+    assert all(Store(store).layer_packed(d) for d in reg.info["diff_ids"])
+    out = str(tmp_path / "img.tar")
+    uf(env, "image", "save", "--store", store, "-o", out, reg.host + "/base/img:1")
+    assert not any(Store(store).layer_packed(d) for d in reg.info["diff_ids"])
+    uf(env, "image", "import", out, "--store", str(tmp_path / "s2"))
+    for la, lb in zip(layer_roots(store, reg.info["config"]),
+                      layer_roots(str(tmp_path / "s2"), reg.info["config"])):
+        assert snapshot(la) == snapshot(lb)
+
+
 # ---- authentication ---------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -597,8 +746,8 @@ def test_short_name_through_the_unqualified_search_registries(reg, env, tmp_path
 
 def test_a_layer_is_built_while_the_next_downloads_and_outside_the_store_lock(reg, tmp_path,
                                                                            monkeypatch):
-    """The pull pipelines: the first layer's blob is extracted while the second is still being
-    downloaded (one download at a time here), and the store lock is free meanwhile."""
+    """`pull --unpack` pipelines: the first layer's blob is extracted while the second is still
+    being downloaded (one download at a time here), and the store lock is free meanwhile."""
     import fcntl
     import threading
 
@@ -627,7 +776,7 @@ def test_a_layer_is_built_while_the_next_downloads_and_outside_the_store_lock(re
     monkeypatch.setattr(pullmod, "fetch_layer", fetch_layer)
     monkeypatch.setattr(regmod.Client, "download_blob", download_blob)
     image_id, _, _ = pullmod.pull(store, reg.host + "/pipe/img:1", tls_verify=False, quiet=True,
-                                  jobs=1)
+                                  jobs=1, unpack=True)
     assert image_id == reg.info["config"]
     first, second = reg.info["blobs"][:2]
     assert events[:4] == [("download", first), ("build", first), ("waited", True),
@@ -709,7 +858,7 @@ def test_push_of_many_layers_at_once_round_trips(reg, env, tmp_path, monkeypatch
     lines = push_lines(monkeypatch, env, src, "local/many:1", reg.host + "/many/img:1",
                        chunk_size=65536)
     assert sum(": Pushed" in x or "already exists" in x for x in lines) == 6, lines
-    assert pull(env, dst, reg.host + "/many/img:1").stdout.strip() == info["config"]
+    assert pull(env, dst, reg.host + "/many/img:1", "--unpack").stdout.strip() == info["config"]
     for d, files in zip(info["diff_ids"], layers):
         (name, data), = files.items()
         with open(os.path.join(dst, "layers", d[7:], "root", name), "rb") as f:

@@ -48,6 +48,8 @@ def register(isub, sub):
                    help="of a multi-platform image, the one to pull (default: this host's)")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the image id")
     p.add_argument("--jobs", type=_jobs, default=3, metavar="N", help="layers downloaded at once (3)")
+    p.add_argument("--unpack", action="store_true",
+                   help="unpack the layers now (checking their DiffIDs) instead of at first use")
     _tls(p)
     _store_arg(p)
 
@@ -107,7 +109,7 @@ def cmd_pull(args):
     from ..image.pull import pull
     with sigterm_interrupts():
         image_id, _tag, _digest = pull(Store(args.store), args.ref, args.platform, args.tls_verify,
-                                       quiet=args.quiet, jobs=args.jobs)
+                                       quiet=args.quiet, jobs=args.jobs, unpack=args.unpack)
     print(image_id)
     return 0
 

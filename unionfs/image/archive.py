@@ -32,7 +32,6 @@ import tarfile
 
 from . import compression, digest
 from .errors import ImageError
-from .targuard import Limits, TarGuard
 
 MAX_JSON = 16 << 20  # manifests, indexes and configs larger than this are refused
 MAX_DEPTH = 64       # nor those nested deeper (real ones nest 5 or 6 levels)
@@ -143,7 +142,6 @@ class TarSource:
     MAX_LINKS = 40
 
     def __init__(self, path, scratch=None, limits=None):
-        limits = limits or Limits()
         self.name = path
         self._tmp = None
         self.f = open(path, "rb")
@@ -154,6 +152,9 @@ class TarSource:
             raise
 
     def _open(self, path, scratch, limits):
+        # imported here: a registry pull reads no archive file and starts sooner without it
+        from .targuard import Limits, TarGuard
+        limits = limits or Limits()
         kind = compression.detect(self.f.read(6))
         self.f.seek(0)
         if kind is not None:

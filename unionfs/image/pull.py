@@ -1,14 +1,19 @@
-"""``unionfs image pull``: a registry image into the store, exactly as ``image import`` stores it.
+"""``unionfs image pull``: a registry image into the store, its layers as the blobs they are.
 
 Order: resolve the reference, fetch the manifest (an index is narrowed to one platform as import
 does, archive.choose), fetch and verify the config, download every layer blob the store lacks by
 DiffID (several at once, each verified, resumable: remotes.py) and, as soon as a blob is whole,
-build its layer with importer.fetch_layer (blob digest, DiffID and caps checked, extracted) in a
-work directory of the pull's, outside the store lock, while the other downloads go on; then
-importer.import_archive, under the lock, renames the built layers into place and registers the
-image atomically. A layer the store already has is not downloaded: a pull of a stored image
-transfers the manifest and the config only. An interrupted pull leaves finished blobs and partial ones in
+make its layer in a work directory of the pull's, outside the store lock, while the other
+downloads go on: a packed layer (the blob, hard-linked: store.py), whose tree is built and whose
+DiffID is checked at its first use (unpack.py), or with ``--unpack`` the whole layer as an
+import builds it (importer.fetch_layer: blob digest, DiffID and caps checked, extracted). Then
+importer.import_archive, under the lock, renames the layers into place and registers the image
+atomically. A layer the store already has is not downloaded: a pull of a stored image transfers
+the manifest and the config only. An interrupted pull leaves finished blobs and partial ones in
 STORE/registry/downloads for the next pull, and never a registered half image.
+
+Why packed by default: a pull is then what ``skopeo copy`` is, a download (docs/images.md, pull
+speed), and the work of unpacking is done once, when and if a layer is used.
 """
 import concurrent.futures
 import fcntl
@@ -21,9 +26,11 @@ import time
 
 from . import archive, reference, registries_conf, remotes
 from .errors import ImageError
-from .importer import Prepared, fetch_layer, import_archive
+from .files import write_json_atomic
+from .importer import Prepared, fetch_layer, import_archive, verify_only
+from .store import now_iso
 from ..messages import human
-from .progress import on_terminal
+from .progress import Progress, on_terminal
 from .registry import DOCKER_LIST, OCI_INDEX, Client, RegistryError
 from .shortnames import candidates
 
@@ -153,12 +160,26 @@ def _media_ok(mt):
     return mt is None or any(mt.endswith(s) for s in LAYER_TYPES_OK) and "foreign" not in mt
 
 
-def _fetch_layers(store, client, ref, need, dl, work, board, jobs, builders=None):
-    """Download the blobs of need ({DiffID: descriptor}) into dl, `jobs` at once, and build each
-    layer in work (importer.fetch_layer: blob digest, DiffID and caps checked, extracted) as
-    soon as its blob is whole, `builders` (default: one per CPU) at once, while the other
-    downloads go on; all outside the store lock. Returns {DiffID: layer directory in work},
-    minus layers the store got meanwhile.
+def _stage_packed(lref, diff_id, dest, what, verified):
+    """dest: a packed layer (store.py) holding the downloaded blob, hard-linked. A blob an
+    earlier pull left (not verified by this one) is hashed again first."""
+    if not verified:
+        verify_only(lref, what, Progress(enabled=False))
+    os.mkdir(dest, 0o700)
+    blob = os.path.join(dest, "blob")
+    os.link(os.path.join(lref.source.root, lref.path), blob)
+    write_json_atomic(os.path.join(dest, "meta.json"), {
+        "diff_id": diff_id, "packed": True, "blob_digest": lref.blob_digest,
+        "blob_size": os.stat(blob).st_size, "media_type": lref.media_type, "added": now_iso()})
+
+
+def _fetch_layers(store, client, ref, need, dl, work, board, jobs, builders=None, unpack=False):
+    """Download the blobs of need ({DiffID: descriptor}) into dl, `jobs` at once, and, as soon
+    as a blob is whole, make its layer in work while the other downloads go on, all outside the
+    store lock: a packed layer (_stage_packed), or with unpack the whole layer
+    (importer.fetch_layer: blob digest, DiffID and caps checked, extracted), `builders`
+    (default: one per CPU) at once. Returns {DiffID: layer directory in work}, minus layers the
+    store got meanwhile.
 
     Builders are threads, not processes: zlib and hashlib, most of a build's time, release the
     GIL, and measured on this 2-core machine threads built the layers as fast as a process
@@ -207,8 +228,12 @@ def _fetch_layers(store, client, ref, need, dl, work, board, jobs, builders=None
                                     size=size, media_type=ld.get("mediaType"))
             what = "layer %d/%d (%s)" % (order[diff_id] + 1, n, hexd)
             layer = os.path.join(work, "layer-" + diff_id[7:])
-            fetch_layer(lref, diff_id, layer, what, ExtractProgress(board, stop),
-                        blob_verified=verified)
+            if unpack:
+                fetch_layer(lref, diff_id, layer, what, ExtractProgress(board, stop),
+                            blob_verified=verified)
+            else:
+                _stage_packed(lref, diff_id, layer, what, verified)
+                board.set(hexd[:12], "Pull complete")
             return layer
         finally:
             for fd in held:
@@ -329,8 +354,10 @@ def _first_source(ref, platform, tls_verify):
 
 
 def pull(store, text, platform=None, tls_verify=None, quiet=False, jobs=JOBS, board=None,
-         client=None):
-    """Pull text into store; returns (image id, tag or None, manifest digest)."""
+         client=None, unpack=False):
+    """Pull text into store; returns (image id, tag or None, manifest digest). The layers stay
+    packed until their first use (unpack.py), unless unpack: then they are unpacked (and their
+    DiffIDs checked) before the image is registered, as an import does."""
     refs = [reference.parse(text)] if client is not None else candidates(text)
     board = board or Board(enabled=None if not quiet else False)
     if client is None:
@@ -365,7 +392,7 @@ def pull(store, text, platform=None, tls_verify=None, quiet=False, jobs=JOBS, bo
             need.setdefault(diff_id, ld)
             board.set(key, "Pulling fs layer")
     with remotes.workspace(store) as work:
-        prepared = _fetch_layers(store, client, ref, need, dl, work, board, jobs)
+        prepared = _fetch_layers(store, client, ref, need, dl, work, board, jobs, unpack=unpack)
         layers = []
         for i, (ld, diff_id) in enumerate(zip(m["layers"], rec.diff_ids)):
             if diff_id in prepared:
@@ -386,6 +413,9 @@ def pull(store, text, platform=None, tls_verify=None, quiet=False, jobs=JOBS, bo
     for ld in need.values():
         for p in (os.path.join(dl, ld["digest"][7:]), os.path.join(dl, ld["digest"][7:] + ".part")):
             _remove_unused(p)
+    if unpack:      # layers an earlier pull left packed
+        from .unpack import unpack as unpack_layers
+        unpack_layers(store, rec.diff_ids, Progress(enabled=False if quiet else None))
     board.say("Digest: %s" % top)
     board.say("Status: %s %s" % ("Downloaded newer image for" if need else "Image is up to date for",
                                  tag or "%s@%s" % (ref.name, top)))

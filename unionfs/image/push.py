@@ -3,8 +3,9 @@
 Layers go up ``jobs`` (3) at once, as pull's downloads do; for each, cheapest first: a blob
 the target repository already has (HEAD of a digest remembered in remotes.py, or of the freshly
 compressed layer); a cross-repository mount from another repository of the same registry known
-to hold it; else the layer's tar, gzip-compressed deterministically (save.py's compressor, so
-the same layer always gives the same digest), is uploaded (one PUT, or PATCH chunks for large layers). The first failure stops the others (at
+to hold it; else a packed layer's gzip blob as it was pulled, or the layer's tar,
+gzip-compressed deterministically (save.py's compressor, so the same layer always gives the
+same digest), is uploaded (one PUT, or PATCH chunks for large layers). The first failure stops the others (at
 their next chunk; their upload sessions are cancelled) and is the one line reported. Then, when
 every layer is there, the config, then the manifest, OCI (default) or Docker schema 2
 (``--format v2s2``), whose digest is returned.
@@ -16,11 +17,12 @@ import sys
 import tempfile
 import threading
 
-from . import reference, remotes
+from . import compression, reference, remotes
 from .errors import ImageError
 from ..messages import human
 from .registry import DOCKER_MANIFEST, OCI_MANIFEST, Client
 from .save import _compress, _file_digest
+from .unpack import unpack
 
 FORMATS = {
     "oci": (OCI_MANIFEST, "application/vnd.oci.image.config.v1+json",
@@ -65,6 +67,25 @@ def _reuse(client, ref, diff_id, known):
     return None, None
 
 
+def _packed_gzip(store, diff_id, tmp):
+    """(a hard link in tmp of the blob of a packed layer (store.py), its digest) when the blob
+    is gzip, which every manifest format takes as it is: pushed without unpacking or compressing
+    again; else None. The link keeps the blob while a first use unpacks the layer meanwhile."""
+    meta = store.layer_meta(diff_id)
+    if meta.get("packed") is not True:
+        return None
+    link = os.path.join(tmp, diff_id[7:] + ".blob")
+    try:
+        os.link(store.layer_blob(diff_id), link)
+    except FileNotFoundError:        # unpacked since
+        return None
+    with open(link, "rb") as f:
+        if compression.detect(f.read(6)) == "gzip":
+            return link, meta["blob_digest"]
+    os.unlink(link)
+    return None
+
+
 def _push_layers(store, client, ref, image, layers, tmp, chunk_size, say, jobs):
     """{DiffID: blob record} for layers, each reused or uploaded, `jobs` at once."""
     stop = threading.Event()
@@ -78,14 +99,20 @@ def _push_layers(store, client, ref, image, layers, tmp, chunk_size, say, jobs):
         short = diff_id[7:19]
         rec, how = _reuse(client, ref, diff_id, remotes.known_blobs(store, diff_id))
         if rec is None:
-            tar = store.layer_tar(diff_id)
-            if not os.path.isfile(tar):
-                raise ImageError("layer %s of %s has no layer.tar in the store" % (short, image))
-            blob = os.path.join(tmp, diff_id[7:] + ".gz")
-            say("%s: Preparing" % short)
-            _compress(tar, blob, "gzip")
-            check()
-            d, size = _file_digest(blob), os.path.getsize(blob)
+            packed = _packed_gzip(store, diff_id, tmp)
+            if packed is None:
+                unpack(store, [diff_id])     # a packed zstd or plain tar layer: gzip'd below
+                tar = store.layer_tar(diff_id)
+                if not os.path.isfile(tar):
+                    raise ImageError("layer %s of %s has no layer.tar in the store" % (short, image))
+                blob = os.path.join(tmp, diff_id[7:] + ".gz")
+                say("%s: Preparing" % short)
+                _compress(tar, blob, "gzip")
+                check()
+                d = _file_digest(blob)
+            else:
+                blob, d = packed
+            size = os.path.getsize(blob)
             rec = {"registry": ref.registry, "repository": ref.repository, "digest": d,
                    "size": size, "mediaType": GZIP_TYPES[0]}
             if client.blob_exists(ref.repository, d):

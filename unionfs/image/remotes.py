@@ -4,8 +4,8 @@
                                         "mediaType"}]}: where a layer is known to live as a blob
     STORE/registry/downloads/<hex>    verified blobs of a pull in progress; <hex>.part a partial
                                       one, resumed with an HTTP Range request by the next pull
-    STORE/registry/work/<name>/       layers a pull is extracting, outside the store lock, until
-                                      the import renames them into place; the pull holds an
+    STORE/registry/work/<name>/       layers a pull or an unpack is extracting, outside the store
+                                      lock, until they are renamed into place; the pull holds an
                                       flock on the directory, so prune removes only dead ones
 
 blobs.json lets a push skip uploading a layer the target registry already has (HEAD) or can link
@@ -33,13 +33,13 @@ def downloads_dir(store):
 
 
 @contextlib.contextmanager
-def workspace(store):
-    """A private directory on the store's filesystem for a pull's layers, flock'ed while the pull
-    runs and removed after it."""
+def workspace(store, prefix="pull-"):
+    """A private directory on the store's filesystem for the layers a pull (or an unpack,
+    unpack.py) builds, flock'ed while it runs and removed after it."""
     parent = _dir(store, "work")
     with store.lock():      # prune (under the lock) never sees it unlocked
         os.makedirs(parent, mode=0o700, exist_ok=True)
-        d = tempfile.mkdtemp(dir=parent, prefix="pull-")
+        d = tempfile.mkdtemp(dir=parent, prefix=prefix)
         fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         fcntl.flock(fd, fcntl.LOCK_EX)
     try:

@@ -21,6 +21,7 @@ import tempfile
 from .compression import CHUNK, _zstd
 from .errors import ImageError
 from .store import SEARCH_PREFIXES, normalize_ref, split_ref
+from .unpack import unpack
 
 LAYER_MT = "application/vnd.oci.image.layer.v1.tar"
 CONFIG_MT = "application/vnd.oci.image.config.v1+json"
@@ -196,6 +197,7 @@ def save(store, refs, out, fmt="docker", compress=None):
             if t not in chosen[image_id]:
                 chosen[image_id].append(t)
     images = [(store.image(i), chosen[i]) for i in order]
+    unpack(store, [lid for img, _ in images for lid in img.layers])   # an archive holds tars
     d = os.path.dirname(os.path.abspath(out))
     fd, tmp = tempfile.mkstemp(dir=d, prefix=".%s.tmp-" % os.path.basename(out))
     scratch = tempfile.mkdtemp(dir=d, prefix=".%s.blobs-" % os.path.basename(out)) \

@@ -13,6 +13,11 @@ Layout::
       layers/<hex>/meta.json     {"diff_id", "size" (file content bytes), "tar_size", "owners":
                                  "xattr" if extracted without root: owners, modes, device nodes
                                  in override xattrs (image/extract.py), else "real"}
+      layers/<hex>/blob          a pulled layer not used yet ("packed"): the blob as the registry
+                                 served it, its digest and size checked; meta.json is then
+                                 {"diff_id", "packed": true, "blob_digest", "blob_size",
+                                 "media_type", "added"}. Its first use unpacks it (unpack.py)
+                                 into the three entries above, DiffID and entries checked
       images/<hex>/config.json   the image config, byte for byte (the image id is its sha256)
       images/<hex>/meta.json     {"layers": [DiffIDs bottom first], "added"}
       uppers/<name>/upper, work  writable container layers (``image mount --rw``)
@@ -85,6 +90,10 @@ def split_ref(ref):
     return repo, tag
 
 
+def _layer_size(meta):
+    return meta.get("size", meta.get("blob_size", 0))
+
+
 class Image:
     """An image in the store."""
 
@@ -106,7 +115,9 @@ class Image:
         return sorted(r for r, i in self.store.tags().items() if i == self.id)
 
     def layer_sizes(self):
-        return [self.store.layer_meta(d).get("size", 0) for d in self.layers]
+        """File content bytes of each layer; of a packed layer (store.layer_packed), whose
+        content is not known until it is unpacked, its compressed size."""
+        return [_layer_size(self.store.layer_meta(d)) for d in self.layers]
 
     def size(self):
         return sum(self.layer_sizes())
@@ -115,8 +126,11 @@ class Image:
         """True if a layer was extracted without root: a mount must read its override xattrs."""
         return any(self.store.layer_meta(d).get("owners") == "xattr" for d in self.layers)
 
-    def lower_dirs(self):
-        """The layer directories as unionfs lowers: top first."""
+    def lower_dirs(self, progress=None):
+        """The layer directories as unionfs lowers, top first; layers still packed (pulled,
+        never used) are unpacked first (unpack.py)."""
+        from .unpack import unpack
+        unpack(self.store, self.layers, progress)
         return [self.store.layer_root(d) for d in reversed(self.layers)]
 
 
@@ -161,6 +175,13 @@ class Store:
 
     def layer_tar(self, diff_id):
         return os.path.join(self.layer_dir(diff_id), "layer.tar")
+
+    def layer_blob(self, diff_id):
+        return os.path.join(self.layer_dir(diff_id), "blob")
+
+    def layer_packed(self, diff_id):
+        """Whether the layer is a pulled blob not unpacked yet (it has no root/ or layer.tar)."""
+        return self.layer_meta(diff_id).get("packed") is True
 
     def has_layer(self, diff_id):
         return os.path.isfile(os.path.join(self.layer_dir(diff_id), "meta.json"))
@@ -316,7 +337,7 @@ class Store:
         removed = []
         for lid in self.layer_ids():
             if lid not in used:
-                size = self.layer_meta(lid).get("size", 0)
+                size = _layer_size(self.layer_meta(lid))
                 tmp = self.mkdtemp("rm-")
                 os.rename(self.layer_dir(lid), os.path.join(tmp, "layer"))
                 rmtree(tmp)

@@ -20,7 +20,6 @@ the first all-zero block or invalid header ends the archive, as it ends tarfile'
 """
 import re
 import tarfile
-from dataclasses import dataclass
 
 from .errors import LimitError
 
@@ -39,13 +38,17 @@ _NUMERIC_KEYS = ("size", "GNU.sparse.size", "GNU.sparse.realsize", "GNU.sparse.o
 _NEED, _SKIP = "need", "skip"
 
 
-@dataclass
 class Limits:
-    """Caps of one import (README "Container images"; ``unionfs image import --max-*``)."""
-    max_layer_size: int = 32 * GiB     # bytes of one uncompressed layer tar
-    max_entries: int = 1_000_000       # entries of one layer tar (or of the archive's tar)
-    max_header_size: int = 1 * MiB     # one PAX header, GNU long name/link or sparse map
-    max_archive_size: int = 64 * GiB   # the uncompressed copy of a compressed archive
+    """Caps of one import (README "Container images"; ``unionfs image import --max-*``). A
+    plain class, not a dataclass: every image command builds one for its help, and importing
+    dataclasses cost them 6 ms."""
+
+    def __init__(self, max_layer_size=32 * GiB, max_entries=1_000_000, max_header_size=1 * MiB,
+                 max_archive_size=64 * GiB):
+        self.max_layer_size = max_layer_size        # bytes of one uncompressed layer tar
+        self.max_entries = max_entries              # entries of one layer tar (or the archive's)
+        self.max_header_size = max_header_size      # one PAX header, GNU long name/link, sparse map
+        self.max_archive_size = max_archive_size    # the uncompressed copy of a compressed archive
 
 
 def _block(n):

@@ -76,6 +76,8 @@ def from_image(store, ref, cache=None):
     """The stack of an image in the store (ref: name, id or id prefix). Stacks given the same
     cache dict read a layer they share once."""
     img = store.get(ref)
+    from ..image.unpack import unpack
+    unpack(store, img.layers)
     tags = img.tags()
     st = Stack(name=tags[0] if tags else img.hex[:12], image_id=img.id, cache=cache)
     for diff_id, h in zip(img.layers, layer_history(img.config, len(img.layers))):
