@@ -25,7 +25,9 @@ The store is --store DIR, else $UNIONFS_STORE, else /var/lib/unionfs (root) or
 'x' also finds 'localhost/x' and 'docker.io/library/x'), by image id or by a unique id prefix.
 
 Each layer is stored once, by DiffID, as the directory its tar extracts to, OCI whiteouts
-(.wh.NAME, .wh..wh..opq) kept as they are: unionfs reads them natively in lower layers.
+(.wh.NAME, .wh..wh..opq) kept as they are: unionfs reads them natively in lower layers. A pulled
+layer stays the blob it was pulled as until its first use (a mount, diff, commit, save)
+unpacks it; `image pull --unpack` unpacks at once.
 """
 
 
