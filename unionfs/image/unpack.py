@@ -51,11 +51,12 @@ class _Total:
 def unpack(store, diff_ids, progress=None, jobs=None):
     """Unpack the packed layers among diff_ids (a no-op when none is). Returns the DiffIDs
     this call unpacked."""
-    packed = [d for d in dict.fromkeys(diff_ids) if store.layer_packed(d)]
+    metas = {d: store.layer_meta(d) for d in dict.fromkeys(diff_ids)}
+    packed = [d for d, m in metas.items() if m.get("packed") is True]   # store.layer_packed
     if not packed:
         return []
     progress = progress or Progress()
-    total = sum(store.layer_meta(d).get("blob_size") or 0 for d in packed)
+    total = sum(metas[d].get("blob_size") or 0 for d in packed)
     shown = _Total(progress, "Unpacking %d layer%s" % (len(packed), "s" if len(packed) > 1 else ""),
                    total)
     jobs = max(1, min(len(packed), jobs or os.cpu_count() or 2))
