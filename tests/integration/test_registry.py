@@ -466,6 +466,26 @@ def test_first_mount_unpacks_and_a_lying_config_fails_there_in_one_line(reg, env
     assert uf(env, "image", "ls", "-q", "--store", str(tmp_path / "s2")).stdout == ""
 
 
+def test_pull_unpack_checks_a_layer_an_earlier_pull_left_packed_before_registering(reg, env,
+                                                                                  tmp_path):
+    """`pull --unpack` registers an image only when every layer has matched its DiffID, also
+    a layer the store already had, packed, from an earlier pull of another image."""
+    bad = "sha256:" + "cd" * 32
+    one = ru.oci_layout(str(tmp_path / "one"), [{"f": b"x\n"}], tag="1",
+                        config_extra={"rootfs": {"type": "layers", "diff_ids": [bad]}})
+    two = ru.oci_layout(str(tmp_path / "two"), [{"f": b"x\n"}], tag="1", config_extra={
+        "rootfs": {"type": "layers", "diff_ids": [bad]}, "config": {"Cmd": ["/bin/other"]}})
+    assert one["config"] != two["config"] and one["blobs"] == two["blobs"]
+    ru.skopeo_push(str(tmp_path / "one"), "1", reg.host + "/shared1/img:1")
+    ru.skopeo_push(str(tmp_path / "two"), "1", reg.host + "/shared2/img:1")
+    store = str(tmp_path / "s")
+    pull(env, store, reg.host + "/shared1/img:1")
+    assert Store(store).layer_packed(bad)
+    r = pull(env, store, reg.host + "/shared2/img:1", "--unpack", ok=False)
+    assert "DiffID mismatch" in r.stderr
+    assert uf(env, "image", "ls", "-q", "--no-trunc", "--store", store).stdout.split() == [one["config"]]
+
+
 def test_two_first_uses_at_once_unpack_each_layer_once(reg, tmp_path, monkeypatch):
     """A second first use waits on the first's flock and finds the layer unpacked."""
     import threading

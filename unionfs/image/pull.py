@@ -403,6 +403,10 @@ def pull(store, text, platform=None, tls_verify=None, quiet=False, jobs=JOBS, bo
                 layers.append(archive.LayerRef(_StoredLayer(), ld["digest"][7:]))
         rec.layers = layers
         rec.tags = [tag] if tag else []
+        if unpack:      # layers an earlier pull left packed: checked before the image is registered
+            from .unpack import unpack as unpack_layers
+            unpack_layers(store, [d for d in rec.diff_ids if d not in prepared],
+                          Progress(enabled=False if quiet else None))
         results = import_archive(store, None, records=[rec])
     image_id = results[0][0]
     with store.lock():
@@ -413,9 +417,6 @@ def pull(store, text, platform=None, tls_verify=None, quiet=False, jobs=JOBS, bo
     for ld in need.values():
         for p in (os.path.join(dl, ld["digest"][7:]), os.path.join(dl, ld["digest"][7:] + ".part")):
             _remove_unused(p)
-    if unpack:      # layers an earlier pull left packed
-        from .unpack import unpack as unpack_layers
-        unpack_layers(store, rec.diff_ids, Progress(enabled=False if quiet else None))
     board.say("Digest: %s" % top)
     board.say("Status: %s %s" % ("Downloaded newer image for" if need else "Image is up to date for",
                                  tag or "%s@%s" % (ref.name, top)))
